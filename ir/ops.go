@@ -27,7 +27,7 @@ var Ops = map[string]OpInfo{
 	"Conv":               {Since: 7, Doc: "1-D/2-D convolution with strides, pads, dilations, groups"},
 	"BatchNormalization": {Since: 7, Doc: "inference-mode batch normalization"},
 	"AveragePool":        {Since: 7, Doc: "average pooling"},
-	"GlobalAveragePool":  {Since: 7, Doc: "mean over spatial axes"},
+	"GlobalAveragePool":  {Since: 1, Doc: "mean over spatial axes"},
 	"MaxPool":            {Since: 7, Doc: "max pooling"},
 	"LayerNormalization": {Since: 7, Doc: "layer normalization (opset 17, or recognized from its decomposition)"},
 	// Elementwise arithmetic.
@@ -51,11 +51,11 @@ var Ops = map[string]OpInfo{
 	"LeakyRelu":   {Since: 7, Doc: "x or alpha*x"},
 	"PRelu":       {Since: 7, Doc: "x or slope*x"},
 	"Sigmoid":     {Since: 7, Doc: "logistic function"},
-	"HardSigmoid": {Since: 7, Doc: "max(0, min(1, alpha*x+beta))"},
+	"HardSigmoid": {Since: 1, Doc: "max(0, min(1, alpha*x+beta))"},
 	"Tanh":        {Since: 7, Doc: "hyperbolic tangent"},
-	"Softplus":    {Since: 7, Doc: "log(1+exp(x))"},
-	"Elu":         {Since: 7, Doc: "exponential linear unit"},
-	"Selu":        {Since: 7, Doc: "scaled exponential linear unit"},
+	"Softplus":    {Since: 1, Doc: "log(1+exp(x))"},
+	"Elu":         {Since: 1, Doc: "exponential linear unit"},
+	"Selu":        {Since: 1, Doc: "scaled exponential linear unit"},
 	"Gelu":        {Since: 7, Doc: "Gaussian error linear unit (opset 20, or recognized from its erf form)"},
 	"Softmax":     {Since: 7, Doc: "softmax along an axis"},
 	// Reductions.
@@ -84,7 +84,9 @@ var Ops = map[string]OpInfo{
 	"Dropout":         {Since: 7, Doc: "identity at inference (removed by canonicalization)"},
 	"Constant":        {Since: 7, Doc: "constant tensor (becomes a constant value on import)"},
 	// Internal ops introduced by canonicalization.
-	"SiLU":  {Internal: true, Doc: "x*sigmoid(x), recognized from Sigmoid and Mul"},
+	"SiLU": {Internal: true, Doc: "x*sigmoid(x), recognized from Sigmoid and Mul"},
+	"Poly": {Internal: true, Doc: "elementwise polynomial replacing an activation: attributes func (what it approximates), " +
+		"a, b (interval), coeffs (Chebyshev basis on [a, b]), max_err (max |p-f| on [a, b])"},
 	"Dense": {Internal: true, Doc: "X·W + B over the last axis of X, W constant [K, M], B optional [M] (fused MatMul+Add)"},
 }
 
@@ -110,7 +112,18 @@ type UnsupportedError struct {
 }
 
 func (e *UnsupportedError) Error() string {
-	msg := fmt.Sprintf("node %q: unsupported operator %s (opset %d)", e.Node, e.Op, e.Opset)
+	var msg string
+	switch {
+	case e.Op != "":
+		msg = fmt.Sprintf("unsupported operator %s (opset %d)", e.Op, e.Opset)
+		if e.Node != "" {
+			msg = fmt.Sprintf("node %q: %s", e.Node, msg)
+		}
+	case e.Node != "":
+		msg = fmt.Sprintf("node %q: unsupported", e.Node)
+	default:
+		msg = "unsupported"
+	}
 	if e.Reason != "" {
 		msg += ": " + e.Reason
 	}

@@ -1,0 +1,28 @@
+package conformance
+
+import (
+	"io"
+	"strings"
+	"testing"
+)
+
+// TestONNXBackendSuite runs every bundled ONNX backend node case: none may
+// fail, every skip must say why, and the suite must keep its coverage.
+func TestONNXBackendSuite(t *testing.T) {
+	s, err := Run("../onnx", io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range s.Results {
+		switch {
+		case r.Status == Failed:
+			t.Errorf("%s: %s", r.Case, r.Detail)
+		case r.Status == Skipped && !strings.Contains(r.Detail, "unsupported"):
+			t.Errorf("%s skipped without naming what is unsupported: %q", r.Case, r.Detail)
+		}
+	}
+	t.Log(s)
+	if s.Passed < 150 {
+		t.Errorf("only %d cases pass, want at least 150", s.Passed)
+	}
+}
