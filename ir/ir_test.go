@@ -112,3 +112,28 @@ func TestDump(t *testing.T) {
 		t.Errorf("dump:\n%s\nwant:\n%s", b.String(), want)
 	}
 }
+
+func TestMarshalRoundTrip(t *testing.T) {
+	g, _ := chain()
+	_ = g.Sort()
+	g.Nodes[0].Attrs = Attrs{"alpha": {Kind: AttrFloat, Float: 0.5}}
+	w := &Value{Name: "w", DType: Float32, Shape: Shape{4}, Const: NewFloat(Shape{4}, []float64{1, 2, 3, 4})}
+	g.Nodes[1].Inputs = append(g.Nodes[1].Inputs, w, nil)
+	data, err := g.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := UnmarshalGraph(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b strings.Builder
+	_ = Dump(&a, g)
+	_ = Dump(&b, h)
+	if a.String() != b.String() {
+		t.Errorf("round trip changed the graph:\n%s\nvs\n%s", a.String(), b.String())
+	}
+	if _, err := UnmarshalGraph(data[:len(data)/2]); err == nil {
+		t.Error("decoded a truncated graph")
+	}
+}

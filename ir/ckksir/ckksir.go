@@ -1,0 +1,224 @@
+// Package ckksir is ciphercut's HE-level IR: a program over CKKS ciphertexts
+// whose values are slot vectors with a level and a scale, and whose
+// instructions are what CKKS offers (linear transformations in diagonal form,
+// plaintext and ciphertext additions and products, polynomial evaluation,
+// rotations, bootstrapping). The lowering pass (passes.LowerCKKS) produces it
+// from the canonical tensor IR; the runtime executes only this level.
+//
+// # Slot layout
+//
+// A ciphertext holds Slots slots, cut into Batch blocks of BlockSize slots;
+// block b holds sample b. A tensor value of a program is flattened row-major
+// (per sample) into slots [Offset, Offset+Size) of every block. Slots of a
+// block outside the tensor hold values the program never reads.
+package ckksir
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/ciphercut/ciphercut/ir"
+)
+
+// Version is the HE IR version a plan records; plans of another version are
+// refused.
+const Version = 1
+
+// Params are the CKKS parameters of a program: ring degree 2^LogN, the bit
+// sizes of the ciphertext modulus chain Q (LogQ[0] is the base prime, one
+// more prime per level) and of the key-switching primes P, and the default
+// scale 2^LogScale. SecurityBits is the estimated security of the ring with
+// a uniform ternary secret, from the HE standard's bounds on log2(QP).
+type Params struct {
+	LogN         int
+	LogQ         []int
+	LogP         []int
+	LogScale     int
+	SecurityBits int
+}
+
+// MaxLevel is the level of a fresh ciphertext (the number of rescales it can
+// take).
+func (p Params) MaxLevel() int { return len(p.LogQ) - 1 }
+
+// Slots is the number of complex slots, N/2.
+func (p Params) Slots() int { return 1 << (p.LogN - 1) }
+
+// LogQP is the total bit size of the modulus the keys live in.
+func (p Params) LogQP() int {
+	s := 0
+	for _, q := range p.LogQ {
+		s += q
+	}
+	for _, q := range p.LogP {
+		s += q
+	}
+	return s
+}
+
+func (p Params) String() string {
+	return fmt.Sprintf("N=2^%d logQ=%v logP=%v scale=2^%d logQP=%d (%d-bit security)",
+		p.LogN, p.LogQ, p.LogP, p.LogScale, p.LogQP(), p.SecurityBits)
+}
+
+// Layout places one tensor (per sample) in the slots of a block.
+type Layout struct {
+	// Shape is the per-sample tensor shape (without the batch axis).
+	Shape ir.Shape
+	// Offset is the slot index, within each block, of the tensor's first
+	// element; element k (row-major) sits at Offset+k.
+	Offset int
+}
+
+// Size is the number of slots the tensor occupies in a block.
+func (l Layout) Size() int { return l.Shape.Size() }
+
+// Op is an instruction kind.
+type Op uint8
+
+// Instruction kinds. Levels: Linear and MulConst consume one level; Poly
+// consumes Poly.Depth() levels; the others consume none.
+const (
+	// OpLinear: Out = Σ_i Matrices[i](In[i]) + Bias. Each matrix is applied
+	// blockwise (the same matrix in every batch block) by the baby-step
+	// giant-step diagonal method.
+	OpLinear Op = iota + 1
+	// OpPoly: Out = Poly(In[0]) slotwise.
+	OpPoly
+	// OpAdd: Out = In[0] + In[1].
+	OpAdd
+	// OpMul: Out = In[0] * In[1] (relinearized and rescaled).
+	OpMul
+	// OpAddConst: Out = In[0] + Bias.
+	OpAddConst
+	// OpMulConst: Out = In[0] * Vector (rescaled).
+	OpMulConst
+	// OpBootstrap: Out = In[0] refreshed to the bootstrapping output level.
+	OpBootstrap
+)
+
+var opNames = map[Op]string{OpLinear: "linear", OpPoly: "poly", OpAdd: "add", OpMul: "mul",
+	OpAddConst: "add-const", OpMulConst: "mul-const", OpBootstrap: "bootstrap"}
+
+func (o Op) String() string {
+	if s, ok := opNames[o]; ok {
+		return s
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// Matrix is a linear map from one block layout to another, stored by its
+// non-zero generalized diagonals over a block: Diagonals[d][j] is the
+// coefficient of input slot (j+d) mod BlockSize in output slot j, for j in
+// [0, BlockSize). Diagonal indices lie in (-BlockSize, BlockSize) and never
+// wrap across blocks (an entry with j+d outside [0, BlockSize) is zero).
+type Matrix struct {
+	Diagonals map[int][]float64
+}
+
+// Indices returns the diagonal indices in increasing order.
+func (m *Matrix) Indices() []int {
+	idx := make([]int, 0, len(m.Diagonals))
+	for d := range m.Diagonals {
+		idx = append(idx, d)
+	}
+	sort.Ints(idx)
+	return idx
+}
+
+// Poly is a polynomial in the Chebyshev basis on the interval [A, B]:
+// p(x) = Σ_k Coeffs[k]·T_k((2x - A - B)/(B - A)). When A = -1 and B = 1 the
+// change of variable is free; otherwise it costs one extra level.
+type Poly struct {
+	// Func names what the polynomial approximates ("Relu", "Sigmoid", ...).
+	Func   string
+	A, B   float64
+	Coeffs []float64
+	// MaxErr is the largest |p(x) - f(x)| over [A, B], measured on a fine
+	// grid when the approximation was chosen.
+	MaxErr float64
+}
+
+// Degree is the polynomial's degree.
+func (p *Poly) Degree() int { return len(p.Coeffs) - 1 }
+
+// Depth is the number of levels evaluating p consumes, including the change
+// of variable when the interval is not [-1, 1].
+func (p *Poly) Depth() int {
+	d := 0
+	for (1 << d) <= p.Degree() {
+		d++
+	}
+	if p.A != -1 || p.B != 1 {
+		d++
+	}
+	return d
+}
+
+// Instr is one instruction; values are numbered in SSA form.
+type Instr struct {
+	Op  Op
+	Out int
+	In  []int
+	// Matrices, one per input, for OpLinear.
+	Matrices []*Matrix
+	// Bias (OpLinear, OpAddConst) or Vector (OpMulConst): BlockSize values
+	// repeated in every block; nil means zero.
+	Bias   []float64
+	Vector []float64
+	Poly   *Poly
+	// Layer names the tensor-IR nodes this instruction implements, for
+	// reports and errors.
+	Layer string
+}
+
+// Value describes an SSA value: where its tensor sits and the level it is
+// at after its instruction.
+type Value struct {
+	Layout Layout
+	Level  int
+	// Bound is the predicted bound on the absolute error of every slot the
+	// tensor occupies, relative to the plaintext reference.
+	Bound float64
+}
+
+// IO binds a tensor input or output of the model to a program value.
+type IO struct {
+	Name  string
+	Value int
+}
+
+// Program is a complete CKKS circuit.
+type Program struct {
+	Params    Params
+	BlockSize int
+	Batch     int
+	Inputs    []IO
+	Outputs   []IO
+	Values    []Value
+	Instrs    []Instr
+}
+
+// DiagonalCount is the total number of non-zero diagonals over all linear
+// transformations (each costs one plaintext product).
+func (p *Program) DiagonalCount() int {
+	n := 0
+	for _, in := range p.Instrs {
+		for _, m := range in.Matrices {
+			n += len(m.Diagonals)
+		}
+	}
+	return n
+}
+
+// Depth is the number of levels the program consumes on its longest path.
+func (p *Program) Depth() int {
+	top := p.Params.MaxLevel()
+	d := 0
+	for _, v := range p.Values {
+		if top-v.Level > d {
+			d = top - v.Level
+		}
+	}
+	return d
+}

@@ -1,0 +1,99 @@
+package ckksir
+
+import "fmt"
+
+// Verify checks a program's invariants: values defined once before use,
+// inputs of every instruction at a level that can pay for it, layouts inside
+// a block, matrix and vector sizes matching the block, batch blocks filling
+// the ciphertext. A corrupt or hand-edited plan fails here, not in Lattigo.
+func Verify(p *Program) error {
+	if p.Params.LogN < 10 || p.Params.LogN > 17 || len(p.Params.LogQ) == 0 {
+		return fmt.Errorf("ckks program: implausible parameters %s", p.Params)
+	}
+	if p.BlockSize <= 0 || p.Batch <= 0 || p.BlockSize*p.Batch != p.Params.Slots() {
+		return fmt.Errorf("ckks program: %d blocks of %d slots do not fill %d slots", p.Batch, p.BlockSize, p.Params.Slots())
+	}
+	defined := make([]bool, len(p.Values))
+	check := func(id int, what string) error {
+		if id < 0 || id >= len(p.Values) {
+			return fmt.Errorf("ckks program: %s names value v%d of %d", what, id, len(p.Values))
+		}
+		return nil
+	}
+	for _, v := range p.Values {
+		if v.Layout.Offset < 0 || v.Layout.Size() < 0 || v.Layout.Offset+v.Layout.Size() > p.BlockSize {
+			return fmt.Errorf("ckks program: layout %v@%d outside a block of %d", v.Layout.Shape, v.Layout.Offset, p.BlockSize)
+		}
+		if v.Level < 0 || v.Level > p.Params.MaxLevel() {
+			return fmt.Errorf("ckks program: level %d outside [0, %d]", v.Level, p.Params.MaxLevel())
+		}
+	}
+	for _, in := range p.Inputs {
+		if err := check(in.Value, "input "+in.Name); err != nil {
+			return err
+		}
+		defined[in.Value] = true
+	}
+	for i, ins := range p.Instrs {
+		where := fmt.Sprintf("instruction %d (%s, %s)", i, ins.Op, ins.Layer)
+		if err := check(ins.Out, where); err != nil {
+			return err
+		}
+		if defined[ins.Out] {
+			return fmt.Errorf("ckks program: %s redefines v%d", where, ins.Out)
+		}
+		minIn := p.Params.MaxLevel()
+		for _, a := range ins.In {
+			if err := check(a, where); err != nil {
+				return err
+			}
+			if !defined[a] {
+				return fmt.Errorf("ckks program: %s reads v%d before it is defined", where, a)
+			}
+			minIn = min(minIn, p.Values[a].Level)
+		}
+		cost := 0
+		switch ins.Op {
+		case OpLinear:
+			if len(ins.Matrices) != len(ins.In) || len(ins.In) == 0 {
+				return fmt.Errorf("ckks program: %s has %d matrices for %d inputs", where, len(ins.Matrices), len(ins.In))
+			}
+			for _, m := range ins.Matrices {
+				for d, diag := range m.Diagonals {
+					if d <= -p.BlockSize || d >= p.BlockSize || len(diag) != p.BlockSize {
+						return fmt.Errorf("ckks program: %s has a malformed diagonal %d", where, d)
+					}
+				}
+			}
+			cost = 1
+		case OpPoly:
+			if ins.Poly == nil || len(ins.Poly.Coeffs) == 0 || len(ins.In) != 1 {
+				return fmt.Errorf("ckks program: %s lacks its polynomial", where)
+			}
+			cost = ins.Poly.Depth()
+		case OpMul, OpMulConst:
+			cost = 1
+		case OpAdd, OpAddConst, OpBootstrap:
+		default:
+			return fmt.Errorf("ckks program: %s has an unknown op", where)
+		}
+		for _, vec := range [][]float64{ins.Bias, ins.Vector} {
+			if vec != nil && len(vec) != p.BlockSize {
+				return fmt.Errorf("ckks program: %s has a vector of %d values for blocks of %d", where, len(vec), p.BlockSize)
+			}
+		}
+		if ins.Op != OpBootstrap && p.Values[ins.Out].Level != minIn-cost {
+			return fmt.Errorf("ckks program: %s outputs level %d, want %d", where, p.Values[ins.Out].Level, minIn-cost)
+		}
+		defined[ins.Out] = true
+	}
+	for _, out := range p.Outputs {
+		if err := check(out.Value, "output "+out.Name); err != nil {
+			return err
+		}
+		if !defined[out.Value] {
+			return fmt.Errorf("ckks program: output %q is never computed", out.Name)
+		}
+	}
+	return nil
+}
