@@ -1,0 +1,31 @@
+// Command ciphercut compiles ONNX models for CKKS homomorphic encryption and
+// runs, inspects and checks them. Run `ciphercut help` for the commands.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "ciphercut:", err)
+		os.Exit(1)
+	}
+}
+
+// newRoot builds the command tree.
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "ciphercut",
+		Short: "Run neural networks on encrypted data",
+		Long: "ciphercut reads ONNX models into a tensor IR, checks them with a float64 reference\n" +
+			"interpreter and compiles them for CKKS homomorphic encryption.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(demoCmd(), inspectCmd(), inferCmd(), evalCmd(), conformanceCmd())
+	return root
+}
