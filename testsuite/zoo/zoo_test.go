@@ -27,8 +27,15 @@ func TestModelsMatchPyTorch(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if d := MaxAbsDiff(out, m.Expected); d > 1e-4 {
-				t.Errorf("max |interpreter - PyTorch| = %g over %d samples, want <= 1e-4", d, m.Samples())
+			// PyTorch computes in float32; the interpreter in float64. The
+			// classifiers match to 1e-5; tiny-gpt's logits are larger and go
+			// through 2 blocks of attention, so it gets 1e-4.
+			tol := 1e-5
+			if m.Name == "tiny-gpt" {
+				tol = 1e-4
+			}
+			if d := MaxAbsDiff(out, m.Expected); d > tol {
+				t.Errorf("max |interpreter - PyTorch| = %g over %d samples, want <= %g", d, m.Samples(), tol)
 			}
 			if a := Agreement(out, m.Expected); a != 1 {
 				t.Errorf("top-1 agreement with PyTorch %.4f, want 1", a)
