@@ -10,19 +10,30 @@ import (
 
 	"github.com/ciphercut/ciphercut/compiler"
 	"github.com/ciphercut/ciphercut/ir"
+	"github.com/ciphercut/ciphercut/runtime/local"
 	"github.com/ciphercut/ciphercut/testsuite/zoo"
 )
 
 func evalCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "eval MODEL_DIR...",
-		Short: "Check bundled models on their held-out samples",
-		Long: "eval runs each model folder (model.onnx, inputs.npy, labels.npy, expected.npy, as\n" +
-			"under testsuite/models) through the reference interpreter, as imported and after\n" +
-			"canonicalization, and prints accuracy and the largest difference from PyTorch's\n" +
-			"own outputs.",
+	var data string
+	var limit int
+	cmd := &cobra.Command{
+		Use:   "eval (PLAN --data MODEL_DIR | MODEL_DIR...)",
+		Short: "Measure accuracy on a model folder's held-out samples, encrypted or in plaintext",
+		Long: "With a plan and --data, eval runs every sample of the model folder (model.onnx,\n" +
+			"inputs.npy, labels.npy, expected.npy, as under testsuite/models) encrypted and prints\n" +
+			"plaintext accuracy, encrypted accuracy, top-1 agreement and the errors against the\n" +
+			"plan's plaintext reference and bound. Without --data, eval runs each model folder\n" +
+			"through the reference interpreter, as imported and after canonicalization, and\n" +
+			"prints accuracy and the largest difference from PyTorch's own outputs.",
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if data != "" {
+				if len(args) != 1 {
+					return fmt.Errorf("eval --data takes exactly one plan")
+				}
+				return evalEncrypted(args[0], data, limit)
+			}
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "model\tsamples\taccuracy\tmax |ours-torch|\tcanonical max |diff|\tcanonical nodes\ttime")
 			for _, dir := range args {
@@ -40,6 +51,56 @@ func evalCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
+	cmd.Flags().StringVar(&data, "data", "", "model folder whose samples to run encrypted through PLAN")
+	cmd.Flags().IntVar(&limit, "limit", 0, "run only the first N samples (0: all)")
+	return cmd
+}
+
+// evalEncrypted runs a model folder's samples through a plan encrypted.
+func evalEncrypted(planPath, dir string, limit int) error {
+	plan, ref, err := loadPlan(planPath)
+	if err != nil {
+		return err
+	}
+	m, err := zoo.OpenDir(dir)
+	if err != nil {
+		return err
+	}
+	n := m.Samples()
+	if limit > 0 && limit < n {
+		n = limit
+	}
+	x, labels := zoo.Rows(m.Inputs, 0, n), zoo.Rows(m.Labels, 0, n)
+	exact, err := zoo.RunBatched(m.Graph, x, 32)
+	if err != nil {
+		return fmt.Errorf("%s: %w", m.Name, err)
+	}
+	approx, err := zoo.RunBatched(ref, x, 1)
+	if err != nil {
+		return fmt.Errorf("%s: plan reference: %w", planPath, err)
+	}
+	sess, err := local.NewSession(plan.Program, sessionProgress())
+	if err != nil {
+		return err
+	}
+	y, t, err := sess.Infer(x)
+	if err != nil {
+		return fmt.Errorf("%s: %w", planPath, err)
+	}
+	maxErr, meanErr := errorStats(y, approx)
+	maxExact, meanExact := errorStats(y, exact)
+	fmt.Printf("%s on %d samples (%s)\n", m.Name, n, plan.Program.Params)
+	fmt.Printf("  plaintext accuracy    %.2f%%\n", 100*zoo.Accuracy(exact, labels))
+	fmt.Printf("  polynomial plaintext  %.2f%%\n", 100*zoo.Accuracy(approx, labels))
+	fmt.Printf("  encrypted accuracy    %.2f%%\n", 100*zoo.Accuracy(y, labels))
+	fmt.Printf("  top-1 agreement       %.2f%% with plaintext\n", 100*zoo.Agreement(y, exact))
+	fmt.Printf("  |encrypted - plan reference|  max %.3e  mean %.3e  (plan bound %.3e)\n", maxErr, meanErr, outputBound(plan))
+	fmt.Printf("  |encrypted - exact model|     max %.3e  mean %.3e\n", maxExact, meanExact)
+	printTiming(sess.Setup, t, n)
+	if maxErr > outputBound(plan) {
+		return fmt.Errorf("encrypted result exceeds the plan's error bound (%.3e > %.3e)", maxErr, outputBound(plan))
+	}
+	return nil
 }
 
 type evaluation struct {

@@ -26,6 +26,6 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(demoCmd(), inspectCmd(), inferCmd(), evalCmd(), conformanceCmd())
+	root.AddCommand(demoCmd(), compileCmd(), runCmd(), evalCmd(), inspectCmd(), inferCmd(), conformanceCmd())
 	return root
 }

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ciphercut/ciphercut/compiler"
+	"github.com/ciphercut/ciphercut/frontends/npy"
+	"github.com/ciphercut/ciphercut/frontends/onnx"
+	"github.com/ciphercut/ciphercut/ir"
+)
+
+func compileCmd() *cobra.Command {
+	var out, calib string
+	var opts compiler.CompileOptions
+	cmd := &cobra.Command{
+		Use:   "compile MODEL.onnx -o PLAN",
+		Short: "Compile a model into a CKKS encrypted-execution plan",
+		Long: "compile canonicalizes the model, calibrates each activation's input range on\n" +
+			"calibration samples (the inputs.npy beside the model by default, or --calib),\n" +
+			"replaces activations by the cheapest polynomials that keep the outputs on target,\n" +
+			"lowers to CKKS operations and picks 128-bit secure parameters. The plan file is\n" +
+			"versioned, checksummed and written atomically.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return fmt.Errorf("missing -o PLAN")
+			}
+			data, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			g, err := onnx.Decode(data, args[0])
+			if err != nil {
+				return err
+			}
+			samples, err := loadCalib(args[0], calib)
+			if err != nil {
+				return err
+			}
+			opts.Calib = samples
+			opts.Log = os.Stderr
+			name := filepath.Base(filepath.Dir(args[0]))
+			plan, err := compiler.Compile(g, name, data, opts)
+			if err != nil {
+				return err
+			}
+			if err := compiler.WritePlan(out, plan); err != nil {
+				return err
+			}
+			fmt.Print(plan.Approximations)
+			fmt.Printf("plan %s: %s\n  depth %d, %d samples per ciphertext, %d diagonals\n", out, plan.Program.Params,
+				plan.Program.Depth(), plan.Program.Batch, plan.Program.DiagonalCount())
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&out, "output", "o", "", "plan file to write")
+	cmd.Flags().StringVar(&calib, "calib", "", "calibration samples: a .npy file or a folder holding inputs.npy (default: inputs.npy beside the model)")
+	cmd.Flags().IntVar(&opts.Approx.PrecisionBits, "precision", 6, "output precision target in bits: approximations keep max |output error| <= 2^-BITS * max |output|")
+	cmd.Flags().IntVar(&opts.Lower.Batch, "batch", 1, "samples each ciphertext must hold at least (more are packed when they fit)")
+	cmd.Flags().Float64Var(&opts.Approx.Margin, "margin", 0.25, "widen each calibrated range by this fraction of its half-width on each side")
+	cmd.Flags().IntVar(&opts.Lower.MaxLogN, "max-logn", 16, "largest ring degree 2^LOGN to consider")
+	return cmd
+}
+
+// loadCalib reads calibration samples: the --calib file or folder, else the
+// inputs.npy beside the model.
+func loadCalib(model, flag string) (*ir.Tensor, error) {
+	path := flag
+	if path == "" {
+		path = filepath.Join(filepath.Dir(model), "inputs.npy")
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("no calibration samples: %s does not exist; pass --calib FILE.npy or a folder with inputs.npy", path)
+		}
+	} else if st, err := os.Stat(path); err == nil && st.IsDir() {
+		path = filepath.Join(path, "inputs.npy")
+	}
+	return npy.Read(path)
+}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ciphercut/ciphercut/compiler"
+	"github.com/ciphercut/ciphercut/ir"
+	"github.com/ciphercut/ciphercut/runtime/local"
+	"github.com/ciphercut/ciphercut/testsuite/zoo"
+)
+
+func runCmd() *cobra.Command {
+	var input, output string
+	var verify bool
+	cmd := &cobra.Command{
+		Use:   "run PLAN --input X.npy [-o OUT.npy] [--verify]",
+		Short: "Run a plan on encrypted inputs",
+		Long: "run generates keys, encrypts the samples of X.npy (stacked along the leading axis),\n" +
+			"evaluates the plan on the ciphertexts with only the public evaluation keys,\n" +
+			"decrypts and writes OUT.npy (same leading axis) or prints the outputs. --verify\n" +
+			"also runs the plan's plaintext reference and fails when the encrypted result\n" +
+			"leaves the error bound the plan predicts.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if input == "" {
+				return fmt.Errorf("missing --input X.npy")
+			}
+			plan, ref, err := loadPlan(args[0])
+			if err != nil {
+				return err
+			}
+			x, err := readTensor(input)
+			if err != nil {
+				return err
+			}
+			sess, err := local.NewSession(plan.Program, sessionProgress())
+			if err != nil {
+				return err
+			}
+			y, t, err := sess.Infer(x)
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			if output != "" {
+				if err := writeTensor(output, plan.Program.Outputs[0].Name, y); err != nil {
+					return err
+				}
+			} else {
+				printTensor(plan.Program.Outputs[0].Name, y)
+			}
+			printTiming(sess.Setup, t, x.Shape[0])
+			if verify {
+				return verifyAgainst(ref, plan, x, y)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&input, "input", "i", "", "input samples (.npy or .pb), stacked along the leading axis")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "output file (.npy or .pb)")
+	cmd.Flags().BoolVar(&verify, "verify", false, "compare with the plaintext reference within the plan's predicted bound")
+	return cmd
+}
+
+// loadPlan reads a plan and its plaintext reference graph.
+func loadPlan(path string) (*compiler.Plan, *ir.Graph, error) {
+	plan, err := compiler.ReadPlan(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	g, err := ir.UnmarshalGraph(plan.Graph)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return plan, g, nil
+}
+
+// outputBound is the plan's predicted bound on the output error.
+func outputBound(plan *compiler.Plan) float64 {
+	return plan.Program.Values[plan.Program.Outputs[0].Value].Bound
+}
+
+// verifyAgainst runs the plan's plaintext reference on x and checks the
+// encrypted outputs y against the plan's predicted bound.
+func verifyAgainst(ref *ir.Graph, plan *compiler.Plan, x, y *ir.Tensor) error {
+	want, err := zoo.RunBatched(ref, x, 1)
+	if err != nil {
+		return fmt.Errorf("plaintext reference: %w", err)
+	}
+	maxErr, meanErr := errorStats(y, want)
+	bound := outputBound(plan)
+	fmt.Printf("verify: max |encrypted - plaintext| = %.3e, mean %.3e, plan bound %.3e, top-1 agreement %.2f%%\n",
+		maxErr, meanErr, bound, 100*zoo.Agreement(y, want))
+	if maxErr > bound {
+		return fmt.Errorf("encrypted result exceeds the plan's error bound (%.3e > %.3e)", maxErr, bound)
+	}
+	return nil
+}
+
+// errorStats returns the max and mean absolute elementwise difference.
+func errorStats(a, b *ir.Tensor) (maxErr, meanErr float64) {
+	sum := 0.0
+	for i, v := range a.Float {
+		d := math.Abs(v - b.Float[i])
+		sum += d
+		maxErr = math.Max(maxErr, d)
+	}
+	return maxErr, sum / float64(len(a.Float))
+}
+
+func printTiming(s local.Setup, t local.Timing, samples int) {
+	fmt.Fprintf(os.Stdout, "keys: %v (%d Galois keys, %.1f MiB evaluation keys), worker setup %v\n",
+		s.KeyGen.Round(time.Millisecond), s.GaloisKeys, float64(s.EvalKeyBytes)/(1<<20), s.Encode.Round(time.Millisecond))
+	fmt.Fprintf(os.Stdout, "%d samples in %d ciphertexts: encrypt %v, evaluate %v, decrypt %v (%.1f samples/s); upload %.1f MiB, download %.1f MiB\n",
+		samples, t.Ciphertexts, t.Encrypt.Round(time.Millisecond), t.Eval.Round(time.Millisecond), t.Decrypt.Round(time.Millisecond),
+		float64(samples)/t.Total().Seconds(), float64(t.UploadBytes)/(1<<20), float64(t.DownloadBytes)/(1<<20))
+}

@@ -1,0 +1,90 @@
+package compiler
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+
+	"github.com/ciphercut/ciphercut/ir"
+	"github.com/ciphercut/ciphercut/ir/ckksir"
+	"github.com/ciphercut/ciphercut/passes"
+)
+
+// CompileOptions tune Compile.
+type CompileOptions struct {
+	// Calib holds calibration samples for the model's input, stacked along
+	// the leading axis (the model's bundled samples by default). Required.
+	Calib *ir.Tensor
+	// Approx tunes activation approximation (precision target, margin).
+	Approx passes.ApproxOptions
+	// Lower tunes lowering to CKKS (batch, ring limits, scale).
+	Lower passes.LowerOptions
+	// Log, when set, receives one line per pipeline step.
+	Log io.Writer
+}
+
+// Compile turns an imported model into an encrypted-execution plan:
+//
+//  1. the Canonicalize table (shapes, folding, fusion, recognition);
+//  2. the Encrypt table: MaxPool decomposed into pairwise maxima, each
+//     activation calibrated on opts.Calib and replaced by the cheapest
+//     polynomial that keeps the model's outputs on target;
+//  3. lowering to the CKKS-level IR (linear regions become diagonal
+//     matrices, polynomials, levels, parameters, error bounds).
+//
+// model is not modified. modelBytes (the ONNX file) identifies the model in
+// the plan.
+func Compile(model *ir.Graph, name string, modelBytes []byte, opts CompileOptions) (*Plan, error) {
+	if opts.Calib == nil {
+		return nil, fmt.Errorf("compile %s: no calibration samples", name)
+	}
+	g := model.Clone()
+	logf := func(format string, args ...any) {
+		if opts.Log != nil {
+			fmt.Fprintf(opts.Log, format+"\n", args...)
+		}
+	}
+	if err := RunPasses(g, Canonicalize, Options{Verify: true}); err != nil {
+		return nil, fmt.Errorf("compile %s: %w", name, err)
+	}
+	logf("canonicalized: %d nodes", len(g.Nodes))
+	var report *passes.ApproxReport
+	encrypt := []Pass{
+		{Name: "decompose-maxpool", Run: passes.DecomposeMaxPool},
+		{Name: "approximate-activations", Run: func(g *ir.Graph) error {
+			var err error
+			report, err = passes.ApproximateActivations(g, opts.Calib, opts.Approx)
+			return err
+		}},
+	}
+	if err := RunPasses(g, encrypt, Options{Verify: true}); err != nil {
+		return nil, fmt.Errorf("compile %s: %w", name, err)
+	}
+	logf("approximated %d activations", len(report.Entries))
+	lower := opts.Lower
+	if lower.Calib == nil {
+		lower.Calib = opts.Calib
+	}
+	prog, err := passes.LowerCKKS(g, lower)
+	if err != nil {
+		return nil, fmt.Errorf("compile %s: %w", name, err)
+	}
+	if err := ckksir.Verify(prog); err != nil {
+		return nil, fmt.Errorf("compile %s: lowering produced an invalid program: %w", name, err)
+	}
+	logf("lowered: %s, depth %d, %d samples per ciphertext", prog.Params, prog.Depth(), prog.Batch)
+	graph, err := g.MarshalBinary()
+	if err != nil {
+		return nil, fmt.Errorf("compile %s: %w", name, err)
+	}
+	sum := sha256.Sum256(modelBytes)
+	return &Plan{
+		FormatVersion:  PlanFormatVersion,
+		ModelName:      name,
+		ModelSHA256:    hex.EncodeToString(sum[:]),
+		Graph:          graph,
+		Program:        prog,
+		Approximations: report.String(),
+	}, nil
+}

@@ -1,0 +1,131 @@
+package passes
+
+import (
+	"fmt"
+
+	"github.com/ciphercut/ciphercut/ir/ckksir"
+)
+
+// MaxLogQP128 is the largest total modulus size log2(QP), in bits, that
+// keeps 128-bit security for ring degree 2^LogN with a uniform ternary secret
+// and error σ = 3.2: the bounds of the Homomorphic Encryption Standard
+// (Albrecht et al., 2018, table for the ternary secret distribution), which
+// Lattigo also uses. Rings below 2^13 are too small for useful depths and
+// are not offered.
+var MaxLogQP128 = map[int]int{
+	13: 218,
+	14: 438,
+	15: 881,
+	16: 1761,
+}
+
+// Parameter-choice defaults (see ChooseParams).
+const (
+	// DefaultMaxLogN is the largest ring degree ChooseParams tries.
+	DefaultMaxLogN = 16
+	// DefaultMinLogScale is the smallest default scale 2^LogScale it accepts.
+	DefaultMinLogScale = 30
+	// ckksMinLogN is the smallest ring degree offered.
+	ckksMinLogN = 13
+	// ckksMaxLogScale is the largest scale tried when none is fixed; the
+	// search steps down by ckksLogScaleStep.
+	ckksMaxLogScale  = 40
+	ckksLogScaleStep = 5
+	// ckksMaxPrimeBits caps a Q prime (the base prime) and a P prime.
+	ckksMaxQ0Bits = 60
+	ckksMaxPBits  = 61
+	// ckksQ0Margin is how many bits the base prime exceeds the scale: the
+	// decrypted message must stay below q0/2, so outputs up to about
+	// 2^(ckksQ0Margin-1) in magnitude decrypt correctly.
+	ckksQ0Margin = 20
+)
+
+// ChooseParams picks CKKS parameters for a circuit of the given depth (the
+// number of rescales on its longest path) whose values fit blocks of
+// blockSize slots:
+//
+//   - the ring degree 2^LogN is the smallest with LogN in [13,
+//     opts.MaxLogN] (default 16) whose 128-bit bound MaxLogQP128 holds the
+//     modulus chain and whose N/2 slots hold blockSize*max(1, opts.Batch)
+//     slots; the ring degree dominates the cost of every operation, so a
+//     smaller ring at a smaller scale is preferred to a bigger one;
+//   - the scale is opts.LogScale when set, else the largest of 40, 35, 30,
+//     ... down to opts.MinLogScale (default 30) that fits the ring;
+//   - the chain is Q = [q0] + depth × [LogScale] with q0 = min(60,
+//     LogScale+20) bits, so that results below 2^19 in magnitude decrypt;
+//   - P is two primes of min(61, q0+1) bits when they fit (fewer digits,
+//     faster key switching), else one, as Lattigo's examples do.
+//
+// A depth too large for every ring is an error that says how much the
+// largest ring holds; bootstrapping is not supported yet.
+func ChooseParams(depth int, blockSize int, opts LowerOptions) (ckksir.Params, error) {
+	opts = opts.withDefaults()
+	if depth < 0 {
+		return ckksir.Params{}, fmt.Errorf("choosing CKKS parameters: negative depth %d", depth)
+	}
+	if blockSize <= 0 {
+		return ckksir.Params{}, fmt.Errorf("choosing CKKS parameters: block size %d", blockSize)
+	}
+	if _, ok := MaxLogQP128[opts.MaxLogN]; !ok {
+		return ckksir.Params{}, fmt.Errorf("choosing CKKS parameters: MaxLogN %d outside [%d, %d]", opts.MaxLogN, ckksMinLogN, DefaultMaxLogN)
+	}
+	need := blockSize * opts.Batch
+	if top := 1 << (opts.MaxLogN - 1); need > top {
+		return ckksir.Params{}, fmt.Errorf("choosing CKKS parameters: %d samples of %d slots need %d slots, but the largest ring (N=2^%d) has %d",
+			opts.Batch, blockSize, need, opts.MaxLogN, top)
+	}
+	scales := ckksScaleCandidates(opts)
+	if len(scales) == 0 {
+		return ckksir.Params{}, fmt.Errorf("choosing CKKS parameters: no scale between 2^%d and 2^%d", opts.MinLogScale, ckksMaxLogScale)
+	}
+	for logN := ckksMinLogN; logN <= opts.MaxLogN; logN++ {
+		if 1<<(logN-1) < need {
+			continue
+		}
+		for _, s := range scales {
+			for _, nP := range []int{2, 1} {
+				p := ckksChain(logN, depth, s, nP)
+				if p.LogQP() <= MaxLogQP128[logN] {
+					return p, nil
+				}
+			}
+		}
+	}
+	s := scales[len(scales)-1]
+	q0 := min(ckksMaxQ0Bits, s+ckksQ0Margin)
+	room := MaxLogQP128[opts.MaxLogN] - q0 - min(ckksMaxPBits, q0+1)
+	return ckksir.Params{}, fmt.Errorf("model needs depth %d (levels) but the largest 128-bit ring (N=2^%d) holds at most %d at scale 2^%d; bootstrapping is not supported yet",
+		depth, opts.MaxLogN, max(0, room/s), s)
+}
+
+// ckksScaleCandidates lists the scales ChooseParams tries, largest first.
+func ckksScaleCandidates(opts LowerOptions) []int {
+	if opts.LogScale > 0 {
+		return []int{opts.LogScale}
+	}
+	var out []int
+	for s := ckksMaxLogScale; s >= opts.MinLogScale; s -= ckksLogScaleStep {
+		out = append(out, s)
+	}
+	if len(out) == 0 || out[len(out)-1] != opts.MinLogScale && opts.MinLogScale < ckksMaxLogScale {
+		out = append(out, opts.MinLogScale)
+	}
+	return out
+}
+
+// ckksChain builds the parameters for a ring, depth, scale and number of P
+// primes; SecurityBits is 128 when the chain fits the ring's bound, else 0.
+func ckksChain(logN, depth, logScale, nP int) ckksir.Params {
+	q0 := min(ckksMaxQ0Bits, logScale+ckksQ0Margin)
+	p := ckksir.Params{LogN: logN, LogScale: logScale, LogQ: []int{q0}}
+	for range depth {
+		p.LogQ = append(p.LogQ, logScale)
+	}
+	for range nP {
+		p.LogP = append(p.LogP, min(ckksMaxPBits, q0+1))
+	}
+	if bound, ok := MaxLogQP128[logN]; ok && p.LogQP() <= bound {
+		p.SecurityBits = 128
+	}
+	return p
+}

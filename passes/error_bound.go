@@ -1,0 +1,459 @@
+package passes
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"sort"
+
+	"github.com/ciphercut/ciphercut/ir/ckksir"
+)
+
+// CKKS error model.
+//
+// A CKKS ciphertext at scale Δ = 2^LogScale decrypts to Δ·(m + e): m is the
+// exact slot vector, e the error bounded here, in message units. Every
+// operation adds fresh noise: a random polynomial whose coefficients have
+// variance V gives each slot (real part) an error of standard deviation
+// √(N·V/2), uncorrelated across slots. With Lattigo's defaults (uniform
+// ternary secret s of density 2/3, error σ_e = 3.2) and the way
+// runtime/ckks executes a program, the sources are, per slot (each was
+// checked against Lattigo v5 measurements):
+//
+//   - rescale: e = τ0 + τ1·s with τ uniform in [-1/2, 1/2], so σ_r =
+//     √(N·(1 + 2N/3)/24)·2^-LogScale (CKKSRescaleSigma; about N/6 per unit
+//     of scale);
+//   - fresh encryption with the secret key, as runtime/ckks encrypts:
+//     σ_e·√(N/2)·2^-LogScale (public-key encryption would give about σ_r);
+//   - key switching of the rotations of a linear transformation: the
+//     runtime rotates the input hoisted and lazily (Lattigo's BSGS), so the
+//     rounding of ModDown lands on the product, at scale Δ·q, and only the
+//     key error Σ_i d_i·e_i/P of the centered digits d_i (|d_i| < Q_i/2)
+//     reaches the input: σ_ks = N·σ_e·√(Σ_i (Q_i/P)²/24)·2^-LogScale over
+//     the digits Q_i (groups of len(P) primes) of the level. With two P
+//     primes it is negligible; with one, the base prime's digit gives about
+//     2σ_r;
+//   - encoding the matrix diagonals: each slot of each diagonal, zeros
+//     included, is off by a rounding error that multiplies the input slot
+//     it meets. The diagonals repeat with the block, so their polynomials
+//     have only 2·BlockSize non-zero coefficients, and the error is σ_pt =
+//     √(BlockSize/6)·2^-LogScale per unit of the input;
+//   - polynomial evaluation: σ_r·(depth + Σ_k |c_k|), which covers
+//     Lattigo's Chebyshev evaluator (degrees 7 to 31, coefficients up to
+//     100: measured σ_r·(0.3 to 1.5)·Σ|c_k|), plus one rescale at the change
+//     of variable.
+//
+// Errors then propagate. For every value v and source s the model keeps two
+// gains of the linear map J from the source's noise to v: r, a bound on the
+// 2-norm of every row of J, and o, a bound on its operator norm (so a row of
+// A·J has norm at most ||A row||₂·o). A linear instruction multiplies o by
+// ||A||₂ (power iteration) and sets r = max_j ||A row j||₂·o; a polynomial
+// multiplies both by L = max |p'| on [A, B]; a product x·y gives M_y·g_x +
+// M_x·g_y (M: largest magnitudes) plus the second-order b_x·b_y; a sum adds
+// gains. Sources are independent, so the error of a slot of v has standard
+// deviation at most σ_v = √(Σ_s σ_s²·r_{v,s}²). This follows the noise of
+// CKKS without the worst-case sum over every matrix row's coefficients
+// (that triangle inequality, ||A||∞·b, overestimated the errors seen by
+// 300 to 34,000 times on three layers).
+//
+// The bound is Bound_v = CKKSTail·safety·σ_v. CKKSTail = 10 covers the
+// largest of the N/2 slots: the noises τ·s and d_i·e_i of a slot are
+// products of two random quantities, heavier-tailed than a Gaussian, and
+// the largest slot error reached 4 to 12 standard deviations in the
+// measurements. The safety factor (default CKKSSafety = 2) covers the
+// model's simplifications. On cancer-mlp and digits-mlp run by
+// runtime/ckks (N = 2^14 and 2^15) the bound was 4 to 300 times the
+// largest error over every slot of a full ciphertext, tightest on the first
+// layers.
+
+// CKKSSafety is the default safety factor on the predicted errors.
+const CKKSSafety = 2.0
+
+// CKKSTail is the number of standard deviations the bound allows the
+// largest slot error of a value.
+const CKKSTail = 10.0
+
+// ckksSigmaE is the standard deviation of Lattigo's error distribution.
+const ckksSigmaE = 3.2
+
+// ckksLipschitzMargin covers maxima of |p'| between the grid points.
+const ckksLipschitzMargin = 1.05
+
+// CKKSRescaleSigma is σ_r = √(N·(1 + 2N/3)/24)·2^-LogScale, the standard
+// deviation of the slot error one rescale adds, in message units, with a
+// dense ternary secret.
+func CKKSRescaleSigma(p ckksir.Params) float64 {
+	n := math.Ldexp(1, p.LogN)
+	return math.Sqrt(n*(1+2*n/3)/24) * math.Ldexp(1, -p.LogScale)
+}
+
+// ckksEncodeSigma is σ_pt = √(blockSize/6)·2^-LogScale, the absolute slot
+// error of a plaintext vector that repeats every blockSize slots, encoded
+// at scale 2^LogScale.
+func ckksEncodeSigma(p ckksir.Params, blockSize int) float64 {
+	return math.Sqrt(float64(blockSize)/6) * math.Ldexp(1, -p.LogScale)
+}
+
+// ckksFreshSigma is the slot error of a fresh secret-key encryption:
+// σ_e·√(N/2)·2^-LogScale, plus the rounding of the encoding.
+func ckksFreshSigma(p ckksir.Params) float64 {
+	n := math.Ldexp(1, p.LogN)
+	return math.Sqrt(n/2*(ckksSigmaE*ckksSigmaE+1.0/12)) * math.Ldexp(1, -p.LogScale)
+}
+
+// ckksKeySwitchSigma is σ_ks for a hoisted, lazy key switch at the given
+// level: the key error of the digits, groups of len(P) Q primes (the
+// rounding by P lands on the product and is negligible).
+func ckksKeySwitchSigma(p ckksir.Params, level int) float64 {
+	n := math.Ldexp(1, p.LogN)
+	logP := 0
+	for _, b := range p.LogP {
+		logP += b
+	}
+	alpha := max(1, len(p.LogP))
+	ratio2 := 0.0
+	for start := 0; start <= level && start < len(p.LogQ); start += alpha {
+		bits := 0
+		for i := start; i < start+alpha && i <= level && i < len(p.LogQ); i++ {
+			bits += p.LogQ[i]
+		}
+		ratio2 += math.Ldexp(1, 2*(bits-logP))
+	}
+	return n * ckksSigmaE * math.Sqrt(ratio2/24) * math.Ldexp(1, -p.LogScale)
+}
+
+// ckksGain bounds the map from one noise source to a value: r bounds the
+// 2-norm of its rows, o its operator norm.
+type ckksGain struct{ r, o float64 }
+
+// AssignErrorBounds sets Values[i].Bound for every value of p: the predicted
+// bound on the absolute slot error of an encrypted execution against the
+// plaintext execution of the same program, following the model described
+// above. mags[i] holds, for each slot of value i's layout, the largest
+// magnitude it takes (from calibration, or a bound on it); safety <= 0 means
+// CKKSSafety.
+func AssignErrorBounds(p *ckksir.Program, mags [][]float64, safety float64) error {
+	if len(mags) != len(p.Values) {
+		return fmt.Errorf("error bounds: %d magnitudes for %d values", len(mags), len(p.Values))
+	}
+	for i, m := range mags {
+		if len(m) != p.Values[i].Layout.Size() {
+			return fmt.Errorf("error bounds: %d magnitudes for v%d of %d slots", len(m), i, p.Values[i].Layout.Size())
+		}
+	}
+	if safety <= 0 {
+		safety = CKKSSafety
+	}
+	garbage, err := ckksGarbage(p)
+	if err != nil {
+		return err
+	}
+	sigR := CKKSRescaleSigma(p.Params)
+	sigPt := ckksEncodeSigma(p.Params, p.BlockSize)
+	var sources []float64 // standard deviation of each source
+	gains := make([]map[int]ckksGain, len(p.Values))
+	sigma := make([]float64, len(p.Values))
+	addSource := func(g map[int]ckksGain, s float64, gain ckksGain) {
+		sources = append(sources, s)
+		g[len(sources)-1] = gain
+	}
+	finish := func(v int) {
+		keys := make([]int, 0, len(gains[v]))
+		for s := range gains[v] {
+			keys = append(keys, s)
+		}
+		sort.Ints(keys)
+		s2 := 0.0
+		for _, s := range keys {
+			g := gains[v][s]
+			s2 += sources[s] * sources[s] * g.r * g.r
+		}
+		sigma[v] = math.Sqrt(s2)
+		p.Values[v].Bound = CKKSTail * safety * sigma[v]
+	}
+	for _, in := range p.Inputs {
+		gains[in.Value] = map[int]ckksGain{}
+		addSource(gains[in.Value], ckksFreshSigma(p.Params), ckksGain{1, 1})
+		finish(in.Value)
+	}
+	for _, ins := range p.Instrs {
+		g := map[int]ckksGain{}
+		in := func(i int) map[int]ckksGain { return gains[ins.In[i]] }
+		switch ins.Op {
+		case ckksir.OpLinear:
+			enc2 := make([]float64, p.Values[ins.Out].Layout.Size())
+			for i, m := range ins.Matrices {
+				a := ckksEntries(p, m, p.Values[ins.In[i]].Layout, p.Values[ins.Out].Layout)
+				rn, op := a.rowNorm(), a.opNorm()
+				for s, gi := range in(i) {
+					old := g[s]
+					g[s] = ckksGain{old.r + rn*gi.o, old.o + op*gi.o}
+				}
+				rotates := false
+				for d := range m.Diagonals {
+					rotates = rotates || d != 0
+				}
+				if rotates {
+					addSource(g, ckksKeySwitchSigma(p.Params, p.Values[ins.In[i]].Level), ckksGain{rn, op})
+				}
+				ckksEncodingNoise(p, m, ins.In[i], ins.Out, mags, garbage, enc2)
+			}
+			worst := 0.0
+			for _, e := range enc2 {
+				worst = max(worst, e)
+			}
+			addSource(g, sigPt*math.Sqrt(worst), ckksGain{1, 1})
+			addSource(g, math.Hypot(sigR, sigPt), ckksGain{1, 1})
+		case ckksir.OpPoly:
+			lip, _ := ckksPolyLipschitz(ins.Poly)
+			for s, gi := range in(0) {
+				g[s] = ckksGain{lip * gi.r, lip * gi.o}
+			}
+			if ins.Poly.A != -1 || ins.Poly.B != 1 {
+				lt := lip * (ins.Poly.B - ins.Poly.A) / 2
+				addSource(g, sigR, ckksGain{lt, lt})
+			}
+			addSource(g, sigR*ckksPolyNoiseFactor(ins.Poly), ckksGain{1, 1})
+		case ckksir.OpMul:
+			mx, my := lowerMaxAbs(mags[ins.In[0]]), lowerMaxAbs(mags[ins.In[1]])
+			for s, gi := range in(0) {
+				old := g[s]
+				g[s] = ckksGain{old.r + my*gi.r, old.o + my*gi.o}
+			}
+			for s, gi := range in(1) {
+				old := g[s]
+				g[s] = ckksGain{old.r + mx*gi.r, old.o + mx*gi.o}
+			}
+			second := p.Values[ins.In[0]].Bound * p.Values[ins.In[1]].Bound / (CKKSTail * safety)
+			addSource(g, math.Hypot(sigR, second), ckksGain{1, 1})
+		case ckksir.OpAdd:
+			for i := range 2 {
+				for s, gi := range in(i) {
+					old := g[s]
+					g[s] = ckksGain{old.r + gi.r, old.o + gi.o}
+				}
+			}
+		case ckksir.OpAddConst:
+			for s, gi := range in(0) {
+				g[s] = gi
+			}
+			if ins.Bias != nil {
+				addSource(g, sigPt, ckksGain{1, 1})
+			}
+		case ckksir.OpMulConst:
+			c := lowerMaxAbs(ins.Vector)
+			for s, gi := range in(0) {
+				g[s] = ckksGain{c * gi.r, c * gi.o}
+			}
+			addSource(g, math.Hypot(sigR, sigPt*lowerMaxAbs(mags[ins.In[0]])), ckksGain{1, 1})
+		case ckksir.OpBootstrap:
+			return fmt.Errorf("error bounds: bootstrapping is not modelled yet")
+		default:
+			return fmt.Errorf("error bounds: unknown op %v", ins.Op)
+		}
+		gains[ins.Out] = g
+		finish(ins.Out)
+	}
+	return nil
+}
+
+// ckksEncodingNoise adds to enc2[j], for each slot j of the output of a
+// linear instruction, the sum of the squared magnitudes of the input slots
+// that matrix m's diagonals meet at j: each diagonal's encoding error, zero
+// entries included, multiplies them. A diagonal may reach into the
+// neighbouring block, which holds the same tensor for another sample; slots
+// outside the tensor hold the value's garbage.
+func ckksEncodingNoise(p *ckksir.Program, m *ckksir.Matrix, in, out int, mags [][]float64, garbage []float64, enc2 []float64) {
+	inLay, outLay := p.Values[in].Layout, p.Values[out].Layout
+	bs := p.BlockSize
+	for d := range m.Diagonals {
+		for j := range enc2 {
+			c := ((outLay.Offset+j+d)%bs+bs)%bs - inLay.Offset
+			x := garbage[in]
+			if c >= 0 && c < inLay.Size() {
+				x = mags[in][c]
+			}
+			enc2[j] += x * x
+		}
+	}
+}
+
+// ckksGarbage returns, for every value, the magnitude of the slots of its
+// blocks outside its tensor, assuming the runtime encrypts inputs with zeros
+// there: linear instructions write zeros (their rows and bias vanish
+// outside the output), a polynomial maps the garbage of its input, products
+// and sums combine them.
+func ckksGarbage(p *ckksir.Program) ([]float64, error) {
+	g := make([]float64, len(p.Values))
+	for _, ins := range p.Instrs {
+		switch ins.Op {
+		case ckksir.OpPoly:
+			a, b := ins.Poly.A, ins.Poly.B
+			x := g[ins.In[0]]
+			// The garbage of the input is known only in magnitude: take the
+			// worse sign.
+			g[ins.Out] = max(math.Abs(ckksChebyshev(ins.Poly.Coeffs, (2*x-a-b)/(b-a))),
+				math.Abs(ckksChebyshev(ins.Poly.Coeffs, (-2*x-a-b)/(b-a))))
+		case ckksir.OpMul:
+			g[ins.Out] = g[ins.In[0]] * g[ins.In[1]]
+		case ckksir.OpAdd:
+			g[ins.Out] = g[ins.In[0]] + g[ins.In[1]]
+		case ckksir.OpAddConst, ckksir.OpMulConst:
+			g[ins.Out] = g[ins.In[0]]
+			vec := ins.Bias
+			if ins.Op == ckksir.OpMulConst {
+				vec = ins.Vector
+			}
+			lay := p.Values[ins.Out].Layout
+			for j, v := range vec {
+				if v != 0 && (j < lay.Offset || j >= lay.Offset+lay.Size()) {
+					return nil, fmt.Errorf("error bounds: v%d has a constant outside its tensor", ins.Out)
+				}
+			}
+		}
+	}
+	return g, nil
+}
+
+// ckksSparse is a matrix as a list of entries (output row, input column,
+// coefficient), rows and columns relative to the layouts.
+type ckksSparse struct {
+	rows, cols int
+	r, c       []int32
+	v          []float64
+}
+
+// ckksEntries lists the entries of m between the given layouts. Entries
+// outside the layouts (which read or write garbage) are dropped.
+func ckksEntries(p *ckksir.Program, m *ckksir.Matrix, in, out ckksir.Layout) *ckksSparse {
+	a := &ckksSparse{rows: out.Size(), cols: in.Size()}
+	for _, d := range m.Indices() {
+		diag := m.Diagonals[d]
+		for j := out.Offset; j < out.Offset+out.Size(); j++ {
+			if diag[j] == 0 {
+				continue
+			}
+			c := j + d - in.Offset
+			if c < 0 || c >= in.Size() {
+				continue
+			}
+			a.r = append(a.r, int32(j-out.Offset))
+			a.c = append(a.c, int32(c))
+			a.v = append(a.v, diag[j])
+		}
+	}
+	return a
+}
+
+// rowNorm is the largest 2-norm of a row.
+func (a *ckksSparse) rowNorm() float64 {
+	s := make([]float64, a.rows)
+	for k, v := range a.v {
+		s[a.r[k]] += v * v
+	}
+	return math.Sqrt(lowerMaxAbs(s))
+}
+
+// ckksPowerIterations is the number of power iterations of opNorm.
+const ckksPowerIterations = 60
+
+// opNorm estimates the operator 2-norm (largest singular value) by power
+// iteration on AᵀA from a fixed pseudo-random start, plus 5%, and never
+// returns more than the rigorous bound √(||A||₁·||A||∞).
+func (a *ckksSparse) opNorm() float64 {
+	if len(a.v) == 0 {
+		return 0
+	}
+	rowSum := make([]float64, a.rows)
+	colSum := make([]float64, a.cols)
+	for k, v := range a.v {
+		rowSum[a.r[k]] += math.Abs(v)
+		colSum[a.c[k]] += math.Abs(v)
+	}
+	rigorous := math.Sqrt(lowerMaxAbs(rowSum) * lowerMaxAbs(colSum))
+	r := rand.New(rand.NewPCG(7, 11))
+	x := make([]float64, a.cols)
+	for i := range x {
+		x[i] = 1 + r.Float64()
+	}
+	y := make([]float64, a.rows)
+	est := 0.0
+	for range ckksPowerIterations {
+		norm := 0.0
+		for _, v := range x {
+			norm += v * v
+		}
+		norm = math.Sqrt(norm)
+		if norm == 0 {
+			break
+		}
+		for i := range x {
+			x[i] /= norm
+		}
+		clear(y)
+		for k, v := range a.v {
+			y[a.r[k]] += v * x[a.c[k]]
+		}
+		clear(x)
+		for k, v := range a.v {
+			x[a.c[k]] += v * y[a.r[k]]
+		}
+		ny := 0.0
+		for _, v := range y {
+			ny += v * v
+		}
+		est = math.Sqrt(ny)
+	}
+	return min(rigorous, 1.05*est)
+}
+
+// ckksPolyNoiseFactor is depth + Σ_k |c_k|: the standard deviation of the
+// noise a polynomial evaluation adds, in units of σ_r (see the model
+// above).
+func ckksPolyNoiseFactor(p *ckksir.Poly) float64 {
+	f := float64(p.Depth())
+	for _, c := range p.Coeffs {
+		f += math.Abs(c)
+	}
+	return f
+}
+
+// ckksPolyGrid is the number of grid intervals on which ckksPolyLipschitz
+// samples p and p'.
+const ckksPolyGrid = 4096
+
+// ckksPolyLipschitz returns L = max |p'(x)| over [A, B] (with the change of
+// variable's factor 2/(B-A) and a 5% margin for maxima between grid points)
+// and max |p(x)| over [A, B], both sampled on a uniform grid and on the
+// Chebyshev points (denser at the ends, where Chebyshev series move
+// fastest).
+func ckksPolyLipschitz(p *ckksir.Poly) (lip, maxAbs float64) {
+	// Chebyshev coefficients of the derivative in t: d_{k-1} = d_{k+1} +
+	// 2k·c_k, with d_0 halved.
+	n := len(p.Coeffs)
+	d := make([]float64, n+1)
+	for k := n - 1; k >= 1; k-- {
+		d[k-1] = d[k+1] + 2*float64(k)*p.Coeffs[k]
+	}
+	d[0] /= 2
+	d = d[:max(1, n-1)]
+	for i := 0; i <= ckksPolyGrid; i++ {
+		for _, t := range []float64{math.Cos(math.Pi * float64(i) / ckksPolyGrid), -1 + 2*float64(i)/ckksPolyGrid} {
+			lip = max(lip, math.Abs(ckksChebyshev(d, t)))
+			maxAbs = max(maxAbs, math.Abs(ckksChebyshev(p.Coeffs, t)))
+		}
+	}
+	return lip * 2 / (p.B - p.A) * ckksLipschitzMargin, maxAbs
+}
+
+// ckksChebyshev evaluates Σ_k c[k]·T_k(t) by Clenshaw's recurrence.
+func ckksChebyshev(c []float64, t float64) float64 {
+	if len(c) == 0 {
+		return 0
+	}
+	var b1, b2 float64
+	for k := len(c) - 1; k >= 1; k-- {
+		b1, b2 = 2*t*b1-b2+c[k], b1
+	}
+	return t*b1 - b2 + c[0]
+}

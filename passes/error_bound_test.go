@@ -1,0 +1,172 @@
+package passes
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/ciphercut/ciphercut/ir"
+	"github.com/ciphercut/ciphercut/ir/ckksir"
+	"github.com/ciphercut/ciphercut/testsuite/zoo"
+)
+
+// TestCKKSNoiseConstants pins the per-operation noise of the model to the
+// values measured with Lattigo v5 (see error_bound.go).
+func TestCKKSNoiseConstants(t *testing.T) {
+	p := ckksChain(14, 11, 30, 1)
+	near := func(name string, got, want, tol float64) {
+		t.Helper()
+		if math.Abs(got/want-1) > tol {
+			t.Errorf("%s = %.4g, want %.4g", name, got, want)
+		}
+	}
+	sigR := CKKSRescaleSigma(p)
+	near("σ_r (N=2^14, 2^30)", sigR, 2.543e-6, 0.01)
+	// One 51-bit P prime over a 50-bit base prime: the base digit's key
+	// error is about 1.96 σ_r (measured 2.2 σ_r with the ModDown rounding of
+	// a plain rotation, which a hoisted transformation does not pay).
+	near("σ_ks one P", ckksKeySwitchSigma(p, 11)/sigR, 1.96, 0.02)
+	if ks := ckksKeySwitchSigma(ckksChain(14, 5, 40, 2), 5); ks > 1e-3*CKKSRescaleSigma(ckksChain(14, 5, 40, 2)) {
+		t.Errorf("σ_ks with two P primes = %g, want negligible", ks)
+	}
+	near("σ_fresh", ckksFreshSigma(p)/sigR, 0.11, 0.05)
+	// Diagonals repeating every 64 slots: √(64/6)·2^-40.
+	near("σ_pt", ckksEncodeSigma(ckksChain(15, 8, 40, 2), 64), math.Sqrt(64.0/6)/math.Ldexp(1, 40), 1e-12)
+}
+
+// TestCKKSPolyLipschitz checks L = max |p'| on [A, B] with the change of
+// variable.
+func TestCKKSPolyLipschitz(t *testing.T) {
+	for _, c := range []struct {
+		poly    ckksir.Poly
+		lip, mx float64
+	}{
+		{ckksir.Poly{A: -1, B: 1, Coeffs: []float64{0, 1}}, 1, 1},
+		{ckksir.Poly{A: 0, B: 4, Coeffs: []float64{0, 1}}, 0.5, 1},                // t = (x-2)/2
+		{ckksir.Poly{A: -1, B: 1, Coeffs: []float64{0, 0, 0, 1}}, 9, 1},           // T3' = 12t²-3
+		{ckksir.Poly{A: -1, B: 1, Coeffs: []float64{2, 0, 0.5}}, 2, 2.5},          // 2 + 0.5·T2
+		{ckksir.Poly{A: -2, B: 2, Coeffs: []float64{0.5, 0.5, 0.25}}, 0.75, 1.25}, // p(t)=0.5+0.5t+0.25(2t²-1)
+	} {
+		lip, mx := ckksPolyLipschitz(&c.poly)
+		if math.Abs(lip-c.lip*ckksLipschitzMargin) > 1e-9 || math.Abs(mx-c.mx) > 1e-9 {
+			t.Errorf("%v: L %g, max %g; want %g, %g", c.poly.Coeffs, lip, mx, c.lip*ckksLipschitzMargin, c.mx)
+		}
+	}
+}
+
+// TestCKKSOpNorm checks the operator-norm estimate on matrices with known
+// norms.
+func TestCKKSOpNorm(t *testing.T) {
+	mk := func(rows, cols int, dense [][]float64) *ckksSparse {
+		a := &ckksSparse{rows: rows, cols: cols}
+		for r, row := range dense {
+			for c, v := range row {
+				if v != 0 {
+					a.r, a.c, a.v = append(a.r, int32(r)), append(a.c, int32(c)), append(a.v, v)
+				}
+			}
+		}
+		return a
+	}
+	for _, c := range []struct {
+		a        *ckksSparse
+		op, rows float64
+	}{
+		{mk(2, 2, [][]float64{{1, 1}, {1, 1}}), 2, math.Sqrt2},
+		{mk(3, 3, [][]float64{{3, 0, 0}, {0, -4, 0}, {0, 0, 1}}), 4, 4},
+		{mk(2, 3, [][]float64{{1, 2, 2}, {0, 0, 0}}), 3, 3},
+		{mk(2, 2, [][]float64{{1, 1}, {-1, 1}}), math.Sqrt2, math.Sqrt2},
+	} {
+		op, rn := c.a.opNorm(), c.a.rowNorm()
+		if op < c.op*(1-1e-9) || op > c.op*1.05+1e-12 || math.Abs(rn-c.rows) > 1e-12 {
+			t.Errorf("%v: op %g row %g, want %g, %g", c.a.v, op, rn, c.op, c.rows)
+		}
+	}
+}
+
+// TestAssignErrorBoundsErrors checks the argument checks.
+func TestAssignErrorBoundsErrors(t *testing.T) {
+	g := lcTiny()
+	if err := InferShapes(g); err != nil {
+		t.Fatal(err)
+	}
+	p, err := LowerCKKS(g, LowerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := AssignErrorBounds(p, nil, 0); err == nil {
+		t.Error("no magnitudes accepted")
+	}
+	mags := make([][]float64, len(p.Values))
+	for i, v := range p.Values {
+		mags[i] = make([]float64, v.Layout.Size())
+	}
+	mags[1] = mags[1][:1]
+	if err := AssignErrorBounds(p, mags, 0); err == nil {
+		t.Error("short magnitudes accepted")
+	}
+}
+
+// TestErrorBoundsPropagation injects Gaussian noise of the model's standard
+// deviations where CKKS adds noise, in a plaintext run of the program, and
+// checks that every value stays within its bound: this validates the
+// propagation (matrix norms, Lipschitz constants, products, sums), not the
+// noise constants (checked against Lattigo outside the unit tests). It logs
+// the ratio of bound to the largest deviation, which the Gaussian noise
+// keeps well above 1 (CKKSTail allows for heavier tails).
+func TestErrorBoundsPropagation(t *testing.T) {
+	type model struct {
+		name    string
+		g       *ir.Graph
+		samples map[string][][]float64
+		calib   *ir.Tensor
+	}
+	var models []model
+	for _, build := range []func() *ir.Graph{lcTiny, lcMixed} {
+		g := build()
+		if err := InferShapes(g); err != nil {
+			t.Fatal(err)
+		}
+		models = append(models, model{g.Name, g, lcRandomSamples(g, 64, 9), nil})
+	}
+	for _, name := range []string{"digits-mlp", "digits-cnn"} {
+		g, inputs := lcCanonical(t, name)
+		calib := zoo.Rows(inputs, 0, 32)
+		lcApproximate(t, g, calib)
+		s := map[string][][]float64{}
+		for i := range 8 {
+			s[g.Inputs[0].Name] = append(s[g.Inputs[0].Name], zoo.Rows(inputs, inputs.Shape[0]-1-i, inputs.Shape[0]-i).Float)
+		}
+		models = append(models, model{name, g, s, calib})
+	}
+	for _, m := range models {
+		t.Run(m.name, func(t *testing.T) {
+			opts := LowerOptions{Calib: m.calib}
+			if m.calib == nil {
+				opts.InputBound = 1
+			}
+			p, err := LowerCKKS(m.g, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			clean := lcRunSlots(t, p, m.samples, nil, false)
+			noisy := lcRunSlots(t, p, m.samples, &lcNoise{r: rand.New(rand.NewPCG(5, 8))}, false)
+			n := len(m.samples[p.Inputs[0].Name])
+			worst := math.Inf(1)
+			for v, val := range p.Values {
+				dev := 0.0
+				for b := range n {
+					for j := range val.Layout.Size() {
+						k := b*p.BlockSize + val.Layout.Offset + j
+						dev = max(dev, math.Abs(noisy[v][k]-clean[v][k]))
+					}
+				}
+				if !(dev <= val.Bound) {
+					t.Errorf("v%d: deviation %.3g exceeds the bound %.3g", v, dev, val.Bound)
+				}
+				worst = min(worst, val.Bound/dev)
+			}
+			t.Logf("smallest bound/deviation ratio %.1f", worst)
+		})
+	}
+}

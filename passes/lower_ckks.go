@@ -1,0 +1,1059 @@
+package passes
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+
+	"github.com/ciphercut/ciphercut/ir"
+	"github.com/ciphercut/ciphercut/ir/ckksir"
+	"github.com/ciphercut/ciphercut/runtime/plain"
+)
+
+// LowerOptions control LowerCKKS and ChooseParams. The zero value asks for
+// the defaults.
+type LowerOptions struct {
+	// MaxLogN bounds the ring degree 2^LogN, LogN in [13, 16]; 0 means
+	// DefaultMaxLogN (16).
+	MaxLogN int
+	// LogScale fixes the scale 2^LogScale; 0 lets ChooseParams pick it.
+	LogScale int
+	// MinLogScale is the smallest scale ChooseParams may pick; 0 means
+	// DefaultMinLogScale (30).
+	MinLogScale int
+	// Batch is the number of samples a ciphertext must hold at least; 0
+	// means 1. The program packs Slots/BlockSize samples in any case.
+	Batch int
+	// Calib holds calibration samples for the graph's single input, stacked
+	// along the leading axis (each sample shaped like the input without its
+	// batch axis of 1). A plaintext run over them gives the magnitudes the
+	// error bounds of products and encodings scale with. Without it the
+	// magnitudes are bounded from the Poly intervals, the matrix norms and
+	// InputBound.
+	Calib *ir.Tensor
+	// InputBound is the largest magnitude of an input element assumed when
+	// Calib is nil; 0 means 1.
+	InputBound float64
+	// Safety multiplies the error each instruction introduces in the
+	// predicted bounds; 0 means CKKSSafety.
+	Safety float64
+}
+
+// withDefaults fills the zero fields of o with their defaults.
+func (o LowerOptions) withDefaults() LowerOptions {
+	if o.MaxLogN == 0 {
+		o.MaxLogN = DefaultMaxLogN
+	}
+	if o.MinLogScale <= 0 {
+		o.MinLogScale = DefaultMinLogScale
+	}
+	if o.Batch <= 0 {
+		o.Batch = 1
+	}
+	if o.InputBound <= 0 {
+		o.InputBound = 1
+	}
+	if o.Safety <= 0 {
+		o.Safety = CKKSSafety
+	}
+	return o
+}
+
+// MaxProbeInput is the largest number of elements of one input of an affine
+// region that LowerCKKS extracts by probing (one interpreter run per
+// element).
+const MaxProbeInput = 65536
+
+// LowerCKKS compiles a canonical tensor graph whose activations are already
+// polynomials (Poly nodes) into a CKKS program.
+//
+// The graph must have static shapes with a leading batch axis of 1 on every
+// value. Its nodes fall into three kinds:
+//
+//   - affine nodes, whose outputs are affine in their non-constant inputs:
+//     Dense, Gemm and MatMul with a constant operand, Conv, BatchNormalization,
+//     AveragePool, GlobalAveragePool, Add, Sub, Sum, Mul and Div by a
+//     constant, Neg, Reshape, Flatten, Transpose, Squeeze, Unsqueeze, Concat,
+//     Split, Slice, Pad, Gather with constant indices, Expand, Tile,
+//     ReduceMean, ReduceSum and Identity, with constant parameters;
+//   - Poly nodes, which become OpPoly;
+//   - Mul of two non-constant values of the same shape, which becomes OpMul.
+//
+// Anything else is an *ir.UnsupportedError naming the node.
+//
+// Every non-constant value that a Poly or Mul reads, or that is a graph
+// output, and that an affine node computes, is an affine function of the
+// non-affine values upstream (graph inputs, Poly and Mul outputs) reached
+// through affine nodes only: y = Σ_i A_i·x_i + b. LowerCKKS extracts A_i and b
+// by probing: it runs the affine nodes (grouped in connected regions) in the
+// reference interpreter on zero inputs (the bias) and on one-hot inputs (the
+// columns), and checks the result on a random input. So a chain such as
+// Conv, AveragePool, Flatten, Dense is one OpLinear, one level, whatever its
+// length. An input of more than MaxProbeInput elements is an error.
+//
+// When such a value feeds a single Poly and nothing else, its matrices and
+// bias absorb the Poly's change of variable x -> (2x-a-b)/(b-a), and the
+// OpPoly works on [-1, 1], which saves a level. An affine map that is the
+// identity on one or more inputs becomes OpAddConst or OpAdd, which cost no
+// level.
+//
+// Tensors sit at offset 0 of their block (per sample, without the batch
+// axis); BlockSize is the smallest power of two holding the largest program
+// value. The parameters come from ChooseParams for the circuit's depth;
+// every value gets its level and a predicted error bound
+// (AssignErrorBounds). The result passes ckksir.Verify.
+func LowerCKKS(g *ir.Graph, opts LowerOptions) (*ckksir.Program, error) {
+	opts = opts.withDefaults()
+	lw := &lowerer{g: g, opts: opts}
+	if err := lw.analyze(); err != nil {
+		return nil, err
+	}
+	if err := lw.probeAll(); err != nil {
+		return nil, err
+	}
+	lw.fold()
+	if err := lw.emit(); err != nil {
+		return nil, err
+	}
+	if err := lw.assignLevels(); err != nil {
+		return nil, err
+	}
+	mags, err := lw.magnitudes()
+	if err != nil {
+		return nil, err
+	}
+	if err := AssignErrorBounds(lw.prog, mags, opts.Safety); err != nil {
+		return nil, err
+	}
+	if err := ckksir.Verify(lw.prog); err != nil {
+		return nil, fmt.Errorf("lowering %q produced an invalid program: %w", g.Name, err)
+	}
+	return lw.prog, nil
+}
+
+// lowerKind classifies a node for lowering.
+type lowerKind uint8
+
+const (
+	lowerAffine lowerKind = iota + 1
+	lowerPoly
+	lowerMul
+)
+
+// lowerEntry is one non-zero coefficient A[r][c] of a probed matrix.
+type lowerEntry struct {
+	r, c int
+	v    float64
+}
+
+// lowerMap is the affine map computing one needed value: out = Σ_i A_i·ins[i]
+// + bias, each A_i given by its non-zero entries.
+type lowerMap struct {
+	out  *ir.Value
+	ins  []*ir.Value
+	mats [][]lowerEntry
+	bias []float64
+	// nodes are the affine nodes of its cone, in graph order (for Layer).
+	nodes []*ir.Node
+	// fold is the Poly whose change of variable the map absorbed, or nil.
+	fold *ir.Node
+}
+
+// lowerValue records, for a program value, the tensor value it holds and the
+// affine change alpha·x + beta applied to it (1, 0 unless folded).
+type lowerValue struct {
+	tensor      *ir.Value
+	alpha, beta float64
+	depth       int
+}
+
+// lowerer carries the state of one LowerCKKS call.
+type lowerer struct {
+	g    *ir.Graph
+	opts LowerOptions
+
+	kind   map[*ir.Node]lowerKind
+	uses   map[*ir.Value][]*ir.Node
+	needed []*ir.Value // affine values the program must compute, in order
+	maps   map[*ir.Value]*lowerMap
+
+	blockSize int
+	prog      *ckksir.Program
+	vid       map[*ir.Value]int
+	vals      []lowerValue
+	// offScale marks program values whose CKKS scale may differ from the
+	// default: products (whose scale is s0·s1/q) and sums and constant
+	// additions of them.
+	offScale map[int]bool
+}
+
+// analyze checks shapes, classifies the nodes, finds the needed values and
+// the block size.
+func (lw *lowerer) analyze() error {
+	g := lw.g
+	if len(g.Inputs) == 0 {
+		return fmt.Errorf("lowering %q: the graph has no inputs", g.Name)
+	}
+	for _, v := range g.Values() {
+		if v.IsConst() {
+			continue
+		}
+		if !v.DType.IsFloat() {
+			return fmt.Errorf("lowering %q: value %q is %s; encrypted values must be floating point", g.Name, v.Name, v.DType)
+		}
+		if !v.Shape.Known() || len(v.Shape) == 0 || v.Shape[0] != 1 {
+			return fmt.Errorf("lowering %q: value %q has shape %v; lowering needs static shapes with a leading batch axis of 1 (bind the input shapes and canonicalize first)",
+				g.Name, v.Name, v.Shape)
+		}
+	}
+	lw.kind = make(map[*ir.Node]lowerKind, len(g.Nodes))
+	for _, n := range g.Nodes {
+		k, err := lowerClassify(n, g.Opset)
+		if err != nil {
+			return err
+		}
+		lw.kind[n] = k
+	}
+	lw.uses = g.Consumers()
+	seen := map[*ir.Value]bool{}
+	need := func(v *ir.Value) {
+		if v.Producer != nil && lw.kind[v.Producer] == lowerAffine && !seen[v] {
+			seen[v] = true
+			lw.needed = append(lw.needed, v)
+		}
+	}
+	for _, n := range g.Nodes {
+		if lw.kind[n] == lowerAffine {
+			continue
+		}
+		for _, in := range n.Inputs {
+			if in != nil && !in.IsConst() {
+				need(in)
+			}
+		}
+	}
+	for _, o := range g.Outputs {
+		if o.IsConst() {
+			return fmt.Errorf("lowering %q: graph output %q is a constant", g.Name, o.Name)
+		}
+		need(o)
+	}
+	largest := 1
+	for _, v := range g.Inputs {
+		largest = max(largest, v.Shape.Size())
+	}
+	for _, v := range lw.needed {
+		largest = max(largest, v.Shape.Size())
+	}
+	for _, n := range g.Nodes {
+		if lw.kind[n] != lowerAffine {
+			largest = max(largest, n.Outputs[0].Shape.Size())
+		}
+	}
+	lw.blockSize = 1
+	for lw.blockSize < largest {
+		lw.blockSize *= 2
+	}
+	return nil
+}
+
+// lowerActivations are ops that need a polynomial approximation first.
+var lowerActivations = map[string]bool{"Relu": true, "LeakyRelu": true, "PRelu": true, "Sigmoid": true, "HardSigmoid": true,
+	"Tanh": true, "Softplus": true, "Elu": true, "Selu": true, "Gelu": true, "SiLU": true, "Abs": true, "MaxPool": true,
+	"Clip": true, "Max": true, "Min": true, "Exp": true, "Erf": true, "Sqrt": true, "Reciprocal": true, "Softmax": true,
+	"LayerNormalization": true}
+
+// lowerTailConst lists the affine ops whose inputs other than the first must
+// be constants (parameters, shapes, axes, indices).
+var lowerTailConst = map[string]bool{"Dense": true, "Conv": true, "BatchNormalization": true, "AveragePool": true,
+	"GlobalAveragePool": true, "Neg": true, "Reshape": true, "Flatten": true, "Transpose": true, "Squeeze": true,
+	"Unsqueeze": true, "Slice": true, "Pad": true, "Gather": true, "ReduceMean": true, "ReduceSum": true,
+	"Split": true, "Expand": true, "Tile": true, "Identity": true}
+
+// lowerClassify says how n lowers, or returns an *ir.UnsupportedError.
+func lowerClassify(n *ir.Node, opset int64) (lowerKind, error) {
+	unsupported := func(reason string) error {
+		return &ir.UnsupportedError{Node: n.Name, Op: n.Op, Opset: opset, Reason: reason}
+	}
+	encrypted := 0
+	for _, in := range n.Inputs {
+		if in != nil && !in.IsConst() {
+			encrypted++
+		}
+	}
+	if len(n.Outputs) == 0 {
+		return 0, unsupported("node without outputs")
+	}
+	switch {
+	case n.Op == "Poly":
+		if len(n.Inputs) != 1 || n.Inputs[0] == nil || n.Inputs[0].IsConst() {
+			return 0, unsupported("Poly needs one non-constant input")
+		}
+		a, b := n.Attrs.Float("a", -1), n.Attrs.Float("b", 1)
+		if len(n.Attrs.Floats("coeffs", nil)) == 0 || !(b > a) {
+			return 0, unsupported(fmt.Sprintf("Poly needs coefficients and an interval a < b, got [%g, %g]", a, b))
+		}
+		return lowerPoly, nil
+	case n.Op == "Mul":
+		if encrypted == 2 {
+			if !n.Inputs[0].Shape.Equal(n.Inputs[1].Shape) {
+				return 0, unsupported(fmt.Sprintf("product of two encrypted values of different shapes %v and %v (broadcasting) is not supported under encryption",
+					n.Inputs[0].Shape, n.Inputs[1].Shape))
+			}
+			return lowerMul, nil
+		}
+		return lowerAffine, nil
+	case n.Op == "Div":
+		if in := n.Input(1); in == nil || !in.IsConst() {
+			return 0, unsupported("division by an encrypted value is not supported under encryption")
+		}
+		return lowerAffine, nil
+	case n.Op == "Add" || n.Op == "Sub" || n.Op == "Sum" || n.Op == "Concat":
+		return lowerAffine, nil
+	case n.Op == "Gemm" || n.Op == "MatMul":
+		if encrypted > 1 || len(n.Inputs) > 2 && n.Inputs[2] != nil && !n.Inputs[2].IsConst() {
+			return 0, unsupported("product of two encrypted matrices is not supported under encryption")
+		}
+		return lowerAffine, nil
+	case lowerTailConst[n.Op]:
+		for i, in := range n.Inputs {
+			if i > 0 && in != nil && !in.IsConst() {
+				return 0, unsupported(fmt.Sprintf("input %d (%q) must be a constant under encryption", i, in.Name))
+			}
+		}
+		return lowerAffine, nil
+	case lowerActivations[n.Op]:
+		return 0, unsupported("not supported under encryption; replace it by a polynomial approximation (Poly) first")
+	}
+	return 0, unsupported("not supported under encryption")
+}
+
+// probeAll extracts the affine map of every needed value, probing each
+// connected region of affine nodes once.
+func (lw *lowerer) probeAll() error {
+	g := lw.g
+	index := make(map[*ir.Node]int, len(g.Nodes))
+	parent := make([]int, len(g.Nodes))
+	for i, n := range g.Nodes {
+		index[n] = i
+		parent[i] = i
+	}
+	var find func(int) int
+	find = func(i int) int {
+		for parent[i] != i {
+			parent[i] = parent[parent[i]]
+			i = parent[i]
+		}
+		return i
+	}
+	for i, n := range g.Nodes {
+		if lw.kind[n] != lowerAffine {
+			continue
+		}
+		for _, in := range n.Inputs {
+			if in != nil && in.Producer != nil && lw.kind[in.Producer] == lowerAffine {
+				if a, b := find(i), find(index[in.Producer]); a != b {
+					parent[a] = b
+				}
+			}
+		}
+	}
+	// Group the needed values by region, regions in order of first need.
+	var roots []int
+	byRoot := map[int][]*ir.Value{}
+	for _, v := range lw.needed {
+		r := find(index[v.Producer])
+		if byRoot[r] == nil {
+			roots = append(roots, r)
+		}
+		byRoot[r] = append(byRoot[r], v)
+	}
+	lw.maps = make(map[*ir.Value]*lowerMap, len(lw.needed))
+	for _, r := range roots {
+		maps, err := lw.probeRegion(byRoot[r])
+		if err != nil {
+			return err
+		}
+		for _, m := range maps {
+			lw.maps[m.out] = m
+		}
+	}
+	return nil
+}
+
+// lowerCone returns the affine nodes that compute v from non-affine values,
+// in graph order, and those values (the cone's inputs), in first-use order.
+func (lw *lowerer) lowerCone(vs []*ir.Value) (nodes []*ir.Node, inputs []*ir.Value) {
+	in := map[*ir.Node]bool{}
+	var stack []*ir.Node
+	for _, v := range vs {
+		if !in[v.Producer] {
+			in[v.Producer] = true
+			stack = append(stack, v.Producer)
+		}
+	}
+	for len(stack) > 0 {
+		n := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		for _, x := range n.Inputs {
+			if x == nil || x.Producer == nil || lw.kind[x.Producer] != lowerAffine || in[x.Producer] {
+				continue
+			}
+			in[x.Producer] = true
+			stack = append(stack, x.Producer)
+		}
+	}
+	seen := map[*ir.Value]bool{}
+	for _, n := range lw.g.Nodes {
+		if !in[n] {
+			continue
+		}
+		nodes = append(nodes, n)
+		for _, x := range n.Inputs {
+			if x == nil || x.IsConst() || seen[x] {
+				continue
+			}
+			if x.Producer == nil || lw.kind[x.Producer] != lowerAffine {
+				seen[x] = true
+				inputs = append(inputs, x)
+			}
+		}
+	}
+	return nodes, inputs
+}
+
+// probeRegion extracts the maps of the needed values outs of one region.
+func (lw *lowerer) probeRegion(outs []*ir.Value) ([]*lowerMap, error) {
+	nodes, inputs := lw.lowerCone(outs)
+	regionName := lowerLayerName(nodes)
+	for _, x := range inputs {
+		if n := x.Shape.Size(); n > MaxProbeInput {
+			return nil, fmt.Errorf("lowering %q: affine region %s reads %q of %d elements; probing handles inputs of at most %d elements (structural extraction of large layers is not implemented yet)",
+				lw.g.Name, regionName, x.Name, n, MaxProbeInput)
+		}
+	}
+	if len(inputs) == 0 {
+		return nil, fmt.Errorf("lowering %q: affine region %s computes %q from constants only; fold constants first", lw.g.Name, regionName, outs[0].Name)
+	}
+	sub := &ir.Graph{Name: lw.g.Name + "/probe", Opset: lw.g.Opset, Inputs: inputs, Nodes: nodes, Outputs: outs}
+	res, err := lowerProbe(sub)
+	if err != nil {
+		return nil, fmt.Errorf("lowering %q: affine region %s: %w", lw.g.Name, regionName, err)
+	}
+	var maps []*lowerMap
+	for k, o := range outs {
+		m := &lowerMap{out: o, bias: res.bias[k]}
+		for i, x := range inputs {
+			if len(res.mats[k][i]) > 0 {
+				m.ins = append(m.ins, x)
+				m.mats = append(m.mats, res.mats[k][i])
+			}
+		}
+		if len(m.ins) == 0 {
+			return nil, fmt.Errorf("lowering %q: %q does not depend on any encrypted value; fold constants first", lw.g.Name, o.Name)
+		}
+		cone, _ := lw.lowerCone([]*ir.Value{o})
+		m.nodes = cone
+		maps = append(maps, m)
+	}
+	return maps, nil
+}
+
+// lowerLayerName names a list of nodes compactly for Instr.Layer and errors.
+func lowerLayerName(nodes []*ir.Node) string {
+	names := make([]string, len(nodes))
+	for i, n := range nodes {
+		names[i] = n.Name
+	}
+	if len(names) > 4 {
+		return fmt.Sprintf("%s, %s, ... %s (%d nodes)", names[0], names[1], names[len(names)-1], len(names))
+	}
+	return strings.Join(names, ", ")
+}
+
+// lowerProbeResult holds the probed maps of a region: for output k, its bias
+// and, for input i, the non-zero entries of its matrix.
+type lowerProbeResult struct {
+	bias [][]float64
+	mats [][][]lowerEntry
+}
+
+// lowerProbeBudget bounds the floats a batched probe run holds (batch size
+// times the elements of the region's values).
+const lowerProbeBudget = 1 << 22
+
+// lowerProbe extracts the affine maps of sub, a graph of affine nodes. It
+// probes many columns per interpreter run (the batch axis carries one probe
+// each) and checks the result on a random input; when that fails (a node
+// that fixes the batch axis, such as a Reshape to [1, ...]), it probes one
+// column per run.
+func lowerProbe(sub *ir.Graph) (*lowerProbeResult, error) {
+	base := sub.Clone()
+	cols := 0
+	for _, x := range base.Inputs {
+		cols += x.Shape.Size()
+	}
+	perSample := 0
+	for _, v := range base.Values() {
+		if !v.IsConst() {
+			perSample += v.Shape.Size()
+		}
+	}
+	batch := min(1024, cols, max(1, lowerProbeBudget/max(1, perSample)))
+	var res *lowerProbeResult
+	var err error
+	if batch > 1 {
+		bg := sub.Clone()
+		for _, x := range bg.Inputs {
+			x.Shape[0] = -1
+		}
+		res, err = lowerProbeColumns(base, bg, batch)
+		if err == nil {
+			err = lowerCheckProbe(base, res)
+		}
+	}
+	if batch <= 1 || err != nil {
+		res, err = lowerProbeColumns(base, base, 1)
+		if err != nil {
+			return nil, err
+		}
+		if err := lowerCheckProbe(base, res); err != nil {
+			return nil, err
+		}
+	}
+	return res, nil
+}
+
+// lowerRun runs g on the feeds and returns its outputs in order.
+func lowerRun(g *ir.Graph, feeds []*ir.Tensor) ([]*ir.Tensor, error) {
+	m := make(map[string]*ir.Tensor, len(feeds))
+	for i, x := range g.Inputs {
+		m[x.Name] = feeds[i]
+	}
+	res, err := plain.Run(g, m, nil)
+	if err != nil {
+		return nil, err
+	}
+	outs := make([]*ir.Tensor, len(g.Outputs))
+	for k, o := range g.Outputs {
+		outs[k] = res[o.Name]
+		if outs[k] == nil || !outs[k].DType.IsFloat() {
+			return nil, fmt.Errorf("output %q not computed as floats", o.Name)
+		}
+	}
+	return outs, nil
+}
+
+// lowerZeroFeeds returns zero inputs for g with batch rows each.
+func lowerZeroFeeds(g *ir.Graph, batch int) []*ir.Tensor {
+	feeds := make([]*ir.Tensor, len(g.Inputs))
+	for i, x := range g.Inputs {
+		s := x.Shape.Clone()
+		s[0] = batch
+		feeds[i] = &ir.Tensor{DType: x.DType, Shape: s, Float: make([]float64, s.Size())}
+	}
+	return feeds
+}
+
+// lowerProbeColumns runs probe (the region, batch axis free when batch > 1)
+// on one-hot inputs, batch-1 columns per run plus a zero row that each
+// column is measured against, and base once on zeros for the bias.
+// Differences below 1e-13 relative to the bias are taken as rounding noise.
+func lowerProbeColumns(base, probe *ir.Graph, batch int) (*lowerProbeResult, error) {
+	zero, err := lowerRun(base, lowerZeroFeeds(base, 1))
+	if err != nil {
+		return nil, err
+	}
+	res := &lowerProbeResult{bias: make([][]float64, len(base.Outputs)), mats: make([][][]lowerEntry, len(base.Outputs))}
+	for k, o := range base.Outputs {
+		if zero[k].Len() != o.Shape.Size() {
+			return nil, fmt.Errorf("output %q has %d elements, want %d", o.Name, zero[k].Len(), o.Shape.Size())
+		}
+		res.bias[k] = append([]float64(nil), zero[k].Float...)
+		res.mats[k] = make([][]lowerEntry, len(base.Inputs))
+	}
+	type column struct{ in, c int }
+	var columns []column
+	for i, x := range base.Inputs {
+		for c := range x.Shape.Size() {
+			columns = append(columns, column{i, c})
+		}
+	}
+	step := max(1, batch-1)
+	for start := 0; start < len(columns); start += step {
+		end := min(len(columns), start+step)
+		rows := end - start
+		if batch > 1 {
+			rows++ // row 0: zeros
+		}
+		feeds := lowerZeroFeeds(probe, rows)
+		for j := start; j < end; j++ {
+			col := columns[j]
+			row := j - start
+			if batch > 1 {
+				row++
+			}
+			n := base.Inputs[col.in].Shape.Size()
+			feeds[col.in].Float[row*n+col.c] = 1
+		}
+		outs, err := lowerRun(probe, feeds)
+		if err != nil {
+			return nil, err
+		}
+		for k, o := range base.Outputs {
+			n := o.Shape.Size()
+			if outs[k].Len() != rows*n || outs[k].Shape[0] != rows {
+				return nil, fmt.Errorf("output %q has shape %v for %d probes", o.Name, outs[k].Shape, rows)
+			}
+			ref := res.bias[k]
+			if batch > 1 {
+				ref = outs[k].Float[:n]
+			}
+			for j := start; j < end; j++ {
+				col := columns[j]
+				row := j - start
+				if batch > 1 {
+					row++
+				}
+				y := outs[k].Float[row*n : (row+1)*n]
+				for r, v := range y {
+					d := v - ref[r]
+					if d != 0 && math.Abs(d) > 1e-13*math.Abs(ref[r]) {
+						res.mats[k][col.in] = append(res.mats[k][col.in], lowerEntry{r, col.c, d})
+					}
+				}
+			}
+		}
+	}
+	return res, nil
+}
+
+// lowerCheckProbe compares the probed maps with an interpreter run of base
+// on a random input.
+func lowerCheckProbe(base *ir.Graph, res *lowerProbeResult) error {
+	r := rand.New(rand.NewPCG(1, 2))
+	feeds := lowerZeroFeeds(base, 1)
+	for _, f := range feeds {
+		for i := range f.Float {
+			f.Float[i] = 2*r.Float64() - 1
+		}
+	}
+	outs, err := lowerRun(base, feeds)
+	if err != nil {
+		return err
+	}
+	for k, o := range base.Outputs {
+		want := outs[k].Float
+		got := append([]float64(nil), res.bias[k]...)
+		scale := make([]float64, len(got))
+		for i, b := range got {
+			scale[i] = 1 + math.Abs(b)
+		}
+		for i, entries := range res.mats[k] {
+			x := feeds[i].Float
+			for _, e := range entries {
+				got[e.r] += e.v * x[e.c]
+				scale[e.r] += math.Abs(e.v * x[e.c])
+			}
+		}
+		for j := range want {
+			if d := math.Abs(got[j] - want[j]); !(d <= 1e-9*scale[j]) {
+				return fmt.Errorf("%q is not affine in the region's inputs as probed (element %d: %g by the probed map, %g by the interpreter)",
+					o.Name, j, got[j], want[j])
+			}
+		}
+	}
+	return nil
+}
+
+// fold makes each needed value that feeds exactly one Poly, and nothing else
+// that runs encrypted, absorb that Poly's change of variable.
+func (lw *lowerer) fold() {
+	for _, v := range lw.needed {
+		if lw.g.IsOutput(v) {
+			continue
+		}
+		var readers []*ir.Node
+		for _, n := range users(lw.uses, v) {
+			if lw.kind[n] != lowerAffine {
+				readers = append(readers, n)
+			}
+		}
+		if len(readers) != 1 || lw.kind[readers[0]] != lowerPoly {
+			continue
+		}
+		p := readers[0]
+		a, b := p.Attrs.Float("a", -1), p.Attrs.Float("b", 1)
+		if a == -1 && b == 1 {
+			continue
+		}
+		alpha, beta := 2/(b-a), -(a+b)/(b-a)
+		m := lw.maps[v]
+		for _, entries := range m.mats {
+			for i := range entries {
+				entries[i].v *= alpha
+			}
+		}
+		for i := range m.bias {
+			m.bias[i] = alpha*m.bias[i] + beta
+		}
+		m.fold = p
+	}
+}
+
+// newValue appends a program value holding tensor (at offset 0) and returns
+// its id.
+func (lw *lowerer) newValue(tensor *ir.Value, shape ir.Shape) int {
+	lw.prog.Values = append(lw.prog.Values, ckksir.Value{Layout: ckksir.Layout{Shape: shape.Clone()}})
+	lw.vals = append(lw.vals, lowerValue{tensor: tensor, alpha: 1})
+	return len(lw.prog.Values) - 1
+}
+
+// emit builds the program's instructions in graph order.
+func (lw *lowerer) emit() error {
+	g := lw.g
+	lw.prog = &ckksir.Program{BlockSize: lw.blockSize}
+	lw.vid = map[*ir.Value]int{}
+	lw.offScale = map[int]bool{}
+	for _, x := range g.Inputs {
+		id := lw.newValue(x, x.Shape[1:])
+		lw.vid[x] = id
+		lw.prog.Inputs = append(lw.prog.Inputs, ckksir.IO{Name: x.Name, Value: id})
+	}
+	emitted := map[*ir.Value]bool{}
+	operand := func(v *ir.Value) (int, error) {
+		if m := lw.maps[v]; m != nil && !emitted[v] {
+			emitted[v] = true
+			lw.emitMap(m)
+		}
+		id, ok := lw.vid[v]
+		if !ok {
+			return 0, fmt.Errorf("lowering %q: value %q is not computed under encryption", g.Name, v.Name)
+		}
+		return id, nil
+	}
+	for _, n := range g.Nodes {
+		switch lw.kind[n] {
+		case lowerPoly:
+			x := n.Inputs[0]
+			in, err := operand(x)
+			if err != nil {
+				return err
+			}
+			p := &ckksir.Poly{Func: n.Attrs.String("func", ""), A: n.Attrs.Float("a", -1), B: n.Attrs.Float("b", 1),
+				Coeffs: append([]float64(nil), n.Attrs.Floats("coeffs", nil)...), MaxErr: n.Attrs.Float("max_err", 0)}
+			if m := lw.maps[x]; m != nil && m.fold == n {
+				p.A, p.B = -1, 1
+			}
+			out := lw.newValue(n.Outputs[0], n.Outputs[0].Shape[1:])
+			lw.vid[n.Outputs[0]] = out
+			lw.prog.Instrs = append(lw.prog.Instrs, ckksir.Instr{Op: ckksir.OpPoly, Out: out, In: []int{in}, Poly: p, Layer: n.Name})
+		case lowerMul:
+			a, err := operand(n.Inputs[0])
+			if err != nil {
+				return err
+			}
+			b, err := operand(n.Inputs[1])
+			if err != nil {
+				return err
+			}
+			out := lw.newValue(n.Outputs[0], n.Outputs[0].Shape[1:])
+			lw.vid[n.Outputs[0]] = out
+			lw.prog.Instrs = append(lw.prog.Instrs, ckksir.Instr{Op: ckksir.OpMul, Out: out, In: []int{a, b}, Layer: n.Name})
+			lw.offScale[out] = true
+		}
+	}
+	for _, o := range g.Outputs {
+		id, err := operand(o)
+		if err != nil {
+			return err
+		}
+		lw.prog.Outputs = append(lw.prog.Outputs, ckksir.IO{Name: o.Name, Value: id})
+	}
+	return nil
+}
+
+// emitMap emits the instructions computing one needed value: OpAddConst or
+// a chain of OpAdd (then OpAddConst for a bias) when every matrix is the
+// identity (and, for OpAdd, no input is a product, whose scale is not the
+// default), else one OpLinear.
+func (lw *lowerer) emitMap(m *lowerMap) {
+	shape := m.out.Shape[1:]
+	layer := lowerLayerName(m.nodes)
+	ins := make([]int, len(m.ins))
+	for i, x := range m.ins {
+		ins[i] = lw.vid[x]
+	}
+	bias := lw.blockVector(m.bias)
+	identity := true
+	for i, x := range m.ins {
+		identity = identity && lowerIsIdentity(m.mats[i], x.Shape.Size(), m.out.Shape.Size())
+		// Adding ciphertexts of different scales errs by their relative
+		// gap; a linear transformation rescales each input exactly.
+		identity = identity && (len(m.ins) == 1 || !lw.offScale[ins[i]])
+	}
+	var out int
+	switch {
+	case identity:
+		acc := ins[0]
+		for i := 1; i < len(ins); i++ {
+			t := lw.newValue(nil, shape)
+			if i == len(ins)-1 && bias == nil {
+				lw.vals[t].tensor = m.out
+			}
+			lw.prog.Instrs = append(lw.prog.Instrs, ckksir.Instr{Op: ckksir.OpAdd, Out: t, In: []int{acc, ins[i]}, Layer: layer})
+			acc = t
+		}
+		out = acc
+		if len(ins) == 1 || bias != nil {
+			out = lw.newValue(m.out, shape)
+			lw.prog.Instrs = append(lw.prog.Instrs, ckksir.Instr{Op: ckksir.OpAddConst, Out: out, In: []int{acc}, Bias: bias, Layer: layer})
+			lw.offScale[out] = lw.offScale[acc]
+		}
+	default:
+		out = lw.newValue(m.out, shape)
+		mats := make([]*ckksir.Matrix, len(m.mats))
+		for i, entries := range m.mats {
+			mats[i] = lw.blockMatrix(entries)
+		}
+		lw.prog.Instrs = append(lw.prog.Instrs, ckksir.Instr{Op: ckksir.OpLinear, Out: out, In: ins, Matrices: mats, Bias: bias, Layer: layer})
+	}
+	if m.fold != nil {
+		a, b := m.fold.Attrs.Float("a", -1), m.fold.Attrs.Float("b", 1)
+		lw.vals[out].alpha, lw.vals[out].beta = 2/(b-a), -(a+b)/(b-a)
+	}
+	lw.vid[m.out] = out
+}
+
+// lowerIsIdentity reports whether entries are the identity from n inputs to
+// m outputs.
+func lowerIsIdentity(entries []lowerEntry, n, m int) bool {
+	if n != m || len(entries) != n {
+		return false
+	}
+	for _, e := range entries {
+		if e.r != e.c || e.v != 1 {
+			return false
+		}
+	}
+	return true
+}
+
+// blockVector places v at offset 0 of a block; nil when v is all zeros.
+func (lw *lowerer) blockVector(v []float64) []float64 {
+	zero := true
+	for _, x := range v {
+		zero = zero && x == 0
+	}
+	if zero {
+		return nil
+	}
+	out := make([]float64, lw.blockSize)
+	copy(out, v)
+	return out
+}
+
+// blockMatrix turns matrix entries (input and output at offset 0) into block
+// diagonals: A[r][c] goes to diagonal c - r at position r.
+func (lw *lowerer) blockMatrix(entries []lowerEntry) *ckksir.Matrix {
+	m := &ckksir.Matrix{Diagonals: map[int][]float64{}}
+	for _, e := range entries {
+		d := e.c - e.r
+		diag := m.Diagonals[d]
+		if diag == nil {
+			diag = make([]float64, lw.blockSize)
+			m.Diagonals[d] = diag
+		}
+		diag[e.r] = e.v
+	}
+	return m
+}
+
+// lowerCost is the number of levels an instruction consumes.
+func lowerCost(ins *ckksir.Instr) int {
+	switch ins.Op {
+	case ckksir.OpLinear, ckksir.OpMul, ckksir.OpMulConst:
+		return 1
+	case ckksir.OpPoly:
+		return ins.Poly.Depth()
+	}
+	return 0
+}
+
+// assignLevels computes every value's depth, chooses the parameters and
+// turns depths into levels.
+func (lw *lowerer) assignLevels() error {
+	p := lw.prog
+	depth := 0
+	for _, ins := range p.Instrs {
+		d := 0
+		for _, a := range ins.In {
+			d = max(d, lw.vals[a].depth)
+		}
+		d += lowerCost(&ins)
+		lw.vals[ins.Out].depth = d
+		depth = max(depth, d)
+	}
+	params, err := ChooseParams(depth, lw.blockSize, lw.opts)
+	if err != nil {
+		return fmt.Errorf("lowering %q: %w", lw.g.Name, err)
+	}
+	p.Params = params
+	p.Batch = params.Slots() / lw.blockSize
+	for i := range p.Values {
+		p.Values[i].Level = params.MaxLevel() - lw.vals[i].depth
+	}
+	return nil
+}
+
+// magnitudes returns, per program value and slot of its layout, the
+// largest magnitude the slot takes: from a plaintext run over opts.Calib
+// (widened by lowerCalibMargin) when set, else propagated from the input
+// bound through the matrices, clipped to the Poly intervals.
+func (lw *lowerer) magnitudes() ([][]float64, error) {
+	p := lw.prog
+	mags := make([][]float64, len(p.Values))
+	if lw.opts.Calib != nil {
+		lo, hi, err := lowerCalibrate(lw.g, lw.opts.Calib)
+		if err != nil {
+			return nil, err
+		}
+		for i, v := range lw.vals {
+			if v.tensor == nil {
+				continue
+			}
+			l, h := lo[v.tensor], hi[v.tensor]
+			if len(l) != p.Values[i].Layout.Size() {
+				return nil, fmt.Errorf("lowering %q: calibration did not reach %q", lw.g.Name, v.tensor.Name)
+			}
+			m := make([]float64, len(l))
+			for j := range m {
+				m[j] = lowerCalibMargin * max(math.Abs(v.alpha*l[j]+v.beta), math.Abs(v.alpha*h[j]+v.beta))
+			}
+			mags[i] = m
+		}
+	}
+	for _, in := range p.Inputs {
+		if mags[in.Value] == nil {
+			mags[in.Value] = lowerFill(p.Values[in.Value].Layout.Size(), lw.opts.InputBound)
+		}
+	}
+	interval := map[int]float64{}
+	for _, ins := range p.Instrs {
+		if ins.Op == ckksir.OpPoly {
+			interval[ins.In[0]] = max(interval[ins.In[0]], math.Abs(ins.Poly.A), math.Abs(ins.Poly.B))
+		}
+	}
+	for _, ins := range p.Instrs {
+		if mags[ins.Out] != nil {
+			continue
+		}
+		lay := p.Values[ins.Out].Layout
+		m := make([]float64, lay.Size())
+		bias := func(vec []float64) {
+			for j := range m {
+				if vec != nil {
+					m[j] += math.Abs(vec[lay.Offset+j])
+				}
+			}
+		}
+		switch ins.Op {
+		case ckksir.OpLinear:
+			for i, mat := range ins.Matrices {
+				a := ckksEntries(p, mat, p.Values[ins.In[i]].Layout, lay)
+				x := mags[ins.In[i]]
+				for k, v := range a.v {
+					m[a.r[k]] += math.Abs(v) * x[a.c[k]]
+				}
+			}
+			bias(ins.Bias)
+		case ckksir.OpPoly:
+			_, top := ckksPolyLipschitz(ins.Poly)
+			m = lowerFill(len(m), top)
+		case ckksir.OpMul, ckksir.OpAdd:
+			x, y := mags[ins.In[0]], mags[ins.In[1]]
+			for j := range m {
+				if ins.Op == ckksir.OpMul {
+					m[j] = x[j] * y[j]
+				} else {
+					m[j] = x[j] + y[j]
+				}
+			}
+		case ckksir.OpAddConst:
+			copy(m, mags[ins.In[0]])
+			bias(ins.Bias)
+		}
+		if r, ok := interval[ins.Out]; ok {
+			for j := range m {
+				m[j] = min(m[j], r)
+			}
+		}
+		mags[ins.Out] = m
+	}
+	return mags, nil
+}
+
+// lowerFill returns n copies of x.
+func lowerFill(n int, x float64) []float64 {
+	v := make([]float64, n)
+	for i := range v {
+		v[i] = x
+	}
+	return v
+}
+
+// lowerCalibMargin widens calibrated magnitudes for samples beyond the
+// calibration set.
+const lowerCalibMargin = 1.25
+
+// lowerMaxAbs is the largest |v[i]|, 0 for nil.
+func lowerMaxAbs(v []float64) float64 {
+	m := 0.0
+	for _, x := range v {
+		m = max(m, math.Abs(x))
+	}
+	return m
+}
+
+// lowerCalibrate runs g on every sample of calib and returns the smallest
+// and largest value of every element of every non-constant value.
+func lowerCalibrate(g *ir.Graph, calib *ir.Tensor) (lo, hi map[*ir.Value][]float64, err error) {
+	if len(g.Inputs) != 1 {
+		return nil, nil, fmt.Errorf("lowering %q: calibration samples need a graph with one input, not %d", g.Name, len(g.Inputs))
+	}
+	x := g.Inputs[0]
+	per := x.Shape.Size()
+	if len(calib.Shape) != len(x.Shape) || !calib.Shape[1:].Equal(x.Shape[1:]) || calib.Shape[0] < 1 || !calib.DType.IsFloat() {
+		return nil, nil, fmt.Errorf("lowering %q: calibration samples of shape %v %s do not match input %q %v", g.Name, calib.Shape, calib.DType, x.Name, x.Shape)
+	}
+	lo, hi = map[*ir.Value][]float64{}, map[*ir.Value][]float64{}
+	note := func(v *ir.Value, t *ir.Tensor) {
+		if v == nil || t == nil || !t.DType.IsFloat() {
+			return
+		}
+		l, h := lo[v], hi[v]
+		if l == nil {
+			l, h = lowerFill(len(t.Float), math.Inf(1)), lowerFill(len(t.Float), math.Inf(-1))
+			lo[v], hi[v] = l, h
+		}
+		for i, f := range t.Float {
+			l[i], h[i] = min(l[i], f), max(h[i], f)
+		}
+	}
+	opts := &plain.Options{Observe: func(n *ir.Node, outs []*ir.Tensor) {
+		for i, o := range n.Outputs {
+			if i < len(outs) {
+				note(o, outs[i])
+			}
+		}
+	}}
+	for s := range calib.Shape[0] {
+		in := &ir.Tensor{DType: x.DType, Shape: x.Shape.Clone(), Float: calib.Float[s*per : (s+1)*per]}
+		note(x, in)
+		if _, err := plain.Run(g, map[string]*ir.Tensor{x.Name: in}, opts); err != nil {
+			return nil, nil, fmt.Errorf("lowering %q: calibration sample %d: %w", g.Name, s, err)
+		}
+	}
+	return lo, hi, nil
+}

@@ -1,0 +1,371 @@
+// Package ckks executes ckksir programs under CKKS homomorphic encryption
+// with Lattigo v5. It is the only package of ciphercut that imports Lattigo:
+// its API speaks ckksir and ir, and every Lattigo object (keys, ciphertexts)
+// sits behind an opaque type.
+//
+// The data owner builds a Client, which draws and keeps the secret key, and
+// hands the workers the public EvaluationKeys it generates for a program. A
+// worker's Evaluator runs the program on ciphertexts; the Client encrypts
+// inputs and decrypts outputs. Ciphertexts and evaluation keys serialize for
+// the network. Neither side may see its program modified after construction.
+//
+// Levels follow ckksir exactly (checked after every instruction): a linear
+// transformation, a product or a constant product consumes one level, a
+// polynomial Poly.Depth() levels: ceil(log2(d+1)) for Lattigo's
+// Paterson-Stockmeyer evaluation plus one for the change of variable when
+// the interval is not [-1, 1].
+//
+// Scales are planned once, exactly: instructions with a plaintext operand
+// (linear, mul-const) and polynomials return to the default scale 2^LogScale;
+// a ciphertext product leaves the scale s0*s1/q (q the prime rescaled away),
+// which differs from the default by the relative gap between q and
+// 2^LogScale (about 1e-7). An add whose operands' scales differ (such a
+// product plus a default-scale value) therefore errs by that relative amount
+// of the smaller-scale operand; every other instruction is exact up to CKKS
+// noise.
+package ckks
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+
+	"github.com/ciphercut/ciphercut/ir"
+	"github.com/ciphercut/ciphercut/ir/ckksir"
+	"github.com/tuneinsight/lattigo/v5/core/rlwe"
+	"github.com/tuneinsight/lattigo/v5/he/hefloat"
+)
+
+// Client is the data owner's side: it holds the secret key of one program's
+// parameters and never exposes it. Its methods are safe for concurrent use.
+type Client struct {
+	plan *plan
+	sk   *rlwe.SecretKey
+	ecd  *hefloat.Encoder
+	enc  *rlwe.Encryptor
+	dec  *rlwe.Decryptor
+}
+
+// NewClient verifies the program, instantiates its CKKS parameters and draws
+// a fresh secret key (uniform ternary).
+func NewClient(p *ckksir.Program) (*Client, error) {
+	pl, err := newPlan(p)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{plan: pl}
+	err = protect("key generation", func() error {
+		c.sk = rlwe.NewKeyGenerator(pl.params).GenSecretKeyNew()
+		c.ecd = hefloat.NewEncoder(pl.params)
+		c.enc = rlwe.NewEncryptor(pl.params, c.sk)
+		c.dec = rlwe.NewDecryptor(pl.params, c.sk)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// EvaluationKeys are the public keys a worker needs to run one program: the
+// relinearization key (when the program multiplies ciphertexts or evaluates
+// a polynomial of degree 2 or more) and the Galois keys of exactly the
+// rotations its linear transformations use.
+type EvaluationKeys struct {
+	set *rlwe.MemEvaluationKeySet
+}
+
+// EvaluationKeys generates the program's evaluation keys, calling progress
+// (when not nil) after each key with the number done and the total. Keys are
+// generated in parallel on all cores; progress calls are serialized.
+func (c *Client) EvaluationKeys(progress func(done, total int)) (*EvaluationKeys, error) {
+	pl := c.plan
+	galEls := pl.galEls
+	total := len(galEls)
+	if pl.needRelin {
+		total++
+	}
+	var (
+		mu   sync.Mutex
+		done int
+	)
+	tick := func() {
+		if progress == nil {
+			return
+		}
+		mu.Lock()
+		done++
+		progress(done, total)
+		mu.Unlock()
+	}
+	set := &rlwe.MemEvaluationKeySet{GaloisKeys: map[uint64]*rlwe.GaloisKey{}}
+	gks := make([]*rlwe.GaloisKey, len(galEls))
+	workers := min(runtime.NumCPU(), max(1, len(galEls)))
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			errs[w] = protect("evaluation key generation", func() error {
+				kgen := rlwe.NewKeyGenerator(pl.params)
+				if w == 0 && pl.needRelin {
+					set.RelinearizationKey = kgen.GenRelinearizationKeyNew(c.sk)
+					tick()
+				}
+				for i := w; i < len(galEls); i += workers {
+					gks[i] = kgen.GenGaloisKeyNew(galEls[i], c.sk)
+					tick()
+				}
+				return nil
+			})
+		}(w)
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	for _, gk := range gks {
+		set.GaloisKeys[gk.GaloisElement] = gk
+	}
+	return &EvaluationKeys{set: set}, nil
+}
+
+// Count is the number of Galois (rotation) keys.
+func (k *EvaluationKeys) Count() (galois int) { return len(k.set.GaloisKeys) }
+
+// Bytes is the serialized size in bytes (what MarshalBinary returns).
+func (k *EvaluationKeys) Bytes() int64 { return int64(len(evkMagic) + k.set.BinarySize()) }
+
+var (
+	evkMagic = []byte("ccEVK\x01")
+	ctMagic  = []byte("ccCT\x01")
+)
+
+// MarshalBinary serializes the keys.
+func (k *EvaluationKeys) MarshalBinary() ([]byte, error) {
+	var buf bytes.Buffer
+	buf.Grow(int(k.Bytes()))
+	buf.Write(evkMagic)
+	if _, err := k.set.WriteTo(&buf); err != nil {
+		return nil, fmt.Errorf("ckks: serializing evaluation keys: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// UnmarshalEvaluationKeys reads keys written by MarshalBinary.
+func UnmarshalEvaluationKeys(data []byte) (*EvaluationKeys, error) {
+	if !bytes.HasPrefix(data, evkMagic) {
+		return nil, fmt.Errorf("ckks: not serialized evaluation keys (bad header)")
+	}
+	set := &rlwe.MemEvaluationKeySet{}
+	err := protect("reading evaluation keys", func() error {
+		return set.UnmarshalBinary(data[len(evkMagic):])
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ckks: reading evaluation keys: %w", err)
+	}
+	if set.GaloisKeys == nil {
+		set.GaloisKeys = map[uint64]*rlwe.GaloisKey{}
+	}
+	return &EvaluationKeys{set: set}, nil
+}
+
+// Ciphertext is one CKKS ciphertext: Batch samples of one program value.
+type Ciphertext struct {
+	ct *rlwe.Ciphertext
+}
+
+// Level is the number of rescales the ciphertext can still take.
+func (c *Ciphertext) Level() int { return c.ct.Level() }
+
+// Bytes is the serialized size in bytes (what MarshalBinary returns).
+func (c *Ciphertext) Bytes() int64 { return int64(len(ctMagic) + c.ct.BinarySize()) }
+
+// MarshalBinary serializes the ciphertext.
+func (c *Ciphertext) MarshalBinary() ([]byte, error) {
+	var buf bytes.Buffer
+	buf.Grow(int(c.Bytes()))
+	buf.Write(ctMagic)
+	if _, err := c.ct.WriteTo(&buf); err != nil {
+		return nil, fmt.Errorf("ckks: serializing a ciphertext: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// UnmarshalCiphertext reads a ciphertext written by MarshalBinary.
+func UnmarshalCiphertext(data []byte) (*Ciphertext, error) {
+	if !bytes.HasPrefix(data, ctMagic) {
+		return nil, fmt.Errorf("ckks: not a serialized ciphertext (bad header)")
+	}
+	ct := new(rlwe.Ciphertext)
+	err := protect("reading a ciphertext", func() error {
+		return ct.UnmarshalBinary(data[len(ctMagic):])
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ckks: reading a ciphertext: %w", err)
+	}
+	if ct.MetaData == nil || len(ct.Value) == 0 {
+		return nil, fmt.Errorf("ckks: reading a ciphertext: empty ciphertext")
+	}
+	return &Ciphertext{ct: ct}, nil
+}
+
+// findIO returns the value bound to a program input or output name.
+func findIO(ios []ckksir.IO, name, kind string) (int, error) {
+	for _, io := range ios {
+		if io.Name == name {
+			return io.Value, nil
+		}
+	}
+	names := make([]string, len(ios))
+	for i, io := range ios {
+		names[i] = io.Name
+	}
+	return 0, fmt.Errorf("ckks: the program has no %s %q (it has %q)", kind, name, names)
+}
+
+// Encrypt encrypts the samples of x (stacked along its leading axis; each
+// sample of the input's per-sample shape) for the program input name:
+// ceil(n/Batch) ciphertexts, sample s in block s%Batch of ciphertext
+// s/Batch, at the input value's level (the program's max level) and the
+// default scale. Slots outside the tensor are zero.
+func (c *Client) Encrypt(name string, x *ir.Tensor) ([]*Ciphertext, error) {
+	p := c.plan.prog
+	id, err := findIO(p.Inputs, name, "input")
+	if err != nil {
+		return nil, err
+	}
+	lay := p.Values[id].Layout
+	if x == nil {
+		return nil, fmt.Errorf("ckks: input %q: nil tensor", name)
+	}
+	if x.DType == ir.Undefined {
+		return nil, fmt.Errorf("ckks: input %q: cannot encrypt a %s tensor", name, x.DType)
+	}
+	if err := x.Validate(); err != nil {
+		return nil, fmt.Errorf("ckks: input %q: %w", name, err)
+	}
+	if len(x.Shape) != len(lay.Shape)+1 || !x.Shape[1:].Equal(lay.Shape) {
+		return nil, fmt.Errorf("ckks: input %q: tensor of shape %v, want [n]+%v (samples stacked along the leading axis)", name, x.Shape, lay.Shape)
+	}
+	n := x.Shape[0]
+	if n == 0 {
+		return nil, fmt.Errorf("ckks: input %q: no samples", name)
+	}
+	data := x.Floats()
+	size := lay.Size()
+	bs, batch := p.BlockSize, p.Batch
+	level := p.Values[id].Level
+	cts := make([]*Ciphertext, (n+batch-1)/batch)
+	err = parallel(len(cts), func(ecd *hefloat.Encoder, enc *rlwe.Encryptor, _ *rlwe.Decryptor, k int) error {
+		slots := make([]float64, c.plan.slots)
+		for b := 0; b < batch && k*batch+b < n; b++ {
+			s := k*batch + b
+			copy(slots[b*bs+lay.Offset:b*bs+lay.Offset+size], data[s*size:(s+1)*size])
+		}
+		pt := hefloat.NewPlaintext(c.plan.params, level)
+		if err := ecd.Encode(slots, pt); err != nil {
+			return err
+		}
+		ct, err := enc.EncryptNew(pt)
+		if err != nil {
+			return err
+		}
+		cts[k] = &Ciphertext{ct: ct}
+		return nil
+	}, c)
+	if err != nil {
+		return nil, fmt.Errorf("ckks: encrypting input %q: %w", name, err)
+	}
+	return cts, nil
+}
+
+// Decrypt decrypts the ciphertexts of the program output name (as Run
+// returns them) and returns its first n samples stacked: a Float32 tensor of
+// shape [n]+the output's per-sample shape. It expects ceil(n/Batch)
+// ciphertexts.
+func (c *Client) Decrypt(name string, cts []*Ciphertext, n int) (*ir.Tensor, error) {
+	p := c.plan.prog
+	id, err := findIO(p.Outputs, name, "output")
+	if err != nil {
+		return nil, err
+	}
+	lay := p.Values[id].Layout
+	bs, batch := p.BlockSize, p.Batch
+	if n < 0 || len(cts) != (n+batch-1)/batch {
+		return nil, fmt.Errorf("ckks: output %q: %d ciphertexts for %d samples, want %d (%d samples per ciphertext)", name, len(cts), n, (n+batch-1)/batch, batch)
+	}
+	for k, ct := range cts {
+		if ct == nil || ct.ct == nil {
+			return nil, fmt.Errorf("ckks: output %q: ciphertext %d is nil", name, k)
+		}
+		if err := c.plan.checkCiphertext(ct.ct); err != nil {
+			return nil, fmt.Errorf("ckks: output %q: ciphertext %d: %w", name, k, err)
+		}
+	}
+	size := lay.Size()
+	shape := append(ir.Shape{n}, lay.Shape...)
+	out := ir.NewFloat(shape, nil)
+	err = parallel(len(cts), func(ecd *hefloat.Encoder, _ *rlwe.Encryptor, dec *rlwe.Decryptor, k int) error {
+		pt := dec.DecryptNew(cts[k].ct)
+		slots := make([]float64, c.plan.slots)
+		if err := ecd.Decode(pt, slots); err != nil {
+			return err
+		}
+		for b := 0; b < batch && k*batch+b < n; b++ {
+			s := k*batch + b
+			copy(out.Float[s*size:(s+1)*size], slots[b*bs+lay.Offset:b*bs+lay.Offset+size])
+		}
+		return nil
+	}, c)
+	if err != nil {
+		return nil, fmt.Errorf("ckks: decrypting output %q: %w", name, err)
+	}
+	return out, nil
+}
+
+// checkCiphertext checks that ct belongs to the plan's ring and is a
+// relinearized ciphertext in the NTT domain.
+func (pl *plan) checkCiphertext(ct *rlwe.Ciphertext) error {
+	if ct.MetaData == nil || len(ct.Value) != 2 {
+		return fmt.Errorf("malformed ciphertext (degree %d)", len(ct.Value)-1)
+	}
+	if ct.Value[0].N() != pl.params.N() || ct.Value[1].N() != pl.params.N() {
+		return fmt.Errorf("ring degree %d, the program's parameters have %d", ct.Value[0].N(), pl.params.N())
+	}
+	if ct.Level() > pl.params.MaxLevel() || ct.Value[1].Level() != ct.Level() {
+		return fmt.Errorf("level %d outside the program's modulus chain", ct.Level())
+	}
+	if !ct.IsNTT || ct.LogDimensions != pl.params.LogMaxDimensions() {
+		return fmt.Errorf("ciphertext not in the program's slot encoding")
+	}
+	return nil
+}
+
+// parallel runs f(k) for k in [0, n) on up to NumCPU goroutines, each with
+// its own copies of the client's encoder, encryptor and decryptor.
+func parallel(n int, f func(*hefloat.Encoder, *rlwe.Encryptor, *rlwe.Decryptor, int) error, c *Client) error {
+	workers := min(runtime.NumCPU(), n)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			errs[w] = recovered(func() error {
+				ecd, enc, dec := c.ecd.ShallowCopy(), c.enc.ShallowCopy(), c.dec.ShallowCopy()
+				for k := w; k < n; k += workers {
+					if err := f(ecd, enc, dec, k); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		}(w)
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}

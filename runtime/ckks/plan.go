@@ -1,0 +1,263 @@
+package ckks
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/ciphercut/ciphercut/ir/ckksir"
+	"github.com/tuneinsight/lattigo/v5/he/hefloat"
+	"github.com/tuneinsight/lattigo/v5/ring"
+)
+
+// bsgsLogRatio is the log2 of the baby-step / giant-step ratio of every
+// linear transformation (Lattigo's LogBabyStepGianStepRatio): the split
+// N1 is the largest power of two for which the number of baby steps stays
+// within twice the number of giant steps. Baby steps are hoisted (one
+// decomposition shared by all), giant steps each pay a full key switch, so
+// leaning towards baby steps is cheaper at a modest cost in Galois keys. The
+// client derives the Galois keys from the same constant, so the two always
+// agree.
+const bsgsLogRatio = 1
+
+// matrixPlan is one matrix of one linear instruction, as the runtime applies
+// it: to the ciphertext of value input, at level level, by its full-slot
+// diagonals diags (sorted indices in [0, Slots)).
+type matrixPlan struct {
+	instr  int
+	input  int
+	level  int
+	diags  []int
+	galEls []uint64
+}
+
+// plan is what both sides derive from a program: the Lattigo parameters, the
+// full-slot diagonals of every matrix and the evaluation keys they need.
+type plan struct {
+	prog      *ckksir.Program
+	params    hefloat.Parameters
+	slots     int
+	matrices  []matrixPlan
+	galEls    []uint64 // sorted union over all matrices, identity excluded
+	needRelin bool
+}
+
+// where names instruction i for error messages.
+func where(p *ckksir.Program, i int) string {
+	ins := &p.Instrs[i]
+	if ins.Layer != "" {
+		return fmt.Sprintf("instruction %d (%s, layer %s)", i, ins.Op, ins.Layer)
+	}
+	return fmt.Sprintf("instruction %d (%s)", i, ins.Op)
+}
+
+// newParams converts the program's parameters into Lattigo's, on the
+// standard ring (N/2 complex slots, real values encoded with a zero
+// imaginary part) with the default ternary secret.
+func newParams(p ckksir.Params) (params hefloat.Parameters, err error) {
+	err = protect("parameters", func() error {
+		var e error
+		params, e = hefloat.NewParametersFromLiteral(hefloat.ParametersLiteral{
+			LogN:            p.LogN,
+			LogQ:            p.LogQ,
+			LogP:            p.LogP,
+			LogDefaultScale: p.LogScale,
+			RingType:        ring.Standard,
+		})
+		return e
+	})
+	if err != nil {
+		return params, fmt.Errorf("ckks: Lattigo refuses the parameters %s: %w", p, err)
+	}
+	if params.MaxSlots() != p.Slots() {
+		return params, fmt.Errorf("ckks: Lattigo gives %d slots for %s, the program expects %d", params.MaxSlots(), p, p.Slots())
+	}
+	if params.MaxLevel() != p.MaxLevel() {
+		return params, fmt.Errorf("ckks: Lattigo gives max level %d for %s, the program expects %d", params.MaxLevel(), p, p.MaxLevel())
+	}
+	return params, nil
+}
+
+// newPlan verifies the program and derives its plan.
+func newPlan(p *ckksir.Program) (*plan, error) {
+	if p == nil {
+		return nil, fmt.Errorf("ckks: nil program")
+	}
+	if err := ckksir.Verify(p); err != nil {
+		return nil, fmt.Errorf("ckks: %w", err)
+	}
+	params, err := newParams(p.Params)
+	if err != nil {
+		return nil, err
+	}
+	pl := &plan{prog: p, params: params, slots: p.Params.Slots()}
+	union := map[uint64]bool{}
+	identity := params.GaloisElement(0)
+	for i := range p.Instrs {
+		ins := &p.Instrs[i]
+		switch ins.Op {
+		case ckksir.OpLinear:
+			level := p.Values[ins.Out].Level + 1
+			for k, m := range ins.Matrices {
+				mp := matrixPlan{instr: i, input: ins.In[k], level: level}
+				mp.diags = fullDiagonalIndices(m, p.BlockSize, pl.slots)
+				err := protect(where(p, i), func() error {
+					for _, g := range hefloat.GaloisElementsForLinearTransformation(params, hefloat.LinearTransformationParameters{
+						DiagonalsIndexList:       mp.diags,
+						Level:                    level,
+						LogDimensions:            params.LogMaxDimensions(),
+						LogBabyStepGianStepRatio: bsgsLogRatio,
+					}) {
+						if g != identity {
+							mp.galEls = append(mp.galEls, g)
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					return nil, err
+				}
+				sort.Slice(mp.galEls, func(a, b int) bool { return mp.galEls[a] < mp.galEls[b] })
+				for _, g := range mp.galEls {
+					union[g] = true
+				}
+				pl.matrices = append(pl.matrices, mp)
+			}
+		case ckksir.OpMul:
+			pl.needRelin = true
+		case ckksir.OpPoly:
+			if ins.Poly.Degree() >= 2 {
+				pl.needRelin = true
+			}
+		}
+	}
+	for g := range union {
+		pl.galEls = append(pl.galEls, g)
+	}
+	sort.Slice(pl.galEls, func(a, b int) bool { return pl.galEls[a] < pl.galEls[b] })
+	return pl, nil
+}
+
+// entryRotation is the rotation, within a block of size bs, that brings
+// input slot (j+d) mod bs to output slot j: a value in (-bs, bs). For the
+// entries ckksir allows (j+d inside the block) it is d; an entry that wraps
+// inside its block is honoured with the matching rotation rather than
+// silently read from the neighbouring block.
+func entryRotation(d, j, bs int) int {
+	src := (j + d) % bs
+	if src < 0 {
+		src += bs
+	}
+	return src - j
+}
+
+// fullIndex maps an in-block rotation to Lattigo's full-slot diagonal index.
+func fullIndex(r, slots int) int {
+	r %= slots
+	if r < 0 {
+		r += slots
+	}
+	return r
+}
+
+// entry is one non-zero coefficient of a block matrix: output slot j of
+// every block, times v.
+type entry struct {
+	j int
+	v float64
+}
+
+// blockEntries groups the non-zero entries of a block matrix by the
+// full-slot diagonal that carries them.
+func blockEntries(m *ckksir.Matrix, bs, slots int) map[int][]entry {
+	byDiag := map[int][]entry{}
+	for d, diag := range m.Diagonals {
+		for j, v := range diag {
+			if v != 0 {
+				k := fullIndex(entryRotation(d, j, bs), slots)
+				byDiag[k] = append(byDiag[k], entry{j, v})
+			}
+		}
+	}
+	return byDiag
+}
+
+// fullDiagonalIndices lists, sorted, the full-slot diagonals with a
+// non-zero entry; a matrix without any non-zero entry keeps diagonal 0.
+func fullDiagonalIndices(m *ckksir.Matrix, bs, slots int) []int {
+	byDiag := blockEntries(m, bs, slots)
+	if len(byDiag) == 0 {
+		return []int{0}
+	}
+	idx := make([]int, 0, len(byDiag))
+	for k := range byDiag {
+		idx = append(idx, k)
+	}
+	sort.Ints(idx)
+	return idx
+}
+
+// expandDiagonal writes into out (Slots values) the full-slot diagonal made
+// of entries, the block matrix being applied identically in every one of
+// the batch blocks: out[b*bs+j] is the coefficient of input slot b*bs+j+r in
+// output slot b*bs+j, r the diagonal's rotation.
+func expandDiagonal(entries []entry, bs, batch int, out []float64) {
+	clear(out)
+	for _, e := range entries {
+		for b := 0; b < batch; b++ {
+			out[b*bs+e.j] += e.v
+		}
+	}
+}
+
+// expandMatrix returns every full-slot diagonal of a block matrix (the
+// reference form Lattigo's own encoder takes; the evaluator encodes one
+// diagonal at a time instead).
+func expandMatrix(m *ckksir.Matrix, bs, batch, slots int) map[int][]float64 {
+	full := map[int][]float64{}
+	for k, es := range blockEntries(m, bs, slots) {
+		full[k] = make([]float64, slots)
+		expandDiagonal(es, bs, batch, full[k])
+	}
+	if len(full) == 0 {
+		full[0] = make([]float64, slots)
+	}
+	return full
+}
+
+// replicate repeats a block vector (nil: zeros) in every block.
+func replicate(v []float64, bs, batch int) []float64 {
+	out := make([]float64, bs*batch)
+	if v == nil {
+		return out
+	}
+	for b := 0; b < batch; b++ {
+		copy(out[b*bs:(b+1)*bs], v)
+	}
+	return out
+}
+
+// recovered runs f, turning a panic (Lattigo reports many misuses by
+// panicking) into an error.
+func recovered(f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("Lattigo panicked: %v", r)
+		}
+	}()
+	return f()
+}
+
+// protect is recovered with the error of a panic naming what was being
+// done; f's own errors pass through unchanged.
+func protect(what string, f func() error) (err error) {
+	panicked := true
+	err = recovered(func() error {
+		e := f()
+		panicked = false
+		return e
+	})
+	if err != nil && panicked {
+		return fmt.Errorf("ckks: %s: %w", what, err)
+	}
+	return err
+}

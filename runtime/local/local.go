@@ -1,0 +1,118 @@
+// Package local runs a CKKS program end to end in one process: the data
+// owner's client (secret key, encryption, decryption) and a worker's
+// evaluator (public evaluation keys only) side by side. It is the embedded
+// default of `ciphercut run`, `eval` and `demo`; the worker never sees the
+// client: it gets the evaluation keys and ciphertexts, as over a network.
+package local
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/ciphercut/ciphercut/ir"
+	"github.com/ciphercut/ciphercut/ir/ckksir"
+	"github.com/ciphercut/ciphercut/runtime/ckks"
+)
+
+// Setup records the one-time costs of a session.
+type Setup struct {
+	KeyGen       time.Duration // secret, relinearization and Galois keys
+	Encode       time.Duration // the worker pre-encoding the program's plaintexts
+	EvalKeyBytes int64         // serialized size of the evaluation keys
+	GaloisKeys   int
+}
+
+// Timing records one inference call.
+type Timing struct {
+	Encrypt, Eval, Decrypt time.Duration
+	Ciphertexts            int   // input ciphertexts (samples / batch, rounded up)
+	UploadBytes            int64 // input ciphertexts
+	DownloadBytes          int64 // output ciphertexts
+}
+
+// Total is the wall time of the call.
+func (t Timing) Total() time.Duration { return t.Encrypt + t.Eval + t.Decrypt }
+
+// Session holds one program's client and evaluator.
+type Session struct {
+	prog   *ckksir.Program
+	client *ckks.Client
+	worker *ckks.Evaluator
+	Setup  Setup
+}
+
+// Progress receives key-generation and evaluation progress.
+type Progress struct {
+	Keys func(done, total int)
+	Eval func(instr, total int, layer string)
+}
+
+// NewSession generates keys for prog and prepares an evaluator holding only
+// the public evaluation keys.
+func NewSession(prog *ckksir.Program, progress Progress) (*Session, error) {
+	s := &Session{prog: prog}
+	start := time.Now()
+	client, err := ckks.NewClient(prog)
+	if err != nil {
+		return nil, err
+	}
+	evk, err := client.EvaluationKeys(progress.Keys)
+	if err != nil {
+		return nil, err
+	}
+	s.Setup.KeyGen = time.Since(start)
+	s.Setup.EvalKeyBytes = evk.Bytes()
+	s.Setup.GaloisKeys = evk.Count()
+	start = time.Now()
+	worker, err := ckks.NewEvaluator(prog, evk)
+	if err != nil {
+		return nil, err
+	}
+	if progress.Eval != nil {
+		worker.SetProgress(progress.Eval)
+	}
+	s.Setup.Encode = time.Since(start)
+	s.client, s.worker = client, worker
+	return s, nil
+}
+
+// Infer encrypts x (samples along the leading axis) for the program's single
+// input, evaluates, decrypts and returns the single output with the same
+// leading axis.
+func (s *Session) Infer(x *ir.Tensor) (*ir.Tensor, Timing, error) {
+	var t Timing
+	if len(s.prog.Inputs) != 1 || len(s.prog.Outputs) != 1 {
+		return nil, t, fmt.Errorf("program has %d inputs and %d outputs; want one of each", len(s.prog.Inputs), len(s.prog.Outputs))
+	}
+	if len(x.Shape) == 0 {
+		return nil, t, fmt.Errorf("input has no sample axis")
+	}
+	in, out := s.prog.Inputs[0].Name, s.prog.Outputs[0].Name
+	n := x.Shape[0]
+	start := time.Now()
+	cts, err := s.client.Encrypt(in, x)
+	if err != nil {
+		return nil, t, err
+	}
+	t.Encrypt = time.Since(start)
+	t.Ciphertexts = len(cts)
+	for _, ct := range cts {
+		t.UploadBytes += ct.Bytes()
+	}
+	start = time.Now()
+	res, err := s.worker.Run(map[string][]*ckks.Ciphertext{in: cts})
+	if err != nil {
+		return nil, t, err
+	}
+	t.Eval = time.Since(start)
+	for _, ct := range res[out] {
+		t.DownloadBytes += ct.Bytes()
+	}
+	start = time.Now()
+	y, err := s.client.Decrypt(out, res[out], n)
+	if err != nil {
+		return nil, t, err
+	}
+	t.Decrypt = time.Since(start)
+	return y, t, nil
+}
