@@ -1,0 +1,75 @@
+package zoo
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/ciphercut/ciphercut/compiler"
+	"github.com/ciphercut/ciphercut/ir"
+	"github.com/ciphercut/ciphercut/runtime/local"
+)
+
+// TestEncryptedMLPs compiles the MLPs at 128-bit security, runs every
+// bundled sample encrypted and checks that (1) no output leaves the error
+// bound the plan predicts against its own plaintext reference, and (2) the
+// encrypted top-1 class agrees with the exact plaintext model on at least
+// 99% of samples, with accuracy within 0.5 points.
+func TestEncryptedMLPs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("encrypted runs take tens of seconds; skipped in -short mode")
+	}
+	for _, name := range []string{"cancer-mlp", "digits-mlp"} {
+		t.Run(name, func(t *testing.T) {
+			dir := filepath.Join("..", "models", name)
+			m, err := OpenDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			onnxBytes, err := os.ReadFile(filepath.Join(dir, "model.onnx"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			plan, err := compiler.Compile(m.Graph, name, onnxBytes, compiler.CompileOptions{Calib: m.Inputs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if plan.Program.Params.SecurityBits < 128 {
+				t.Fatalf("plan parameters %s are below 128-bit security", plan.Program.Params)
+			}
+			ref, err := ir.UnmarshalGraph(plan.Graph)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sess, err := local.NewSession(plan.Program, local.Progress{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			y, timing, err := sess.Infer(m.Inputs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := RunBatched(ref, m.Inputs, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			exact, err := RunBatched(m.Graph, m.Inputs, 32)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bound := plan.Program.Values[plan.Program.Outputs[0].Value].Bound
+			if d := MaxAbsDiff(y, want); d > bound || bound <= 0 {
+				t.Errorf("max |encrypted - plan reference| = %.3e, plan bound %.3e", d, bound)
+			} else {
+				t.Logf("max |encrypted - plan reference| = %.3e within plan bound %.3e", d, bound)
+			}
+			agree := Agreement(y, exact)
+			encAcc, plainAcc := Accuracy(y, m.Labels), Accuracy(exact, m.Labels)
+			if agree < 0.99 || plainAcc-encAcc > 0.005 {
+				t.Errorf("agreement %.4f (want >= 0.99), accuracy %.4f encrypted vs %.4f plaintext", agree, encAcc, plainAcc)
+			}
+			t.Logf("%d samples: agreement %.4f, accuracy %.4f encrypted / %.4f plaintext; %s; eval %v",
+				m.Samples(), agree, encAcc, plainAcc, plan.Program.Params, timing.Eval)
+		})
+	}
+}
