@@ -12,19 +12,19 @@ func TestChooseParams(t *testing.T) {
 		opts         LowerOptions
 		want         string
 	}{
-		{0, 64, LowerOptions{}, "N=2^13 logQ=[60] logP=[61 61] scale=2^40 logQP=182 (128-bit security)"},
-		// The largest scale first, then two P primes if they still fit.
+		{0, 64, LowerOptions{}, "N=2^13 logQ=[60] logP=[61] scale=2^40 logQP=121 (128-bit security)"},
+		// The largest scale first, then as many P primes (up to 4, at most |Q|) as still fit.
 		{2, 64, LowerOptions{}, "N=2^13 logQ=[60 40 40] logP=[61] scale=2^40 logQP=201 (128-bit security)"},
 		{3, 64, LowerOptions{}, "N=2^13 logQ=[55 35 35 35] logP=[56] scale=2^35 logQP=216 (128-bit security)"},
 		{5, 4, LowerOptions{}, "N=2^14 logQ=[60 40 40 40 40 40] logP=[61 61] scale=2^40 logQP=382 (128-bit security)"},
 		{11, 64, LowerOptions{}, "N=2^14 logQ=[50 30 30 30 30 30 30 30 30 30 30 30] logP=[51] scale=2^30 logQP=431 (128-bit security)"},
 		{26, 2048, LowerOptions{}, "N=2^15 logQ=[50 30 30 30 30 30 30 30 30 30 30 30 30 30 30 30 30 30 30 30 30 30 30 30 30 30 30] logP=[51] scale=2^30 logQP=881 (128-bit security)"},
 		// Slots: 8192 samples of 2 slots need N=2^15.
-		{0, 2, LowerOptions{Batch: 8192}, "N=2^15 logQ=[60] logP=[61 61] scale=2^40 logQP=182 (128-bit security)"},
+		{0, 2, LowerOptions{Batch: 8192}, "N=2^15 logQ=[60] logP=[61] scale=2^40 logQP=121 (128-bit security)"},
 		// A fixed scale.
-		{3, 16, LowerOptions{LogScale: 50}, "N=2^14 logQ=[60 50 50 50] logP=[61 61] scale=2^50 logQP=332 (128-bit security)"},
+		{3, 16, LowerOptions{LogScale: 50}, "N=2^14 logQ=[60 50 50 50] logP=[61 61 61] scale=2^50 logQP=393 (128-bit security)"},
 		// A higher minimum scale moves to a bigger ring, where 2^40 fits.
-		{11, 64, LowerOptions{MinLogScale: 35}, "N=2^15 logQ=[60 40 40 40 40 40 40 40 40 40 40 40] logP=[61 61] scale=2^40 logQP=622 (128-bit security)"},
+		{11, 64, LowerOptions{MinLogScale: 35}, "N=2^15 logQ=[60 40 40 40 40 40 40 40 40 40 40 40] logP=[61 61 61 61] scale=2^40 logQP=744 (128-bit security)"},
 	} {
 		p, err := ChooseParams(c.depth, c.block, c.opts)
 		if err != nil {
@@ -69,7 +69,8 @@ func TestChooseParamsErrors(t *testing.T) {
 	}{
 		{56, 64, LowerOptions{}, "model needs depth 56 (levels) but the largest 128-bit ring (N=2^16) holds at most 55 at scale 2^30; bootstrapping is not supported yet"},
 		{10, 64, LowerOptions{MaxLogN: 13}, "model needs depth 10 (levels) but the largest 128-bit ring (N=2^13) holds at most 3 at scale 2^30"},
-		{1, 1 << 16, LowerOptions{}, "need 65536 slots, but the largest ring (N=2^16) has 32768"},
+		{1, 1 << 16, LowerOptions{}, "blocks of 65536 slots need 65536 slots, but the largest ring (N=2^16) has 32768"},
+		{1, 1 << 10, LowerOptions{Batch: 64}, "64 samples of 1024 slots need 65536 slots, but the largest ring (N=2^16) has 32768"},
 		{1, 64, LowerOptions{MaxLogN: 17}, "MaxLogN 17 outside [13, 16]"},
 		{-1, 64, LowerOptions{}, "negative depth"},
 	} {

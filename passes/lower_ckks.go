@@ -90,13 +90,17 @@ const MaxProbeInput = 65536
 // reference interpreter on zero inputs (the bias) and on one-hot inputs (the
 // columns), and checks the result on a random input. So a chain such as
 // Conv, AveragePool, Flatten, Dense is one OpLinear, one level, whatever its
-// length. An input of more than MaxProbeInput elements is an error.
+// length. Probing costs one evaluation of the region per input element
+// (batched); an input of more than MaxProbeInput elements is an error. A
+// lower bound on the depth is checked first, so that a model too deep for
+// any ring fails before probing.
 //
 // When such a value feeds a single Poly and nothing else, its matrices and
 // bias absorb the Poly's change of variable x -> (2x-a-b)/(b-a), and the
 // OpPoly works on [-1, 1], which saves a level. An affine map that is the
-// identity on one or more inputs becomes OpAddConst or OpAdd, which cost no
-// level.
+// identity on one or more inputs becomes OpAddConst or OpAdd (the latter
+// only when no input is a product, whose scale differs from the default),
+// which cost no level.
 //
 // Tensors sit at offset 0 of their block (per sample, without the batch
 // axis); BlockSize is the smallest power of two holding the largest program
@@ -107,6 +111,9 @@ func LowerCKKS(g *ir.Graph, opts LowerOptions) (*ckksir.Program, error) {
 	opts = opts.withDefaults()
 	lw := &lowerer{g: g, opts: opts}
 	if err := lw.analyze(); err != nil {
+		return nil, err
+	}
+	if err := lw.checkDepth(); err != nil {
 		return nil, err
 	}
 	if err := lw.probeAll(); err != nil {
@@ -327,6 +334,70 @@ func lowerClassify(n *ir.Node, opset int64) (lowerKind, error) {
 		return 0, unsupported("not supported under encryption; replace it by a polynomial approximation (Poly) first")
 	}
 	return 0, unsupported("not supported under encryption")
+}
+
+// lowerFreeOps are the ops of affine regions that may lower to sums without
+// a level (OpAdd, OpAddConst).
+var lowerFreeOps = map[string]bool{"Add": true, "Sum": true, "Identity": true, "Reshape": true, "Flatten": true,
+	"Squeeze": true, "Unsqueeze": true}
+
+// checkDepth computes, before the costly probing, a lower bound on the
+// circuit's depth (regions made only of sums and reshapes taken as free,
+// foldable changes of variable folded) and fails when no parameters hold
+// it.
+func (lw *lowerer) checkDepth() error {
+	depth := map[*ir.Value]int{}
+	needed := map[*ir.Value]bool{}
+	for _, v := range lw.needed {
+		needed[v] = true
+	}
+	valueDepth := func(v *ir.Value) int {
+		if d, ok := depth[v]; ok || !needed[v] {
+			return d
+		}
+		nodes, inputs := lw.lowerCone([]*ir.Value{v})
+		cost := 0
+		for _, n := range nodes {
+			if !lowerFreeOps[n.Op] {
+				cost = 1
+			}
+		}
+		if lw.foldTarget(v) != nil {
+			cost = 1
+		}
+		d := 0
+		for _, x := range inputs {
+			d = max(d, depth[x])
+		}
+		depth[v] = d + cost
+		return d + cost
+	}
+	total := 0
+	for _, n := range lw.g.Nodes {
+		var d int
+		switch lw.kind[n] {
+		case lowerPoly:
+			x := n.Inputs[0]
+			p := ckksir.Poly{A: n.Attrs.Float("a", -1), B: n.Attrs.Float("b", 1), Coeffs: n.Attrs.Floats("coeffs", nil)}
+			if needed[x] && lw.foldTarget(x) == n {
+				p.A, p.B = -1, 1
+			}
+			d = valueDepth(x) + p.Depth()
+		case lowerMul:
+			d = max(valueDepth(n.Inputs[0]), valueDepth(n.Inputs[1])) + 1
+		default:
+			continue
+		}
+		depth[n.Outputs[0]] = d
+		total = max(total, d)
+	}
+	for _, o := range lw.g.Outputs {
+		total = max(total, valueDepth(o))
+	}
+	if _, err := ChooseParams(total, lw.blockSize, lw.opts); err != nil {
+		return fmt.Errorf("lowering %q: %w", lw.g.Name, err)
+	}
+	return nil
 }
 
 // probeAll extracts the affine map of every needed value, probing each
@@ -667,27 +738,39 @@ func lowerCheckProbe(base *ir.Graph, res *lowerProbeResult) error {
 	return nil
 }
 
+// foldTarget returns the Poly whose change of variable the needed value v
+// absorbs: the only node outside the affine regions that reads v, when it is
+// a Poly on an interval other than [-1, 1] and v is no graph output; else
+// nil.
+func (lw *lowerer) foldTarget(v *ir.Value) *ir.Node {
+	if lw.g.IsOutput(v) {
+		return nil
+	}
+	var readers []*ir.Node
+	for _, n := range users(lw.uses, v) {
+		if lw.kind[n] != lowerAffine {
+			readers = append(readers, n)
+		}
+	}
+	if len(readers) != 1 || lw.kind[readers[0]] != lowerPoly {
+		return nil
+	}
+	p := readers[0]
+	if p.Attrs.Float("a", -1) == -1 && p.Attrs.Float("b", 1) == 1 {
+		return nil
+	}
+	return p
+}
+
 // fold makes each needed value that feeds exactly one Poly, and nothing else
 // that runs encrypted, absorb that Poly's change of variable.
 func (lw *lowerer) fold() {
 	for _, v := range lw.needed {
-		if lw.g.IsOutput(v) {
+		p := lw.foldTarget(v)
+		if p == nil {
 			continue
 		}
-		var readers []*ir.Node
-		for _, n := range users(lw.uses, v) {
-			if lw.kind[n] != lowerAffine {
-				readers = append(readers, n)
-			}
-		}
-		if len(readers) != 1 || lw.kind[readers[0]] != lowerPoly {
-			continue
-		}
-		p := readers[0]
 		a, b := p.Attrs.Float("a", -1), p.Attrs.Float("b", 1)
-		if a == -1 && b == 1 {
-			continue
-		}
 		alpha, beta := 2/(b-a), -(a+b)/(b-a)
 		m := lw.maps[v]
 		for _, entries := range m.mats {

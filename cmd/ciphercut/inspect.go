@@ -1,26 +1,35 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ciphercut/ciphercut/compiler"
 	"github.com/ciphercut/ciphercut/frontends/onnx"
 	"github.com/ciphercut/ciphercut/ir"
+	"github.com/ciphercut/ciphercut/ir/ckksir"
+	"github.com/ciphercut/ciphercut/runtime/ckks"
 )
 
 func inspectCmd() *cobra.Command {
 	var after string
 	var raw, all bool
 	cmd := &cobra.Command{
-		Use:   "inspect MODEL.onnx",
-		Short: "Print the tensor IR of a model, one line per node",
+		Use:   "inspect MODEL.onnx | PLAN",
+		Short: "Print the IR of a model (one line per node) or of a compiled plan",
 		Long: "inspect loads an ONNX model, runs the canonicalization passes (or stops after\n" +
 			"--after PASS) and prints the IR: one line per node with op, shapes, parameter\n" +
-			"count and attributes.",
+			"count and attributes. Given a plan, it prints the activation approximations, the\n" +
+			"HE-level program (one line per CKKS instruction with levels and error bounds)\n" +
+			"and the evaluation keys the plan needs.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if !strings.HasSuffix(args[0], ".onnx") {
+				return inspectPlan(args[0])
+			}
 			g, err := onnx.Load(args[0])
 			if err != nil {
 				return err
@@ -44,4 +53,25 @@ func inspectCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&raw, "raw", false, "print the IR as imported, before any pass")
 	cmd.Flags().BoolVar(&all, "all", false, "print the IR after every pass")
 	return cmd
+}
+
+// inspectPlan prints a plan: approximations, HE program and key summary.
+func inspectPlan(path string) error {
+	plan, _, err := loadPlan(path)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("plan %s: model %s (sha256 %s), format v%d\n\n", path, plan.ModelName, plan.ModelSHA256, plan.FormatVersion)
+	fmt.Print(plan.Approximations)
+	fmt.Println()
+	if err := ckksir.Dump(os.Stdout, plan.Program); err != nil {
+		return err
+	}
+	keys, err := ckks.PlanKeys(plan.Program)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("\nevaluation keys: %d Galois keys (rotations %v), relinearization %v, %.1f MiB each, %.1f MiB in all\n",
+		len(keys.Rotations), keys.Rotations, keys.Relinearization, float64(keys.KeyBytes)/(1<<20), float64(keys.TotalBytes)/(1<<20))
+	return nil
 }
