@@ -3,6 +3,7 @@ package passes
 import (
 	"fmt"
 
+	"github.com/ciphercut/ciphercut/ir"
 	"github.com/ciphercut/ciphercut/ir/ckksir"
 )
 
@@ -59,8 +60,8 @@ const (
 //     more than Q has: each P prime cuts the number of key-switching digits
 //     (dnum = ceil(|Q|/|P|)), and Galois keys shrink in proportion (measured
 //     on cancer-mlp at N=2^15: 4 P primes instead of 2 halve the key bytes,
-//     874 MiB against 1564 MiB, and key generation time, at equal evaluation
-//     time).
+//     874 MiB against 1564 MiB, key generation from 7.8 s to 4.1 s, and
+//     evaluation from 3.6 s to 3.0 s).
 //
 // A depth too large for every ring is an error that says how much the
 // largest ring holds; bootstrapping is not supported yet.
@@ -78,10 +79,10 @@ func ChooseParams(depth int, blockSize int, opts LowerOptions) (ckksir.Params, e
 	need := blockSize * opts.Batch
 	if top := 1 << (opts.MaxLogN - 1); need > top {
 		if opts.Batch == 1 {
-			return ckksir.Params{}, fmt.Errorf("choosing CKKS parameters: blocks of %d slots need %d slots, but the largest ring (N=2^%d) has %d (splitting large tensors across ciphertexts is not supported yet)",
+			return ckksir.Params{}, beyondCapacity("choosing CKKS parameters: blocks of %d slots need %d slots, but the largest ring (N=2^%d) has %d (splitting large tensors across ciphertexts is not supported yet)",
 				blockSize, need, opts.MaxLogN, top)
 		}
-		return ckksir.Params{}, fmt.Errorf("choosing CKKS parameters: %d samples of %d slots need %d slots, but the largest ring (N=2^%d) has %d",
+		return ckksir.Params{}, beyondCapacity("choosing CKKS parameters: %d samples of %d slots need %d slots, but the largest ring (N=2^%d) has %d",
 			opts.Batch, blockSize, need, opts.MaxLogN, top)
 	}
 	scales := ckksScaleCandidates(opts)
@@ -104,7 +105,7 @@ func ChooseParams(depth int, blockSize int, opts LowerOptions) (ckksir.Params, e
 	s := scales[len(scales)-1]
 	q0 := min(ckksMaxQ0Bits, s+ckksQ0Margin)
 	room := MaxLogQP128[opts.MaxLogN] - q0 - min(ckksMaxPBits, q0+1)
-	return ckksir.Params{}, fmt.Errorf("model needs depth %d (levels) but the largest 128-bit ring (N=2^%d) holds at most %d at scale 2^%d; bootstrapping is not supported yet",
+	return ckksir.Params{}, beyondCapacity("model needs depth %d (levels) but the largest 128-bit ring (N=2^%d) holds at most %d at scale 2^%d; bootstrapping is not supported yet",
 		depth, opts.MaxLogN, max(0, room/s), s)
 }
 
@@ -138,4 +139,11 @@ func ckksChain(logN, depth, logScale, nP int) ckksir.Params {
 		p.SecurityBits = 128
 	}
 	return p
+}
+
+// beyondCapacity reports a model that no 128-bit parameter set holds yet (too
+// deep without bootstrapping, too wide for one ciphertext): an
+// *ir.UnsupportedError, so callers can tell it from a malformed input.
+func beyondCapacity(format string, args ...any) error {
+	return &ir.UnsupportedError{Reason: fmt.Sprintf(format, args...)}
 }

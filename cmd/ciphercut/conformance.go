@@ -10,15 +10,24 @@ import (
 )
 
 func conformanceCmd() *cobra.Command {
-	return &cobra.Command{
+	var encrypted bool
+	cmd := &cobra.Command{
 		Use:   "conformance DIR",
 		Short: "Run ONNX backend test cases through the frontend and interpreter",
 		Long: "conformance runs every case folder under DIR (model.onnx plus\n" +
 			"test_data_set_*/input_*.pb and output_*.pb), prints one line per case and a last\n" +
-			"line `N passed, M failed, K skipped`. It exits non-zero when a case fails.",
+			"line `N passed, M failed, K skipped`. It exits non-zero when a case fails.\n" +
+			"--encrypted compiles each case in the CKKS subset (one real input with a leading\n" +
+			"batch axis of 1) with its own input as calibration, runs it encrypted at 128-bit\n" +
+			"security and checks the output within the approximation error plus the plan's\n" +
+			"predicted bound.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := conformance.Run(args[0], os.Stdout)
+			run := conformance.Run
+			if encrypted {
+				run = conformance.RunEncrypted
+			}
+			s, err := run(args[0], os.Stdout)
 			if err != nil {
 				return err
 			}
@@ -28,4 +37,6 @@ func conformanceCmd() *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&encrypted, "encrypted", false, "run the cases in the CKKS subset encrypted")
+	return cmd
 }

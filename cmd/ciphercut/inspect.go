@@ -73,5 +73,6 @@ func inspectPlan(path string) error {
 	}
 	fmt.Printf("\nevaluation keys: %d Galois keys (rotations %v), relinearization %v, %.1f MiB each, %.1f MiB in all\n",
 		len(keys.Rotations), keys.Rotations, keys.Relinearization, float64(keys.KeyBytes)/(1<<20), float64(keys.TotalBytes)/(1<<20))
+	fmt.Printf("encoded weights on the worker: %.1f MiB\n", float64(keys.EncodedBytes)/(1<<20))
 	return nil
 }

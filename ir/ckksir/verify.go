@@ -59,6 +59,9 @@ func Verify(p *Program) error {
 				return fmt.Errorf("ckks program: %s has %d matrices for %d inputs", where, len(ins.Matrices), len(ins.In))
 			}
 			for _, m := range ins.Matrices {
+				if m == nil {
+					return fmt.Errorf("ckks program: %s has a nil matrix", where)
+				}
 				for d, diag := range m.Diagonals {
 					if d <= -p.BlockSize || d >= p.BlockSize || len(diag) != p.BlockSize {
 						return fmt.Errorf("ckks program: %s has a malformed diagonal %d", where, d)

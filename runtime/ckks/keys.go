@@ -19,6 +19,9 @@ type KeyPlan struct {
 	KeyBytes int64
 	// TotalBytes is the size of the whole evaluation key set.
 	TotalBytes int64
+	// EncodedBytes is the memory the evaluator's pre-encoded diagonals take
+	// (each a plaintext over the Q primes of its level and the P primes).
+	EncodedBytes int64
 }
 
 // PlanKeys derives the evaluation keys a program needs: the exact rotation
@@ -49,5 +52,8 @@ func PlanKeys(p *ckksir.Program) (*KeyPlan, error) {
 		n++
 	}
 	kp.TotalBytes = n * kp.KeyBytes
+	for _, mp := range pl.matrices {
+		kp.EncodedBytes += int64(len(mp.diags)) * int64(params.N()) * int64(mp.level+1+levelP+1) * 8
+	}
 	return kp, nil
 }

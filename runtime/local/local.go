@@ -7,6 +7,9 @@ package local
 
 import (
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ciphercut/ciphercut/ir"
@@ -48,8 +51,18 @@ type Progress struct {
 }
 
 // NewSession generates keys for prog and prepares an evaluator holding only
-// the public evaluation keys.
+// the public evaluation keys. It refuses, before allocating anything, a
+// program whose evaluation keys and encoded weights would not fit in the
+// memory available (MemAvailable of /proc/meminfo, when readable).
 func NewSession(prog *ckksir.Program, progress Progress) (*Session, error) {
+	need, err := ckks.PlanKeys(prog)
+	if err != nil {
+		return nil, err
+	}
+	if avail := availableMemory(); avail > 0 && need.TotalBytes+need.EncodedBytes > avail {
+		return nil, &ir.UnsupportedError{Reason: fmt.Sprintf("plan needs about %.1f GiB for %d evaluation keys and %.1f GiB of encoded weights, more than the %.1f GiB of memory available",
+			float64(need.TotalBytes)/(1<<30), len(need.Rotations), float64(need.EncodedBytes)/(1<<30), float64(avail)/(1<<30))}
+	}
 	s := &Session{prog: prog}
 	start := time.Now()
 	client, err := ckks.NewClient(prog)
@@ -115,4 +128,22 @@ func (s *Session) Infer(x *ir.Tensor) (*ir.Tensor, Timing, error) {
 	}
 	t.Decrypt = time.Since(start)
 	return y, t, nil
+}
+
+// availableMemory reads MemAvailable from /proc/meminfo, in bytes; 0 when
+// unknown.
+func availableMemory() int64 {
+	data, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "MemAvailable:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err == nil {
+				return kb << 10
+			}
+		}
+	}
+	return 0
 }

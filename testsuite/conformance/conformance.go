@@ -92,21 +92,7 @@ func Run(root string, w io.Writer) (Summary, error) {
 		return s, err
 	}
 	for _, d := range dirs {
-		r := RunCase(d)
-		s.Results = append(s.Results, r)
-		switch r.Status {
-		case Passed:
-			s.Passed++
-		case Failed:
-			s.Failed++
-		case Skipped:
-			s.Skipped++
-		}
-		line := fmt.Sprintf("%s %s", r.Status, r.Case)
-		if r.Detail != "" {
-			line += ": " + r.Detail
-		}
-		fmt.Fprintln(w, line)
+		s.add(RunCase(d), w)
 	}
 	fmt.Fprintln(w, s.String())
 	return s, nil

@@ -26,3 +26,25 @@ func TestONNXBackendSuite(t *testing.T) {
 		t.Errorf("only %d cases pass, want at least 150", s.Passed)
 	}
 }
+
+// TestEncryptedCases runs a few cases of the CKKS subset encrypted at
+// 128-bit security (the whole suite runs with `ciphercut conformance
+// --encrypted testsuite/onnx`).
+func TestEncryptedCases(t *testing.T) {
+	if testing.Short() {
+		t.Skip("encrypted cases take seconds each; skipped in -short mode")
+	}
+	for _, c := range []string{
+		"test_conv_with_strides_padding",
+		"test_averagepool_2d_strides",
+		"test_globalaveragepool",
+		"test_single_relu_model",
+	} {
+		r := RunEncryptedCase("../onnx/" + c)
+		if r.Status != Passed {
+			t.Errorf("%s: %s %s", c, r.Status, r.Detail)
+		} else {
+			t.Logf("%s: %s", c, r.Detail)
+		}
+	}
+}
