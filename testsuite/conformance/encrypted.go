@@ -108,7 +108,7 @@ func RunEncryptedCase(dir string) Result {
 	}
 	x, y := inputs[0], want[0]
 	if !x.DType.IsFloat() || !y.DType.IsFloat() {
-		return skip("%s data (CKKS encrypts real numbers)", x.DType)
+		return skip("%s input, %s output (CKKS computes on real numbers)", x.DType, y.DType)
 	}
 	if len(x.Shape) == 0 || x.Shape[0] != 1 || len(y.Shape) == 0 || y.Shape[0] != 1 {
 		return skip("input shape %v, output %v: the leading axis must be a batch of 1", x.Shape, y.Shape)
