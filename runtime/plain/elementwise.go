@@ -341,14 +341,9 @@ func unaryKernel(ff func(float64) float64, fi func(int64) int64) Kernel {
 // inputs.
 func variadicKernel(ff func(a, b float64) float64, fi func(a, b int64) int64) Kernel {
 	return func(n *ir.Node, opset int64, in []*ir.Tensor) ([]*ir.Tensor, error) {
-		var ts []*ir.Tensor
-		for _, t := range in {
-			if t != nil {
-				ts = append(ts, t)
-			}
-		}
-		if len(ts) == 0 {
-			return nil, fmt.Errorf("needs at least one input")
+		ts, err := presentInputs(in)
+		if err != nil {
+			return nil, err
 		}
 		shape, idx, err := bcastPlan(ts...)
 		if err != nil {

@@ -325,14 +325,9 @@ func kernelTranspose(n *ir.Node, opset int64, in []*ir.Tensor) ([]*ir.Tensor, er
 
 // kernelConcat is ONNX Concat along axis.
 func kernelConcat(n *ir.Node, opset int64, in []*ir.Tensor) ([]*ir.Tensor, error) {
-	var ts []*ir.Tensor
-	for _, t := range in {
-		if t != nil {
-			ts = append(ts, t)
-		}
-	}
-	if len(ts) == 0 {
-		return nil, fmt.Errorf("needs at least one input")
+	ts, err := presentInputs(in)
+	if err != nil {
+		return nil, err
 	}
 	if !n.Attrs.Has("axis") && opset >= 4 {
 		return nil, fmt.Errorf("missing axis attribute")

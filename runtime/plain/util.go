@@ -102,3 +102,18 @@ func floatLike(t *ir.Tensor, shape ir.Shape) *ir.Tensor {
 	}
 	return &ir.Tensor{DType: d, Shape: shape, Float: make([]float64, shape.Size())}
 }
+
+// presentInputs drops omitted (nil) inputs of a variadic op and requires at
+// least one.
+func presentInputs(in []*ir.Tensor) ([]*ir.Tensor, error) {
+	var ts []*ir.Tensor
+	for _, t := range in {
+		if t != nil {
+			ts = append(ts, t)
+		}
+	}
+	if len(ts) == 0 {
+		return nil, fmt.Errorf("needs at least one input")
+	}
+	return ts, nil
+}
