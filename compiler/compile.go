@@ -73,7 +73,7 @@ func Compile(model *ir.Graph, name string, modelBytes []byte, opts CompileOption
 	if err := ckksir.Verify(prog); err != nil {
 		return nil, fmt.Errorf("compile %s: lowering produced an invalid program: %w", name, err)
 	}
-	logf("lowered: %s, depth %d, %d samples per ciphertext", prog.Params, prog.Depth(), prog.Batch)
+	logf("lowered: %s, %s packing, depth %d, %d samples per ciphertext", prog.Params, prog.Packing, prog.Depth(), prog.Batch)
 	graph, err := g.MarshalBinary()
 	if err != nil {
 		return nil, fmt.Errorf("compile %s: %w", name, err)

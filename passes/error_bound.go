@@ -66,6 +66,15 @@ import (
 // largest error over every slot of a full ciphertext, tightest on the first
 // layers.
 
+// Feature packing (ckksir.PackFeature) changes only the linear
+// instructions: each output ciphertext is Σ_k round(A[j][k]·q)·x_k over the
+// input ciphertexts, then one rescale by q (≈ 2^LogScale). No rotation, so
+// no key-switching noise; each non-zero coefficient's rounding (uniform in
+// [-1/2, 1/2] over q) multiplies its input, σ² = Σ_k |x_k|²·2^-2LogScale/12
+// over the row's non-zero coefficients; the rescale adds σ_r and the bias's
+// rounding 2^-LogScale/√12. The gains r and o come from the dense matrix as
+// in the slot packing.
+
 // CKKSSafety is the default safety factor on the predicted errors.
 const CKKSSafety = 2.0
 
@@ -181,6 +190,25 @@ func AssignErrorBounds(p *ckksir.Program, mags [][]float64, safety float64) erro
 		in := func(i int) map[int]ckksGain { return gains[ins.In[i]] }
 		switch ins.Op {
 		case ckksir.OpLinear:
+			if p.Packing == ckksir.PackFeature {
+				enc2 := make([]float64, p.Values[ins.Out].Layout.Size())
+				for i := range ins.In {
+					a := ckksLinearEntries(p, &ins, i)
+					rn, op := a.rowNorm(), a.opNorm()
+					for s, gi := range in(i) {
+						old := g[s]
+						g[s] = ckksGain{old.r + rn*gi.o, old.o + op*gi.o}
+					}
+					x := mags[ins.In[i]]
+					for k := range a.v {
+						enc2[a.r[k]] += x[a.c[k]] * x[a.c[k]]
+					}
+				}
+				ulp := math.Ldexp(1, -p.Params.LogScale) / math.Sqrt(12)
+				addSource(g, ulp*math.Sqrt(lowerMaxAbs(enc2)), ckksGain{1, 1})
+				addSource(g, math.Hypot(sigR, ulp), ckksGain{1, 1})
+				break
+			}
 			enc2 := make([]float64, p.Values[ins.Out].Layout.Size())
 			for i, m := range ins.Matrices {
 				a := ckksEntries(p, m, p.Values[ins.In[i]].Layout, p.Values[ins.Out].Layout)
@@ -340,6 +368,28 @@ func ckksEntries(p *ckksir.Program, m *ckksir.Matrix, in, out ckksir.Layout) *ck
 			a.r = append(a.r, int32(j-out.Offset))
 			a.c = append(a.c, int32(c))
 			a.v = append(a.v, diag[j])
+		}
+	}
+	return a
+}
+
+// ckksLinearEntries lists the entries of the i-th matrix of a linear
+// instruction between its input's and output's layouts, whatever the
+// packing.
+func ckksLinearEntries(p *ckksir.Program, ins *ckksir.Instr, i int) *ckksSparse {
+	in, out := p.Values[ins.In[i]].Layout, p.Values[ins.Out].Layout
+	if ins.Dense == nil {
+		return ckksEntries(p, ins.Matrices[i], in, out)
+	}
+	m := ins.Dense[i]
+	a := &ckksSparse{rows: m.Rows, cols: m.Cols}
+	for r := 0; r < m.Rows; r++ {
+		for c := 0; c < m.Cols; c++ {
+			if v := m.At(r, c); v != 0 {
+				a.r = append(a.r, int32(r))
+				a.c = append(a.c, int32(c))
+				a.v = append(a.v, v)
+			}
 		}
 	}
 	return a

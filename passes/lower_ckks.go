@@ -38,6 +38,11 @@ type LowerOptions struct {
 	// Safety multiplies the error each instruction introduces in the
 	// predicted bounds; 0 means CKKSSafety.
 	Safety float64
+	// Packing selects the slot layout: ckksir.PackSlot (default, whole
+	// samples in blocks of one ciphertext, linear maps by rotations) or
+	// ckksir.PackFeature (one sample per slot, one ciphertext per tensor
+	// element, linear maps by scalar multiply-accumulates, no rotations).
+	Packing ckksir.Packing
 }
 
 // withDefaults fills the zero fields of o with their defaults.
@@ -259,7 +264,7 @@ func (lw *lowerer) analyze() error {
 		}
 	}
 	lw.blockSize = 1
-	for lw.blockSize < largest {
+	for lw.opts.Packing != ckksir.PackFeature && lw.blockSize < largest {
 		lw.blockSize *= 2
 	}
 	return nil
@@ -796,7 +801,7 @@ func (lw *lowerer) newValue(tensor *ir.Value, shape ir.Shape) int {
 // emit builds the program's instructions in graph order.
 func (lw *lowerer) emit() error {
 	g := lw.g
-	lw.prog = &ckksir.Program{BlockSize: lw.blockSize}
+	lw.prog = &ckksir.Program{BlockSize: lw.blockSize, Packing: lw.opts.Packing}
 	lw.vid = map[*ir.Value]int{}
 	lw.offScale = map[int]bool{}
 	for _, x := range g.Inputs {
@@ -896,11 +901,19 @@ func (lw *lowerer) emitMap(m *lowerMap) {
 		}
 	default:
 		out = lw.newValue(m.out, shape)
-		mats := make([]*ckksir.Matrix, len(m.mats))
-		for i, entries := range m.mats {
-			mats[i] = lw.blockMatrix(entries)
+		instr := ckksir.Instr{Op: ckksir.OpLinear, Out: out, In: ins, Bias: bias, Layer: layer}
+		if lw.opts.Packing == ckksir.PackFeature {
+			instr.Dense = make([]*ckksir.DenseMatrix, len(m.mats))
+			for i, entries := range m.mats {
+				instr.Dense[i] = lowerDense(entries, m.out.Shape.Size(), m.ins[i].Shape.Size())
+			}
+		} else {
+			instr.Matrices = make([]*ckksir.Matrix, len(m.mats))
+			for i, entries := range m.mats {
+				instr.Matrices[i] = lw.blockMatrix(entries)
+			}
 		}
-		lw.prog.Instrs = append(lw.prog.Instrs, ckksir.Instr{Op: ckksir.OpLinear, Out: out, In: ins, Matrices: mats, Bias: bias, Layer: layer})
+		lw.prog.Instrs = append(lw.prog.Instrs, instr)
 	}
 	if m.fold != nil {
 		a, b := m.fold.Attrs.Float("a", -1), m.fold.Attrs.Float("b", 1)
@@ -932,9 +945,22 @@ func (lw *lowerer) blockVector(v []float64) []float64 {
 	if zero {
 		return nil
 	}
+	if lw.opts.Packing == ckksir.PackFeature {
+		return append([]float64(nil), v...)
+	}
 	out := make([]float64, lw.blockSize)
 	copy(out, v)
 	return out
+}
+
+// lowerDense turns matrix entries into a dense rows x cols matrix (feature
+// packing).
+func lowerDense(entries []lowerEntry, rows, cols int) *ckksir.DenseMatrix {
+	m := &ckksir.DenseMatrix{Rows: rows, Cols: cols, Data: make([]float64, rows*cols)}
+	for _, e := range entries {
+		m.Data[e.r*cols+e.c] += e.v
+	}
+	return m
 }
 
 // blockMatrix turns matrix entries (input and output at offset 0) into block
@@ -1043,8 +1069,8 @@ func (lw *lowerer) magnitudes() ([][]float64, error) {
 		}
 		switch ins.Op {
 		case ckksir.OpLinear:
-			for i, mat := range ins.Matrices {
-				a := ckksEntries(p, mat, p.Values[ins.In[i]].Layout, lay)
+			for i := range ins.In {
+				a := ckksLinearEntries(p, &ins, i)
 				x := mags[ins.In[i]]
 				for k, v := range a.v {
 					m[a.r[k]] += math.Abs(v) * x[a.c[k]]

@@ -580,3 +580,143 @@ func TestLowerCKKSErrors(t *testing.T) {
 		t.Errorf("deep: %v", err)
 	}
 }
+
+// lcSimulateFeature runs a feature-packed program on one sample in float64:
+// dense matrices by rows, everything else elementwise.
+func lcSimulateFeature(t testing.TB, p *ckksir.Program, inputs map[string][]float64) map[string][]float64 {
+	t.Helper()
+	vals := make([][]float64, len(p.Values))
+	for _, in := range p.Inputs {
+		vals[in.Value] = inputs[in.Name]
+	}
+	for _, ins := range p.Instrs {
+		out := make([]float64, p.Values[ins.Out].Layout.Size())
+		x := func(i int) []float64 { return vals[ins.In[i]] }
+		for r := range out {
+			switch ins.Op {
+			case ckksir.OpLinear:
+				for i, m := range ins.Dense {
+					for c := 0; c < m.Cols; c++ {
+						out[r] += m.At(r, c) * x(i)[c]
+					}
+				}
+				if ins.Bias != nil {
+					out[r] += ins.Bias[r]
+				}
+			case ckksir.OpPoly:
+				a, b := ins.Poly.A, ins.Poly.B
+				out[r] = ckksChebyshev(ins.Poly.Coeffs, (2*x(0)[r]-a-b)/(b-a))
+			case ckksir.OpAdd:
+				out[r] = x(0)[r] + x(1)[r]
+			case ckksir.OpMul:
+				out[r] = x(0)[r] * x(1)[r]
+			case ckksir.OpAddConst:
+				out[r] = x(0)[r]
+				if ins.Bias != nil {
+					out[r] += ins.Bias[r]
+				}
+			default:
+				t.Fatalf("simulate: op %v", ins.Op)
+			}
+		}
+		vals[ins.Out] = out
+	}
+	res := map[string][]float64{}
+	for _, o := range p.Outputs {
+		res[o.Name] = vals[o.Value]
+	}
+	return res
+}
+
+// TestLowerCKKSFeature lowers the tiny and mixed graphs and the MLPs in
+// feature packing: dense matrices instead of diagonals, block size 1, a
+// sample per slot, the same depth as the slot packing, positive bounds, and
+// a float64 simulation matching the interpreter.
+func TestLowerCKKSFeature(t *testing.T) {
+	type tc struct {
+		name string
+		g    *ir.Graph
+		opts LowerOptions
+		xs   map[string][][]float64
+	}
+	var cases []tc
+	for _, c := range []struct {
+		name  string
+		build func() *ir.Graph
+	}{{"tiny", lcTiny}, {"mixed", lcMixed}} {
+		g := c.build()
+		if err := InferShapes(g); err != nil {
+			t.Fatal(err)
+		}
+		cases = append(cases, tc{c.name, g, LowerOptions{}, lcRandomSamples(g, 5, 1)})
+	}
+	for _, name := range []string{"cancer-mlp", "digits-mlp"} {
+		g, inputs := lcCanonical(t, name)
+		calib := zoo.Rows(inputs, 0, min(32, inputs.Shape[0]))
+		lcApproximate(t, g, calib)
+		xs := map[string][][]float64{}
+		for s := range 8 {
+			xs[g.Inputs[0].Name] = append(xs[g.Inputs[0].Name], zoo.Rows(inputs, inputs.Shape[0]-1-s, inputs.Shape[0]-s).Float)
+		}
+		cases = append(cases, tc{name, g, LowerOptions{Calib: calib}, xs})
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			slot, err := LowerCKKS(c.g, c.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			opts := c.opts
+			opts.Packing = ckksir.PackFeature
+			p, err := LowerCKKS(c.g, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Packing != ckksir.PackFeature || p.BlockSize != 1 || p.Batch != p.Params.Slots() {
+				t.Fatalf("packing %s, block %d, batch %d", p.Packing, p.BlockSize, p.Batch)
+			}
+			if p.Depth() != slot.Depth() {
+				t.Errorf("depth %d, slot packing %d", p.Depth(), slot.Depth())
+			}
+			for _, ins := range p.Instrs {
+				if ins.Op == ckksir.OpLinear && (ins.Matrices != nil || len(ins.Dense) != len(ins.In)) {
+					t.Errorf("linear %s: %d matrices, %d dense", ins.Layer, len(ins.Matrices), len(ins.Dense))
+				}
+			}
+			for i, v := range p.Values {
+				if !(v.Bound > 0) || v.Bound > 0.05 {
+					t.Errorf("v%d: bound %g", i, v.Bound)
+				}
+			}
+			if c.name == "tiny" {
+				checkGolden(t, "lower_ckks_feature_tiny", lcDump(t, p))
+			}
+			n := len(c.xs[c.g.Inputs[0].Name])
+			worst := 0.0
+			for b := range n {
+				feeds := map[string]*ir.Tensor{}
+				in := map[string][]float64{}
+				for _, x := range c.g.Inputs {
+					feeds[x.Name] = &ir.Tensor{DType: x.DType, Shape: x.Shape.Clone(), Float: c.xs[x.Name][b]}
+					in[x.Name] = c.xs[x.Name][b]
+				}
+				want, err := plain.Run(c.g, feeds, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				got := lcSimulateFeature(t, p, in)
+				for _, o := range c.g.Outputs {
+					w := want[o.Name].Float
+					for i := range w {
+						d := math.Abs(got[o.Name][i]-w[i]) / max(1, math.Abs(w[i]))
+						if !(d <= 1e-9) {
+							t.Fatalf("sample %d output %q[%d]: simulated %g, interpreter %g", b, o.Name, i, got[o.Name][i], w[i])
+						}
+						worst = max(worst, d)
+					}
+				}
+			}
+			t.Logf("%s: %s, depth %d, %d scalar products; simulation within %.1e", c.name, p.Params, p.Depth(), p.ScalarProducts(), worst)
+		})
+	}
+}

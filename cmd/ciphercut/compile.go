@@ -11,6 +11,7 @@ import (
 	"github.com/ciphercut/ciphercut/frontends/npy"
 	"github.com/ciphercut/ciphercut/frontends/onnx"
 	"github.com/ciphercut/ciphercut/ir"
+	"github.com/ciphercut/ciphercut/ir/ckksir"
 )
 
 func compileCmd() *cobra.Command {
@@ -52,8 +53,13 @@ func compileCmd() *cobra.Command {
 				return err
 			}
 			fmt.Print(plan.Approximations)
-			fmt.Printf("plan %s: %s\n  depth %d, %d samples per ciphertext, %d diagonals\n", out, plan.Program.Params,
-				plan.Program.Depth(), plan.Program.Batch, plan.Program.DiagonalCount())
+			if prog := plan.Program; prog.Packing == ckksir.PackFeature {
+				fmt.Printf("plan %s: %s\n  packing feature, depth %d, %d samples per batch (one per slot), %d scalar products\n",
+					out, prog.Params, prog.Depth(), prog.Batch, prog.ScalarProducts())
+			} else {
+				fmt.Printf("plan %s: %s\n  packing slot, depth %d, %d samples per ciphertext, %d diagonals\n", out, prog.Params,
+					prog.Depth(), prog.Batch, prog.DiagonalCount())
+			}
 			return nil
 		},
 	}
@@ -62,6 +68,7 @@ func compileCmd() *cobra.Command {
 	cmd.Flags().IntVar(&opts.Approx.PrecisionBits, "precision", 6, "output precision target in bits: approximations keep max |output error| <= 2^-BITS * max |output|")
 	cmd.Flags().IntVar(&opts.Lower.Batch, "batch", 1, "samples each ciphertext must hold at least (more are packed when they fit)")
 	cmd.Flags().Float64Var(&opts.Approx.Margin, "margin", 0.25, "widen each calibrated range by this fraction of its half-width on each side")
+	cmd.Flags().Var(&opts.Lower.Packing, "packing", "slot: whole samples per ciphertext (low latency); feature: one sample per slot, one ciphertext per tensor element, no rotations (throughput)")
 	cmd.Flags().IntVar(&opts.Lower.MaxLogN, "max-logn", 16, "largest ring degree 2^LOGN to consider")
 	return cmd
 }

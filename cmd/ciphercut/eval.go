@@ -10,6 +10,7 @@ import (
 
 	"github.com/ciphercut/ciphercut/compiler"
 	"github.com/ciphercut/ciphercut/ir"
+	"github.com/ciphercut/ciphercut/passes"
 	"github.com/ciphercut/ciphercut/runtime/local"
 	"github.com/ciphercut/ciphercut/testsuite/zoo"
 )
@@ -79,6 +80,9 @@ func evalEncrypted(planPath, dir string, limit int) error {
 	if err != nil {
 		return fmt.Errorf("%s: plan reference: %w", planPath, err)
 	}
+	if err := reportRanges(ref, x); err != nil {
+		return err
+	}
 	sess, err := local.NewSession(plan.Program, sessionProgress())
 	if err != nil {
 		return err
@@ -122,7 +126,15 @@ func evaluate(m *zoo.Model) (evaluation, error) {
 	}
 	r.accuracy = zoo.Accuracy(out, m.Labels)
 	r.torchDiff = zoo.MaxAbsDiff(out, m.Expected)
-	canon, err := canonical(m)
+	// Run the canonical graph in chunks that divide the sample count.
+	chunk := 1
+	for c := min(32, m.Samples()); c >= 1; c-- {
+		if m.Samples()%c == 0 {
+			chunk = c
+			break
+		}
+	}
+	canon, err := canonicalBatch(m, chunk)
 	if err != nil {
 		return r, err
 	}
@@ -138,7 +150,19 @@ func evaluate(m *zoo.Model) (evaluation, error) {
 
 // canonical returns a canonicalized copy of the model's graph.
 func canonical(m *zoo.Model) (*ir.Graph, error) {
+	return canonicalBatch(m, 1)
+}
+
+// canonicalBatch canonicalizes a copy of the model's graph for batches of
+// the given size (canonical shapes are static).
+func canonicalBatch(m *zoo.Model, batch int) (*ir.Graph, error) {
 	g := m.Graph.Clone()
+	if len(g.Inputs) == 1 && len(g.Inputs[0].Shape) > 0 && g.Inputs[0].Shape[0] < 0 {
+		shape := append(ir.Shape{batch}, g.Inputs[0].Shape[1:]...)
+		if err := passes.BindInputs(g, map[string]ir.Shape{g.Inputs[0].Name: shape}); err != nil {
+			return nil, err
+		}
+	}
 	if err := compiler.RunPasses(g, compiler.Canonicalize, compiler.Options{Verify: true}); err != nil {
 		return nil, fmt.Errorf("%s: %w", m.Name, err)
 	}

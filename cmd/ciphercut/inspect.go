@@ -61,7 +61,7 @@ func inspectPlan(path string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("plan %s: model %s (sha256 %s), format v%d\n\n", path, plan.ModelName, plan.ModelSHA256, plan.FormatVersion)
+	fmt.Printf("plan %s: model %s (sha256 %s), format v%d, %s packing\n\n", path, plan.ModelName, plan.ModelSHA256, plan.FormatVersion, plan.Program.Packing)
 	fmt.Print(plan.Approximations)
 	fmt.Println()
 	if err := ckksir.Dump(os.Stdout, plan.Program); err != nil {

@@ -95,3 +95,49 @@ func TestDemoAndEvalRun(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCompileRunVerify compiles cancer-mlp, runs four samples encrypted with
+// --verify (which fails when the plan's bound is exceeded), and checks that a
+// corrupted or truncated plan is refused with an error naming the file.
+func TestCompileRunVerify(t *testing.T) {
+	if testing.Short() {
+		t.Skip("encrypted run; skipped in -short mode")
+	}
+	dir := t.TempDir()
+	plan := filepath.Join(dir, "cancer.plan")
+	if err := run("compile", filepath.Join(mlp, "model.onnx"), "-o", plan); err != nil {
+		t.Fatal(err)
+	}
+	x, err := npy.Read(filepath.Join(mlp, "inputs.npy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	four := filepath.Join(dir, "four.npy")
+	if err := npy.Write(four, &ir.Tensor{DType: x.DType, Shape: ir.Shape{4, 30}, Float: x.Float[:120]}); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out.npy")
+	if err := run("run", plan, "-i", four, "-o", out, "--verify"); err != nil {
+		t.Fatal(err)
+	}
+	if y, err := npy.Read(out); err != nil || !y.Shape.Equal(ir.Shape{4, 2}) {
+		t.Fatalf("output %v, %v; want a 4x2 tensor", y, err)
+	}
+	data, err := os.ReadFile(plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	corrupt := filepath.Join(dir, "corrupt.plan")
+	flipped := append([]byte(nil), data...)
+	flipped[len(flipped)-10] ^= 0xff
+	truncated := filepath.Join(dir, "truncated.plan")
+	for p, b := range map[string][]byte{corrupt: flipped, truncated: data[:len(data)/2]} {
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		err := run("run", p, "-i", four)
+		if err == nil || !strings.Contains(err.Error(), filepath.Base(p)) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: got %v, want a one-line error naming the file", filepath.Base(p), err)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ciphercut/ciphercut/compiler"
 	"github.com/ciphercut/ciphercut/ir"
+	"github.com/ciphercut/ciphercut/passes"
 	"github.com/ciphercut/ciphercut/runtime/local"
 	"github.com/ciphercut/ciphercut/testsuite/zoo"
 )
@@ -91,6 +92,9 @@ func verifyAgainst(ref *ir.Graph, plan *compiler.Plan, x, y *ir.Tensor) error {
 	if err != nil {
 		return fmt.Errorf("plaintext reference: %w", err)
 	}
+	if err := reportRanges(ref, x); err != nil {
+		return err
+	}
 	maxErr, meanErr := errorStats(y, want)
 	bound := outputBound(plan)
 	fmt.Printf("verify: max |encrypted - plaintext| = %.3e, mean %.3e, plan bound %.3e, top-1 agreement %.2f%%\n",
@@ -118,4 +122,32 @@ func printTiming(s local.Setup, t local.Timing, samples int) {
 	fmt.Fprintf(os.Stdout, "%d samples in %d ciphertexts: encrypt %v, evaluate %v, decrypt %v (%.1f samples/s); upload %.1f MiB, download %.1f MiB\n",
 		samples, t.Ciphertexts, t.Encrypt.Round(time.Millisecond), t.Eval.Round(time.Millisecond), t.Decrypt.Round(time.Millisecond),
 		float64(samples)/t.Total().Seconds(), float64(t.UploadBytes)/(1<<20), float64(t.DownloadBytes)/(1<<20))
+}
+
+// reportRanges runs the plaintext debug check: every polynomial input that
+// leaves the interval it was calibrated for is flagged, since the encrypted
+// result is only accurate inside it.
+func reportRanges(ref *ir.Graph, x *ir.Tensor) error {
+	viol, err := passes.OutOfRange(ref, x)
+	if err != nil {
+		return fmt.Errorf("range check: %w", err)
+	}
+	if len(viol) == 0 {
+		fmt.Println("range check: every activation input stayed inside its calibrated interval")
+		return nil
+	}
+	samples := map[int]bool{}
+	for _, v := range viol {
+		samples[v.Sample] = true
+	}
+	fmt.Printf("range check: WARNING: %d samples drive %d activation inputs outside their calibrated interval; their encrypted outputs may be wrong (recompile with --calib covering them, or a larger --margin):\n",
+		len(samples), len(viol))
+	for i, v := range viol {
+		if i == 5 {
+			fmt.Printf("  ... %d more\n", len(viol)-5)
+			break
+		}
+		fmt.Println("  " + v.String())
+	}
+	return nil
 }

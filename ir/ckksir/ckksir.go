@@ -11,6 +11,16 @@
 // block b holds sample b. A tensor value of a program is flattened row-major
 // (per sample) into slots [Offset, Offset+Size) of every block. Slots of a
 // block outside the tensor hold values the program never reads.
+//
+// # Feature-major packing
+//
+// With Packing == PackFeature (SIMD across samples, as in CryptoNets), every
+// slot holds a different sample: BlockSize is 1, Batch is Slots, and a value
+// whose per-sample tensor has K elements is K ciphertexts, ciphertext k
+// holding element k (row-major) of Slots samples. Linear instructions carry
+// dense matrices (Instr.Dense) applied by plaintext-scalar
+// multiply-accumulates: no rotations, hence no Galois keys. Bias and Vector
+// hold one scalar per output ciphertext (the value's Size()).
 package ckksir
 
 import (
@@ -59,6 +69,73 @@ func (p Params) LogQP() int {
 func (p Params) String() string {
 	return fmt.Sprintf("N=2^%d logQ=%v logP=%v scale=2^%d logQP=%d (%d-bit security)",
 		p.LogN, p.LogQ, p.LogP, p.LogScale, p.LogQP(), p.SecurityBits)
+}
+
+// Packing is how samples and tensor elements map to ciphertext slots.
+type Packing uint8
+
+const (
+	// PackSlot (the zero value): each ciphertext holds Batch whole samples,
+	// one per block of BlockSize slots.
+	PackSlot Packing = iota
+	// PackFeature: slot s of ciphertext k holds element k of sample s.
+	PackFeature
+)
+
+func (k Packing) String() string {
+	switch k {
+	case PackSlot:
+		return "slot"
+	case PackFeature:
+		return "feature"
+	}
+	return fmt.Sprintf("packing(%d)", uint8(k))
+}
+
+// ParsePacking parses "slot" or "feature" ("" is slot).
+func ParsePacking(s string) (Packing, error) {
+	switch s {
+	case "", "slot":
+		return PackSlot, nil
+	case "feature":
+		return PackFeature, nil
+	}
+	return 0, fmt.Errorf("unknown packing %q (want slot or feature)", s)
+}
+
+// Set implements flag.Value (and pflag.Value with Type).
+func (k *Packing) Set(s string) error {
+	v, err := ParsePacking(s)
+	if err != nil {
+		return err
+	}
+	*k = v
+	return nil
+}
+
+// Type names the flag's value kind for pflag.
+func (k *Packing) Type() string { return "slot|feature" }
+
+// DenseMatrix is a dense Rows x Cols matrix, row-major: Data[r*Cols+c] is
+// the coefficient of input element c in output element r. Feature packing
+// only.
+type DenseMatrix struct {
+	Rows, Cols int
+	Data       []float64
+}
+
+// At returns the coefficient of input c in output r.
+func (m *DenseMatrix) At(r, c int) float64 { return m.Data[r*m.Cols+c] }
+
+// NonZeros counts the non-zero coefficients.
+func (m *DenseMatrix) NonZeros() int {
+	n := 0
+	for _, v := range m.Data {
+		if v != 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // Layout places one tensor (per sample) in the slots of a block.
@@ -160,10 +237,14 @@ type Instr struct {
 	Op  Op
 	Out int
 	In  []int
-	// Matrices, one per input, for OpLinear.
+	// Matrices, one per input, for OpLinear in slot packing.
 	Matrices []*Matrix
+	// Dense, one per input, for OpLinear in feature packing: Rows is the
+	// output's Size(), Cols the input's.
+	Dense []*DenseMatrix
 	// Bias (OpLinear, OpAddConst) or Vector (OpMulConst): BlockSize values
-	// repeated in every block; nil means zero.
+	// repeated in every block (feature packing: one value per output
+	// ciphertext, the output's Size()); nil means zero.
 	Bias   []float64
 	Vector []float64
 	Poly   *Poly
@@ -190,7 +271,9 @@ type IO struct {
 
 // Program is a complete CKKS circuit.
 type Program struct {
-	Params    Params
+	Params Params
+	// Packing is the slot layout (PackSlot unless set).
+	Packing   Packing
 	BlockSize int
 	Batch     int
 	Inputs    []IO
@@ -206,6 +289,19 @@ func (p *Program) DiagonalCount() int {
 	for _, in := range p.Instrs {
 		for _, m := range in.Matrices {
 			n += len(m.Diagonals)
+		}
+	}
+	return n
+}
+
+// ScalarProducts is the number of non-zero dense coefficients over all
+// linear instructions of a feature-packed program (each costs one
+// plaintext-scalar multiply-accumulate per batch).
+func (p *Program) ScalarProducts() int {
+	n := 0
+	for _, in := range p.Instrs {
+		for _, m := range in.Dense {
+			n += m.NonZeros()
 		}
 	}
 	return n

@@ -11,8 +11,13 @@ import (
 func Dump(w io.Writer, p *Program) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "ckks program v%d: %s\n", Version, p.Params)
-	fmt.Fprintf(&b, "  slots %d = %d blocks x %d, depth %d, %d diagonals\n",
-		p.Params.Slots(), p.Batch, p.BlockSize, p.Depth(), p.DiagonalCount())
+	if p.Packing == PackFeature {
+		fmt.Fprintf(&b, "  packing feature: %d samples per ciphertext, one ciphertext per tensor element, depth %d, %d scalar products\n",
+			p.Batch, p.Depth(), p.ScalarProducts())
+	} else {
+		fmt.Fprintf(&b, "  slots %d = %d blocks x %d, depth %d, %d diagonals\n",
+			p.Params.Slots(), p.Batch, p.BlockSize, p.Depth(), p.DiagonalCount())
+	}
 	for _, in := range p.Inputs {
 		v := p.Values[in.Value]
 		fmt.Fprintf(&b, "  input  v%d = encrypt(%q) %s@%d level %d\n", in.Value, in.Name, v.Layout.Shape, v.Layout.Offset, v.Level)
@@ -26,11 +31,19 @@ func Dump(w io.Writer, p *Program) error {
 		fmt.Fprintf(&b, "  v%d = %s(%s)", ins.Out, ins.Op, strings.Join(args, ", "))
 		switch ins.Op {
 		case OpLinear:
-			diags := make([]string, len(ins.Matrices))
-			for i, m := range ins.Matrices {
-				diags[i] = fmt.Sprint(len(m.Diagonals))
+			if ins.Dense != nil {
+				nz := make([]string, len(ins.Dense))
+				for i, m := range ins.Dense {
+					nz[i] = fmt.Sprintf("%dx%d:%d", m.Rows, m.Cols, m.NonZeros())
+				}
+				fmt.Fprintf(&b, " dense=%s", strings.Join(nz, "+"))
+			} else {
+				diags := make([]string, len(ins.Matrices))
+				for i, m := range ins.Matrices {
+					diags[i] = fmt.Sprint(len(m.Diagonals))
+				}
+				fmt.Fprintf(&b, " diagonals=%s", strings.Join(diags, "+"))
 			}
-			fmt.Fprintf(&b, " diagonals=%s", strings.Join(diags, "+"))
 			if ins.Bias != nil {
 				b.WriteString(" +bias")
 			}

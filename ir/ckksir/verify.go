@@ -10,6 +10,13 @@ func Verify(p *Program) error {
 	if p.Params.LogN < 10 || p.Params.LogN > 17 || len(p.Params.LogQ) == 0 {
 		return fmt.Errorf("ckks program: implausible parameters %s", p.Params)
 	}
+	feature := p.Packing == PackFeature
+	switch {
+	case p.Packing > PackFeature:
+		return fmt.Errorf("ckks program: unknown packing %s", p.Packing)
+	case feature && (p.BlockSize != 1 || p.Batch != p.Params.Slots()):
+		return fmt.Errorf("ckks program: feature packing with %d blocks of %d slots, want %d of 1", p.Batch, p.BlockSize, p.Params.Slots())
+	}
 	if p.BlockSize <= 0 || p.Batch <= 0 || p.BlockSize*p.Batch != p.Params.Slots() {
 		return fmt.Errorf("ckks program: %d blocks of %d slots do not fill %d slots", p.Batch, p.BlockSize, p.Params.Slots())
 	}
@@ -21,7 +28,10 @@ func Verify(p *Program) error {
 		return nil
 	}
 	for _, v := range p.Values {
-		if v.Layout.Offset < 0 || v.Layout.Size() < 0 || v.Layout.Offset+v.Layout.Size() > p.BlockSize {
+		if feature && (v.Layout.Offset != 0 || v.Layout.Size() <= 0) {
+			return fmt.Errorf("ckks program: feature layout %v@%d (want a non-empty tensor at offset 0)", v.Layout.Shape, v.Layout.Offset)
+		}
+		if !feature && (v.Layout.Offset < 0 || v.Layout.Size() < 0 || v.Layout.Offset+v.Layout.Size() > p.BlockSize) {
 			return fmt.Errorf("ckks program: layout %v@%d outside a block of %d", v.Layout.Shape, v.Layout.Offset, p.BlockSize)
 		}
 		if v.Level < 0 || v.Level > p.Params.MaxLevel() {
@@ -55,7 +65,20 @@ func Verify(p *Program) error {
 		cost := 0
 		switch ins.Op {
 		case OpLinear:
-			if len(ins.Matrices) != len(ins.In) || len(ins.In) == 0 {
+			if feature {
+				if len(ins.Dense) != len(ins.In) || len(ins.In) == 0 || ins.Matrices != nil {
+					return fmt.Errorf("ckks program: %s has %d dense matrices for %d inputs", where, len(ins.Dense), len(ins.In))
+				}
+				rows := p.Values[ins.Out].Layout.Size()
+				for k, m := range ins.Dense {
+					if m == nil || m.Rows != rows || m.Cols != p.Values[ins.In[k]].Layout.Size() || len(m.Data) != m.Rows*m.Cols {
+						return fmt.Errorf("ckks program: %s has a malformed dense matrix %d", where, k)
+					}
+				}
+				cost = 1
+				break
+			}
+			if len(ins.Matrices) != len(ins.In) || len(ins.In) == 0 || ins.Dense != nil {
 				return fmt.Errorf("ckks program: %s has %d matrices for %d inputs", where, len(ins.Matrices), len(ins.In))
 			}
 			for _, m := range ins.Matrices {
@@ -80,10 +103,20 @@ func Verify(p *Program) error {
 		default:
 			return fmt.Errorf("ckks program: %s has an unknown op", where)
 		}
+		want := p.BlockSize
+		if feature {
+			want = p.Values[ins.Out].Layout.Size()
+		}
 		for _, vec := range [][]float64{ins.Bias, ins.Vector} {
-			if vec != nil && len(vec) != p.BlockSize {
-				return fmt.Errorf("ckks program: %s has a vector of %d values for blocks of %d", where, len(vec), p.BlockSize)
+			if vec != nil && len(vec) != want {
+				return fmt.Errorf("ckks program: %s has a vector of %d values, want %d", where, len(vec), want)
 			}
+		}
+		if feature && (ins.Op == OpAdd || ins.Op == OpMul) && len(ins.In) == 2 && (p.Values[ins.In[0]].Layout.Size() != p.Values[ins.Out].Layout.Size() ||
+			p.Values[ins.In[1]].Layout.Size() != p.Values[ins.Out].Layout.Size()) ||
+			feature && (ins.Op == OpPoly || ins.Op == OpAddConst || ins.Op == OpMulConst) && len(ins.In) == 1 &&
+				p.Values[ins.In[0]].Layout.Size() != p.Values[ins.Out].Layout.Size() {
+			return fmt.Errorf("ckks program: %s maps ciphertext counts that differ", where)
 		}
 		if ins.Op != OpBootstrap && p.Values[ins.Out].Level != minIn-cost {
 			return fmt.Errorf("ckks program: %s outputs level %d, want %d", where, p.Values[ins.Out].Level, minIn-cost)

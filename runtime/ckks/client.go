@@ -231,7 +231,10 @@ func findIO(ios []ckksir.IO, name, kind string) (int, error) {
 // sample of the input's per-sample shape) for the program input name:
 // ceil(n/Batch) ciphertexts, sample s in block s%Batch of ciphertext
 // s/Batch, at the input value's level (the program's max level) and the
-// default scale. Slots outside the tensor are zero.
+// default scale. Slots outside the tensor are zero. In feature packing it
+// returns ceil(n/Slots)·K ciphertexts instead (K the per-sample size),
+// batch-major: ciphertext b·K+k holds element k of samples b·Slots to
+// (b+1)·Slots-1, slot s holding sample b·Slots+s (zero past n).
 func (c *Client) Encrypt(name string, x *ir.Tensor) ([]*Ciphertext, error) {
 	p := c.plan.prog
 	id, err := findIO(p.Inputs, name, "input")
@@ -254,6 +257,9 @@ func (c *Client) Encrypt(name string, x *ir.Tensor) ([]*Ciphertext, error) {
 	n := x.Shape[0]
 	if n == 0 {
 		return nil, fmt.Errorf("ckks: input %q: no samples", name)
+	}
+	if p.Packing == ckksir.PackFeature {
+		return c.encryptFeature(name, x, id)
 	}
 	data := x.Floats()
 	size := lay.Size()
@@ -286,12 +292,16 @@ func (c *Client) Encrypt(name string, x *ir.Tensor) ([]*Ciphertext, error) {
 // Decrypt decrypts the ciphertexts of the program output name (as Run
 // returns them) and returns its first n samples stacked: a Float32 tensor of
 // shape [n]+the output's per-sample shape. It expects ceil(n/Batch)
-// ciphertexts.
+// ciphertexts (feature packing: ceil(n/Slots)·K, ordered as Encrypt
+// returns them).
 func (c *Client) Decrypt(name string, cts []*Ciphertext, n int) (*ir.Tensor, error) {
 	p := c.plan.prog
 	id, err := findIO(p.Outputs, name, "output")
 	if err != nil {
 		return nil, err
+	}
+	if p.Packing == ckksir.PackFeature {
+		return c.decryptFeature(name, cts, n, id)
 	}
 	lay := p.Values[id].Layout
 	bs, batch := p.BlockSize, p.Batch

@@ -122,6 +122,17 @@ func NewEvaluator(p *ckksir.Program, evk *EvaluationKeys) (*Evaluator, error) {
 		c.ins, c.where = ins, where(p, i)
 		c.outLevel = p.Values[ins.Out].Level
 		c.outScale = e.scales[ins.Out]
+		if p.Packing == ckksir.PackFeature {
+			switch ins.Op {
+			case ckksir.OpLinear, ckksir.OpMulConst:
+				// Scalars are scaled at run time so that the sum lands on
+				// outScale·q after one rescale by q.
+				c.midScale = c.outScale.Mul(rlwe.NewScale(params.Q()[c.outLevel+1]))
+				continue
+			case ckksir.OpAddConst:
+				continue
+			}
+		}
 		switch ins.Op {
 		case ckksir.OpLinear:
 			level := c.outLevel + 1
@@ -499,9 +510,14 @@ func (e *Evaluator) SetProgress(f func(instr, total int, layer string)) { e.prog
 // cores; when there are fewer ciphertexts than cores, each linear
 // transformation also splits its rotations across the spare cores. The
 // inputs are not modified. After each instruction the output's level is
-// checked against the program.
+// checked against the program. In feature packing each input holds
+// batches·K ciphertexts, batch-major (ciphertext b·K+k is element k of
+// batch b, as Client.Encrypt returns them), and so does each output.
 func (e *Evaluator) Run(inputs map[string][]*Ciphertext) (map[string][]*Ciphertext, error) {
 	p, pl := e.plan.prog, e.plan
+	if p.Packing == ckksir.PackFeature {
+		return e.runFeature(inputs)
+	}
 	n := -1
 	for _, in := range p.Inputs {
 		cts, ok := inputs[in.Name]

@@ -96,6 +96,9 @@ func newPlan(p *ckksir.Program) (*plan, error) {
 		ins := &p.Instrs[i]
 		switch ins.Op {
 		case ckksir.OpLinear:
+			if p.Packing == ckksir.PackFeature {
+				continue // scalar multiply-accumulates: no rotation
+			}
 			level := p.Values[ins.Out].Level + 1
 			for k, m := range ins.Matrices {
 				mp := matrixPlan{instr: i, input: ins.In[k], level: level}
