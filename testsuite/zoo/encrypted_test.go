@@ -21,55 +21,73 @@ func TestEncryptedMLPs(t *testing.T) {
 	}
 	for _, name := range []string{"cancer-mlp", "digits-mlp"} {
 		t.Run(name, func(t *testing.T) {
-			dir := filepath.Join("..", "models", name)
-			m, err := OpenDir(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			onnxBytes, err := os.ReadFile(filepath.Join(dir, "model.onnx"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			plan, err := compiler.Compile(m.Graph, name, onnxBytes, compiler.CompileOptions{Calib: m.Inputs})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if plan.Program.Params.SecurityBits < 128 {
-				t.Fatalf("plan parameters %s are below 128-bit security", plan.Program.Params)
-			}
-			ref, err := ir.UnmarshalGraph(plan.Graph)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sess, err := local.NewSession(plan.Program, local.Progress{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			y, timing, err := sess.Infer(m.Inputs)
-			if err != nil {
-				t.Fatal(err)
-			}
-			want, err := RunBatched(ref, m.Inputs, 1)
-			if err != nil {
-				t.Fatal(err)
-			}
-			exact, err := RunBatched(m.Graph, m.Inputs, 32)
-			if err != nil {
-				t.Fatal(err)
-			}
-			bound := plan.Program.Values[plan.Program.Outputs[0].Value].Bound
-			if d := MaxAbsDiff(y, want); d > bound || bound <= 0 {
-				t.Errorf("max |encrypted - plan reference| = %.3e, plan bound %.3e", d, bound)
-			} else {
-				t.Logf("max |encrypted - plan reference| = %.3e within plan bound %.3e", d, bound)
-			}
-			agree := Agreement(y, exact)
-			encAcc, plainAcc := Accuracy(y, m.Labels), Accuracy(exact, m.Labels)
-			if agree < 0.99 || plainAcc-encAcc > 0.005 {
-				t.Errorf("agreement %.4f (want >= 0.99), accuracy %.4f encrypted vs %.4f plaintext", agree, encAcc, plainAcc)
-			}
-			t.Logf("%d samples: agreement %.4f, accuracy %.4f encrypted / %.4f plaintext; %s; eval %v",
-				m.Samples(), agree, encAcc, plainAcc, plan.Program.Params, timing.Eval)
+			m, plan := compileModel(t, name, compiler.CompileOptions{})
+			checkEncrypted(t, m, plan)
 		})
 	}
+}
+
+// compileModel compiles a bundled model, calibrated on its own samples, and
+// requires 128-bit security.
+func compileModel(tb testing.TB, name string, opts compiler.CompileOptions) (*Model, *compiler.Plan) {
+	tb.Helper()
+	dir := filepath.Join("..", "models", name)
+	m, err := OpenDir(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	onnxBytes, err := os.ReadFile(filepath.Join(dir, "model.onnx"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	opts.Calib = m.Inputs
+	plan, err := compiler.Compile(m.Graph, name, onnxBytes, opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if plan.Program.Params.SecurityBits < 128 {
+		tb.Fatalf("plan parameters %s are below 128-bit security", plan.Program.Params)
+	}
+	return m, plan
+}
+
+// checkEncrypted runs every sample of m through plan encrypted and checks the
+// output against the plan's own bound and the exact model's classes; it
+// returns the session for further checks.
+func checkEncrypted(t *testing.T, m *Model, plan *compiler.Plan) *local.Session {
+	t.Helper()
+	ref, err := ir.UnmarshalGraph(plan.Graph)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, err := local.NewSession(plan.Program, local.Progress{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, timing, err := sess.Infer(m.Inputs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := RunBatched(ref, m.Inputs, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exact, err := RunBatched(m.Graph, m.Inputs, 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound := plan.Program.Values[plan.Program.Outputs[0].Value].Bound
+	if d := MaxAbsDiff(y, want); d > bound || bound <= 0 {
+		t.Errorf("max |encrypted - plan reference| = %.3e, plan bound %.3e", d, bound)
+	} else {
+		t.Logf("max |encrypted - plan reference| = %.3e within plan bound %.3e", d, bound)
+	}
+	agree := Agreement(y, exact)
+	encAcc, plainAcc := Accuracy(y, m.Labels), Accuracy(exact, m.Labels)
+	if agree < 0.99 || plainAcc-encAcc > 0.005 {
+		t.Errorf("agreement %.4f (want >= 0.99), accuracy %.4f encrypted vs %.4f plaintext", agree, encAcc, plainAcc)
+	}
+	t.Logf("%d samples: agreement %.4f, accuracy %.4f encrypted / %.4f plaintext; %s; eval %v",
+		m.Samples(), agree, encAcc, plainAcc, plan.Program.Params, timing.Eval)
+	return sess
 }

@@ -2,7 +2,6 @@ package zoo
 
 import (
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -17,24 +16,12 @@ import (
 // (bits).
 func compileFeature(tb testing.TB, name string, precision int) (*Model, *compiler.Plan) {
 	tb.Helper()
-	dir := filepath.Join("..", "models", name)
-	m, err := OpenDir(dir)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	onnxBytes, err := os.ReadFile(filepath.Join(dir, "model.onnx"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	opts := compiler.CompileOptions{Calib: m.Inputs}
+	var opts compiler.CompileOptions
 	opts.Lower.Packing = ckksir.PackFeature
 	opts.Approx.PrecisionBits = precision
-	plan, err := compiler.Compile(m.Graph, name, onnxBytes, opts)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if plan.Program.Params.SecurityBits < 128 || plan.Program.Packing != ckksir.PackFeature {
-		tb.Fatalf("plan %s, packing %s: want 128-bit feature packing", plan.Program.Params, plan.Program.Packing)
+	m, plan := compileModel(tb, name, opts)
+	if plan.Program.Packing != ckksir.PackFeature {
+		tb.Fatalf("plan packing %s, want feature", plan.Program.Packing)
 	}
 	return m, plan
 }
@@ -51,44 +38,10 @@ func TestEncryptedFeaturePacking(t *testing.T) {
 	if testing.Short() {
 		t.Skip("encrypted runs take tens of seconds; skipped in -short mode")
 	}
-	name := "cancer-mlp"
-	m, plan := compileFeature(t, name, 3)
-	ref, err := ir.UnmarshalGraph(plan.Graph)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess, err := local.NewSession(plan.Program, local.Progress{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if sess.Setup.GaloisKeys != 0 {
+	m, plan := compileFeature(t, "cancer-mlp", 3)
+	if sess := checkEncrypted(t, m, plan); sess.Setup.GaloisKeys != 0 {
 		t.Errorf("feature packing generated %d Galois keys, want none", sess.Setup.GaloisKeys)
 	}
-	y, timing, err := sess.Infer(m.Inputs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want, err := RunBatched(ref, m.Inputs, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	exact, err := RunBatched(m.Graph, m.Inputs, 32)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bound := plan.Program.Values[plan.Program.Outputs[0].Value].Bound
-	if d := MaxAbsDiff(y, want); d > bound || bound <= 0 {
-		t.Errorf("max |encrypted - plan reference| = %.3e, plan bound %.3e", d, bound)
-	} else {
-		t.Logf("max |encrypted - plan reference| = %.3e within plan bound %.3e", d, bound)
-	}
-	agree := Agreement(y, exact)
-	encAcc, plainAcc := Accuracy(y, m.Labels), Accuracy(exact, m.Labels)
-	if agree < 0.99 || plainAcc-encAcc > 0.005 {
-		t.Errorf("agreement %.4f (want >= 0.99), accuracy %.4f encrypted vs %.4f plaintext", agree, encAcc, plainAcc)
-	}
-	t.Logf("%d samples: agreement %.4f, accuracy %.4f encrypted / %.4f plaintext; %s; eval %v",
-		m.Samples(), agree, encAcc, plainAcc, plan.Program.Params, timing.Eval)
 }
 
 // tile repeats the rows of x to n rows.
