@@ -284,7 +284,7 @@ func TestLinearPolyInsecureSmallRing(t *testing.T) {
 	if err != nil || int64(len(data)) != evk.Bytes() {
 		t.Fatalf("MarshalBinary: %d bytes, Bytes() %d, err %v", len(data), evk.Bytes(), err)
 	}
-	evk2, err := UnmarshalEvaluationKeys(data)
+	evk2, err := unmarshalEvaluationKeys(data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,7 +313,7 @@ func TestLinearPolyInsecureSmallRing(t *testing.T) {
 		if err != nil || int64(len(b)) != ct.Bytes() {
 			t.Fatalf("ciphertext MarshalBinary: %d bytes, Bytes() %d, err %v", len(b), ct.Bytes(), err)
 		}
-		if cts[i], err = UnmarshalCiphertext(b); err != nil {
+		if cts[i], err = e2.UnmarshalCiphertext(b); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -808,10 +808,10 @@ func TestEncryptErrorsInsecureSmallRing(t *testing.T) {
 	if _, err := c.Decrypt("nope", cts, 1); err == nil {
 		t.Error("Decrypt accepted an unknown output")
 	}
-	if _, err := UnmarshalCiphertext([]byte("garbage")); err == nil {
+	if _, err := c.UnmarshalCiphertext([]byte("garbage")); err == nil {
 		t.Error("UnmarshalCiphertext accepted garbage")
 	}
-	if _, err := UnmarshalEvaluationKeys(append([]byte("ccEVK\x01"), 1, 2, 3)); err == nil {
+	if _, err := unmarshalEvaluationKeys(append([]byte("ccEVK\x01"), 1, 2, 3)); err == nil {
 		t.Error("UnmarshalEvaluationKeys accepted garbage")
 	}
 }

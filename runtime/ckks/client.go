@@ -26,9 +26,11 @@
 package ckks
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"sync"
 
@@ -146,23 +148,47 @@ var (
 
 // MarshalBinary serializes the keys.
 func (k *EvaluationKeys) MarshalBinary() ([]byte, error) {
+	return marshalWithMagic(evkMagic, k.Bytes(), k.set, "evaluation keys")
+}
+
+// readStrict decodes data into dst through a bufio.Reader, whose Peek
+// reports a short read as an error. Lattigo's own UnmarshalBinary reads from
+// a buffer whose Peek returns short slices silently, and on truncated data
+// its slice reader recurses until the goroutine stack overflows (a fatal
+// error no recover can catch); found by FuzzUnmarshalCiphertext.
+func readStrict(dst io.ReaderFrom, data []byte) error {
+	n, err := dst.ReadFrom(bufio.NewReader(bytes.NewReader(data)))
+	if err != nil {
+		return err
+	}
+	if n != int64(len(data)) {
+		return fmt.Errorf("%d trailing bytes", int64(len(data))-n)
+	}
+	return nil
+}
+
+// marshalWithMagic writes magic followed by w's serialization.
+func marshalWithMagic(magic []byte, size int64, w io.WriterTo, what string) ([]byte, error) {
 	var buf bytes.Buffer
-	buf.Grow(int(k.Bytes()))
-	buf.Write(evkMagic)
-	if _, err := k.set.WriteTo(&buf); err != nil {
-		return nil, fmt.Errorf("ckks: serializing evaluation keys: %w", err)
+	buf.Grow(int(size))
+	buf.Write(magic)
+	if _, err := w.WriteTo(&buf); err != nil {
+		return nil, fmt.Errorf("ckks: serializing %s: %w", what, err)
 	}
 	return buf.Bytes(), nil
 }
 
-// UnmarshalEvaluationKeys reads keys written by MarshalBinary.
-func UnmarshalEvaluationKeys(data []byte) (*EvaluationKeys, error) {
+// unmarshalEvaluationKeys reads keys written by MarshalBinary. It trusts its
+// input: length fields inside Lattigo's key format are not validated, so it
+// must not see bytes from an untrusted peer until a structural validator like
+// the ciphertext one exists (needed before keys cross the network, issue 8).
+func unmarshalEvaluationKeys(data []byte) (*EvaluationKeys, error) {
 	if !bytes.HasPrefix(data, evkMagic) {
 		return nil, fmt.Errorf("ckks: not serialized evaluation keys (bad header)")
 	}
 	set := &rlwe.MemEvaluationKeySet{}
 	err := protect("reading evaluation keys", func() error {
-		return set.UnmarshalBinary(data[len(evkMagic):])
+		return readStrict(set, data[len(evkMagic):])
 	})
 	if err != nil {
 		return nil, fmt.Errorf("ckks: reading evaluation keys: %w", err)
@@ -186,31 +212,20 @@ func (c *Ciphertext) Bytes() int64 { return int64(len(ctMagic) + c.ct.BinarySize
 
 // MarshalBinary serializes the ciphertext.
 func (c *Ciphertext) MarshalBinary() ([]byte, error) {
-	var buf bytes.Buffer
-	buf.Grow(int(c.Bytes()))
-	buf.Write(ctMagic)
-	if _, err := c.ct.WriteTo(&buf); err != nil {
-		return nil, fmt.Errorf("ckks: serializing a ciphertext: %w", err)
-	}
-	return buf.Bytes(), nil
+	return marshalWithMagic(ctMagic, c.Bytes(), c.ct, "a ciphertext")
 }
 
-// UnmarshalCiphertext reads a ciphertext written by MarshalBinary.
-func UnmarshalCiphertext(data []byte) (*Ciphertext, error) {
-	if !bytes.HasPrefix(data, ctMagic) {
-		return nil, fmt.Errorf("ckks: not a serialized ciphertext (bad header)")
-	}
-	ct := new(rlwe.Ciphertext)
-	err := protect("reading a ciphertext", func() error {
-		return ct.UnmarshalBinary(data[len(ctMagic):])
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ckks: reading a ciphertext: %w", err)
-	}
-	if ct.MetaData == nil || len(ct.Value) == 0 {
-		return nil, fmt.Errorf("ckks: reading a ciphertext: empty ciphertext")
-	}
-	return &Ciphertext{ct: ct}, nil
+// UnmarshalCiphertext reads a ciphertext written by MarshalBinary for this
+// client's program. The layout is validated against the program's ring
+// before anything is allocated for it (see pl.unmarshalCiphertext).
+func (c *Client) UnmarshalCiphertext(data []byte) (*Ciphertext, error) {
+	return c.plan.unmarshalCiphertext(data)
+}
+
+// UnmarshalCiphertext reads a ciphertext written by MarshalBinary for this
+// evaluator's program, validated as Client.UnmarshalCiphertext does.
+func (e *Evaluator) UnmarshalCiphertext(data []byte) (*Ciphertext, error) {
+	return e.plan.unmarshalCiphertext(data)
 }
 
 // findIO returns the value bound to a program input or output name.
