@@ -16,13 +16,17 @@ func TestChooseParams(t *testing.T) {
 		// The largest scale first, then as many P primes (up to 4, at most |Q|) as still fit.
 		{2, 64, LowerOptions{}, "N=2^13 logQ=[60 40 40] logP=[61] scale=2^40 logQP=201 (128-bit security)"},
 		{3, 64, LowerOptions{}, "N=2^13 logQ=[55 35 35 35] logP=[56] scale=2^35 logQP=216 (128-bit security)"},
-		{5, 4, LowerOptions{}, "N=2^14 logQ=[60 40 40 40 40 40] logP=[61 61] scale=2^40 logQP=382 (128-bit security)"},
+		{5, 4, LowerOptions{}, "N=2^14 logQ=[60 40 40 40 40 40] logP=[59 59 59] scale=2^40 logQP=437 (128-bit security)"},
 		{11, 64, LowerOptions{}, "N=2^14 logQ=[50 30 30 30 30 30 30 30 30 30 30 30] logP=[51] scale=2^30 logQP=431 (128-bit security)"},
 		{26, 2048, LowerOptions{}, "N=2^15 logQ=[50 30 30 30 30 30 30 30 30 30 30 30 30 30 30 30 30 30 30 30 30 30 30 30 30 30 30] logP=[51] scale=2^30 logQP=881 (128-bit security)"},
 		// Slots: 8192 samples of 2 slots need N=2^15.
 		{0, 2, LowerOptions{Batch: 8192}, "N=2^15 logQ=[60] logP=[61] scale=2^40 logQP=121 (128-bit security)"},
 		// A fixed scale.
-		{3, 16, LowerOptions{LogScale: 50}, "N=2^14 logQ=[60 50 50 50] logP=[61 61 61] scale=2^50 logQP=393 (128-bit security)"},
+		{3, 16, LowerOptions{LogScale: 50}, "N=2^14 logQ=[60 50 50 50] logP=[57 57 57 57] scale=2^50 logQP=438 (128-bit security)"},
+		// Smaller P primes fill the room, but together never below the largest
+		// key-switching digit: [44 44] covers the 80-bit digit [50 30]; 3 or 4
+		// primes would be too small for their 110- and 140-bit digits.
+		{10, 64, LowerOptions{MaxLogN: 14}, "N=2^14 logQ=[50 30 30 30 30 30 30 30 30 30 30] logP=[44 44] scale=2^30 logQP=438 (128-bit security)"},
 		// A higher minimum scale moves to a bigger ring, where 2^40 fits.
 		{11, 64, LowerOptions{MinLogScale: 35}, "N=2^15 logQ=[60 40 40 40 40 40 40 40 40 40 40 40] logP=[61 61 61 61] scale=2^40 logQP=744 (128-bit security)"},
 	} {
