@@ -91,3 +91,27 @@ func checkEncrypted(t *testing.T, m *Model, plan *compiler.Plan) *local.Session 
 		m.Samples(), agree, encAcc, plainAcc, plan.Program.Params, timing.Eval)
 	return sess
 }
+
+// BenchmarkSlotLatency measures one encrypted sample through the default
+// (slot-packed) plan of each MLP: the latency a single user waits for,
+// excluding key generation, which a session pays once.
+//
+//	go test ./testsuite/zoo -run XXX -bench SlotLatency -benchtime 3x
+func BenchmarkSlotLatency(b *testing.B) {
+	for _, name := range []string{"cancer-mlp", "digits-mlp"} {
+		b.Run(name, func(b *testing.B) {
+			m, plan := compileModel(b, name, compiler.CompileOptions{})
+			sess, err := local.NewSession(plan.Program, local.Progress{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			x := Rows(m.Inputs, 0, 1)
+			b.ResetTimer()
+			for range b.N {
+				if _, _, err := sess.Infer(x); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
