@@ -27,11 +27,20 @@ type LowerOptions struct {
 	Batch int
 	// Calib holds calibration samples for the graph's single input, stacked
 	// along the leading axis (each sample shaped like the input without its
-	// batch axis of 1). A plaintext run over them gives the magnitudes the
-	// error bounds of products and encodings scale with. Without it the
-	// magnitudes are bounded from the Poly intervals, the matrix norms and
-	// InputBound.
+	// batch axis of 1, or, with WholeTensor, like the whole input, stacked
+	// on a new leading axis). A plaintext run over them gives the
+	// magnitudes the error bounds of products and encodings scale with.
+	// Without it the magnitudes are bounded from the Poly intervals, the
+	// matrix norms and InputBound.
 	Calib *ir.Tensor
+	// WholeTensor says the graph has no batch axis: every value's whole
+	// (static) shape, whatever its leading dimension, is its per-sample
+	// layout shape, so one program sample is one whole input tensor (the
+	// runtime then takes [n, input shape...]). Without it every value must
+	// have a leading batch axis of 1, which the layouts drop. Affine
+	// regions are then probed one column per interpreter run, since the
+	// leading axis cannot carry a batch of probes.
+	WholeTensor bool
 	// InputBound is the largest magnitude of an input element assumed when
 	// Calib is nil; 0 means 1.
 	InputBound float64
@@ -74,7 +83,9 @@ const MaxProbeInput = 65536
 // polynomials (Poly nodes) into a CKKS program.
 //
 // The graph must have static shapes with a leading batch axis of 1 on every
-// value. Its nodes fall into three kinds:
+// value, or, with opts.WholeTensor, static shapes of any rank (the whole
+// shape then being the per-sample layout); a value with no elements is an
+// *ir.UnsupportedError. Its nodes fall into three kinds:
 //
 //   - affine nodes, whose outputs are affine in their non-constant inputs:
 //     Dense, Gemm and MatMul with a constant operand, Conv, BatchNormalization,
@@ -214,9 +225,17 @@ func (lw *lowerer) analyze() error {
 		if !v.DType.IsFloat() {
 			return fmt.Errorf("lowering %q: value %q is %s; encrypted values must be floating point", g.Name, v.Name, v.DType)
 		}
-		if !v.Shape.Known() || len(v.Shape) == 0 || v.Shape[0] != 1 {
+		if lw.opts.WholeTensor {
+			if !v.Shape.Known() {
+				return fmt.Errorf("lowering %q: value %q has shape %v; lowering needs static shapes (bind the input shapes and canonicalize first)",
+					g.Name, v.Name, v.Shape)
+			}
+		} else if !v.Shape.Known() || len(v.Shape) == 0 || v.Shape[0] != 1 {
 			return fmt.Errorf("lowering %q: value %q has shape %v; lowering needs static shapes with a leading batch axis of 1 (bind the input shapes and canonicalize first)",
 				g.Name, v.Name, v.Shape)
+		}
+		if v.Shape.Size() == 0 {
+			return &ir.UnsupportedError{Reason: fmt.Sprintf("lowering %q: value %q has shape %v, no elements; empty tensors are not computed under encryption", g.Name, v.Name, v.Shape)}
 		}
 	}
 	lw.kind = make(map[*ir.Node]lowerKind, len(g.Nodes))
@@ -513,7 +532,7 @@ func (lw *lowerer) probeRegion(outs []*ir.Value) ([]*lowerMap, error) {
 		return nil, fmt.Errorf("lowering %q: affine region %s computes %q from constants only; fold constants first", lw.g.Name, regionName, outs[0].Name)
 	}
 	sub := &ir.Graph{Name: lw.g.Name + "/probe", Opset: lw.g.Opset, Inputs: inputs, Nodes: nodes, Outputs: outs}
-	res, err := lowerProbe(sub)
+	res, err := lowerProbe(sub, lw.opts.WholeTensor)
 	if err != nil {
 		return nil, fmt.Errorf("lowering %q: affine region %s: %w", lw.g.Name, regionName, err)
 	}
@@ -563,8 +582,21 @@ const lowerProbeBudget = 1 << 22
 // probes many columns per interpreter run (the batch axis carries one probe
 // each) and checks the result on a random input; when that fails (a node
 // that fixes the batch axis, such as a Reshape to [1, ...]), it probes one
-// column per run.
-func lowerProbe(sub *ir.Graph) (*lowerProbeResult, error) {
+// column per run. With whole set, sub's values have no batch axis (see
+// LowerOptions.WholeTensor): it probes one column per run, on inputs of
+// their declared shapes.
+func lowerProbe(sub *ir.Graph, whole bool) (*lowerProbeResult, error) {
+	if whole {
+		base := sub.Clone()
+		res, err := lowerProbeColumns(base, base, 0)
+		if err != nil {
+			return nil, err
+		}
+		if err := lowerCheckProbe(base, res, 0); err != nil {
+			return nil, err
+		}
+		return res, nil
+	}
 	base := sub.Clone()
 	cols := 0
 	for _, x := range base.Inputs {
@@ -586,7 +618,7 @@ func lowerProbe(sub *ir.Graph) (*lowerProbeResult, error) {
 		}
 		res, err = lowerProbeColumns(base, bg, batch)
 		if err == nil {
-			err = lowerCheckProbe(base, res)
+			err = lowerCheckProbe(base, res, 1)
 		}
 	}
 	if batch <= 1 || err != nil {
@@ -594,7 +626,7 @@ func lowerProbe(sub *ir.Graph) (*lowerProbeResult, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := lowerCheckProbe(base, res); err != nil {
+		if err := lowerCheckProbe(base, res, 1); err != nil {
 			return nil, err
 		}
 	}
@@ -621,12 +653,15 @@ func lowerRun(g *ir.Graph, feeds []*ir.Tensor) ([]*ir.Tensor, error) {
 	return outs, nil
 }
 
-// lowerZeroFeeds returns zero inputs for g with batch rows each.
+// lowerZeroFeeds returns zero inputs for g with batch rows each, or, for
+// batch 0 (no batch axis), of the inputs' declared shapes.
 func lowerZeroFeeds(g *ir.Graph, batch int) []*ir.Tensor {
 	feeds := make([]*ir.Tensor, len(g.Inputs))
 	for i, x := range g.Inputs {
 		s := x.Shape.Clone()
-		s[0] = batch
+		if batch > 0 {
+			s[0] = batch
+		}
 		feeds[i] = &ir.Tensor{DType: x.DType, Shape: s, Float: make([]float64, s.Size())}
 	}
 	return feeds
@@ -634,10 +669,12 @@ func lowerZeroFeeds(g *ir.Graph, batch int) []*ir.Tensor {
 
 // lowerProbeColumns runs probe (the region, batch axis free when batch > 1)
 // on one-hot inputs, batch-1 columns per run plus a zero row that each
-// column is measured against, and base once on zeros for the bias.
-// Differences below 1e-13 relative to the bias are taken as rounding noise.
+// column is measured against, and base once on zeros for the bias. Batch 0
+// means the values have no batch axis: one column per run, inputs of their
+// declared shapes. Differences below 1e-13 relative to the bias are taken as
+// rounding noise.
 func lowerProbeColumns(base, probe *ir.Graph, batch int) (*lowerProbeResult, error) {
-	zero, err := lowerRun(base, lowerZeroFeeds(base, 1))
+	zero, err := lowerRun(base, lowerZeroFeeds(base, min(batch, 1)))
 	if err != nil {
 		return nil, err
 	}
@@ -664,6 +701,9 @@ func lowerProbeColumns(base, probe *ir.Graph, batch int) (*lowerProbeResult, err
 			rows++ // row 0: zeros
 		}
 		feeds := lowerZeroFeeds(probe, rows)
+		if batch == 0 {
+			feeds = lowerZeroFeeds(probe, 0)
+		}
 		for j := start; j < end; j++ {
 			col := columns[j]
 			row := j - start
@@ -679,7 +719,7 @@ func lowerProbeColumns(base, probe *ir.Graph, batch int) (*lowerProbeResult, err
 		}
 		for k, o := range base.Outputs {
 			n := o.Shape.Size()
-			if outs[k].Len() != rows*n || outs[k].Shape[0] != rows {
+			if outs[k].Len() != rows*n || (batch > 0 && outs[k].Shape[0] != rows) {
 				return nil, fmt.Errorf("output %q has shape %v for %d probes", o.Name, outs[k].Shape, rows)
 			}
 			ref := res.bias[k]
@@ -706,10 +746,10 @@ func lowerProbeColumns(base, probe *ir.Graph, batch int) (*lowerProbeResult, err
 }
 
 // lowerCheckProbe compares the probed maps with an interpreter run of base
-// on a random input.
-func lowerCheckProbe(base *ir.Graph, res *lowerProbeResult) error {
+// on a random input (batch 1, or 0 for values without a batch axis).
+func lowerCheckProbe(base *ir.Graph, res *lowerProbeResult, batch int) error {
 	r := rand.New(rand.NewPCG(1, 2))
-	feeds := lowerZeroFeeds(base, 1)
+	feeds := lowerZeroFeeds(base, batch)
 	for _, f := range feeds {
 		for i := range f.Float {
 			f.Float[i] = 2*r.Float64() - 1
@@ -790,6 +830,15 @@ func (lw *lowerer) fold() {
 	}
 }
 
+// layoutShape is the per-sample layout shape of a tensor of shape s: s
+// without its batch axis, or all of s with WholeTensor.
+func (lw *lowerer) layoutShape(s ir.Shape) ir.Shape {
+	if lw.opts.WholeTensor {
+		return s
+	}
+	return s[1:]
+}
+
 // newValue appends a program value holding tensor (at offset 0) and returns
 // its id.
 func (lw *lowerer) newValue(tensor *ir.Value, shape ir.Shape) int {
@@ -805,7 +854,7 @@ func (lw *lowerer) emit() error {
 	lw.vid = map[*ir.Value]int{}
 	lw.offScale = map[int]bool{}
 	for _, x := range g.Inputs {
-		id := lw.newValue(x, x.Shape[1:])
+		id := lw.newValue(x, lw.layoutShape(x.Shape))
 		lw.vid[x] = id
 		lw.prog.Inputs = append(lw.prog.Inputs, ckksir.IO{Name: x.Name, Value: id})
 	}
@@ -834,7 +883,7 @@ func (lw *lowerer) emit() error {
 			if m := lw.maps[x]; m != nil && m.fold == n {
 				p.A, p.B = -1, 1
 			}
-			out := lw.newValue(n.Outputs[0], n.Outputs[0].Shape[1:])
+			out := lw.newValue(n.Outputs[0], lw.layoutShape(n.Outputs[0].Shape))
 			lw.vid[n.Outputs[0]] = out
 			lw.prog.Instrs = append(lw.prog.Instrs, ckksir.Instr{Op: ckksir.OpPoly, Out: out, In: []int{in}, Poly: p, Layer: n.Name})
 		case lowerMul:
@@ -846,7 +895,7 @@ func (lw *lowerer) emit() error {
 			if err != nil {
 				return err
 			}
-			out := lw.newValue(n.Outputs[0], n.Outputs[0].Shape[1:])
+			out := lw.newValue(n.Outputs[0], lw.layoutShape(n.Outputs[0].Shape))
 			lw.vid[n.Outputs[0]] = out
 			lw.prog.Instrs = append(lw.prog.Instrs, ckksir.Instr{Op: ckksir.OpMul, Out: out, In: []int{a, b}, Layer: n.Name})
 			lw.offScale[out] = true
@@ -867,7 +916,7 @@ func (lw *lowerer) emit() error {
 // identity (and, for OpAdd, no input is a product, whose scale is not the
 // default), else one OpLinear.
 func (lw *lowerer) emitMap(m *lowerMap) {
-	shape := m.out.Shape[1:]
+	shape := lw.layoutShape(m.out.Shape)
 	layer := lowerLayerName(m.nodes)
 	ins := make([]int, len(m.ins))
 	for i, x := range m.ins {
@@ -1024,7 +1073,7 @@ func (lw *lowerer) magnitudes() ([][]float64, error) {
 	p := lw.prog
 	mags := make([][]float64, len(p.Values))
 	if lw.opts.Calib != nil {
-		lo, hi, err := lowerCalibrate(lw.g, lw.opts.Calib)
+		lo, hi, err := lowerCalibrate(lw.g, lw.opts.Calib, lw.opts.WholeTensor)
 		if err != nil {
 			return nil, err
 		}
@@ -1126,14 +1175,20 @@ func lowerMaxAbs(v []float64) float64 {
 }
 
 // lowerCalibrate runs g on every sample of calib and returns the smallest
-// and largest value of every element of every non-constant value.
-func lowerCalibrate(g *ir.Graph, calib *ir.Tensor) (lo, hi map[*ir.Value][]float64, err error) {
+// and largest value of every element of every non-constant value. Samples
+// are stacked along calib's leading axis: each shaped like the input without
+// its batch axis of 1, or, with whole (no batch axis), like the whole input.
+func lowerCalibrate(g *ir.Graph, calib *ir.Tensor, whole bool) (lo, hi map[*ir.Value][]float64, err error) {
 	if len(g.Inputs) != 1 {
 		return nil, nil, fmt.Errorf("lowering %q: calibration samples need a graph with one input, not %d", g.Name, len(g.Inputs))
 	}
 	x := g.Inputs[0]
 	per := x.Shape.Size()
-	if len(calib.Shape) != len(x.Shape) || !calib.Shape[1:].Equal(x.Shape[1:]) || calib.Shape[0] < 1 || !calib.DType.IsFloat() {
+	sampleShape := x.Shape
+	if !whole {
+		sampleShape = x.Shape[1:]
+	}
+	if len(calib.Shape) != len(sampleShape)+1 || !calib.Shape[1:].Equal(sampleShape) || calib.Shape[0] < 1 || !calib.DType.IsFloat() {
 		return nil, nil, fmt.Errorf("lowering %q: calibration samples of shape %v %s do not match input %q %v", g.Name, calib.Shape, calib.DType, x.Name, x.Shape)
 	}
 	lo, hi = map[*ir.Value][]float64{}, map[*ir.Value][]float64{}

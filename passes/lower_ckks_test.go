@@ -720,3 +720,54 @@ func TestLowerCKKSFeature(t *testing.T) {
 		})
 	}
 }
+
+// TestLowerCKKSWholeTensor lowers a graph without a batch axis, x[3,4] ->
+// Gemm -> Poly(relu) -> y[3,5], with WholeTensor: the layouts are the whole
+// shapes, calibration samples are stacked on a new leading axis, and a
+// plaintext simulation of the program matches the interpreter. Without
+// WholeTensor the leading axis of 3 is refused.
+func TestLowerCKKSWholeTensor(t *testing.T) {
+	b := newBuilder("whole", 13)
+	x := b.input("x", 3, 4)
+	h := b.op("Gemm", nil, x, b.konst("w", ir.Shape{4, 5}), b.konst("c", ir.Shape{5}))
+	g := b.output(b.op("Poly", lcPolyAttrs("Relu", lcRelu, 6, 7), h))
+	if err := InferShapes(g); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LowerCKKS(g, LowerOptions{}); err == nil || !strings.Contains(err.Error(), "leading batch axis of 1") {
+		t.Fatalf("batch lowering of a [3, 4] input: err = %v, want a leading-axis error", err)
+	}
+	samples := lcRandomSamples(g, 4, 11)
+	calib := &ir.Tensor{DType: ir.Float32, Shape: ir.Shape{4, 3, 4}}
+	for _, s := range samples["x"] {
+		calib.Float = append(calib.Float, s...)
+	}
+	for _, c := range []*ir.Tensor{nil, calib} {
+		p, err := LowerCKKS(g, LowerOptions{WholeTensor: true, Calib: c})
+		if err != nil {
+			t.Fatal(err)
+		}
+		in, out := p.Values[p.Inputs[0].Value].Layout, p.Values[p.Outputs[0].Value].Layout
+		if !in.Shape.Equal(ir.Shape{3, 4}) || !out.Shape.Equal(ir.Shape{3, 5}) || p.BlockSize != 16 {
+			t.Fatalf("input layout %v, output %v, block %d; want [3 4], [3 5], 16\n%s", in.Shape, out.Shape, p.BlockSize, lcDump(t, p))
+		}
+		if len(p.Instrs) != 2 || p.Instrs[0].Op != ckksir.OpLinear || p.Instrs[1].Op != ckksir.OpPoly {
+			t.Fatalf("instructions:\n%s", lcDump(t, p))
+		}
+		lcCheckSimulation(t, g, p, samples, 1e-9)
+	}
+	bad := &ir.Tensor{DType: ir.Float32, Shape: ir.Shape{3, 4}, Float: make([]float64, 12)}
+	if _, err := LowerCKKS(g, LowerOptions{WholeTensor: true, Calib: bad}); err == nil {
+		t.Error("calibration samples without a sample axis accepted")
+	}
+	e := newBuilder("empty", 13)
+	ex := e.input("x", 0, 4)
+	eg := e.output(e.op("Neg", nil, ex))
+	if err := InferShapes(eg); err != nil {
+		t.Fatal(err)
+	}
+	var ue *ir.UnsupportedError
+	if _, err := LowerCKKS(eg, LowerOptions{WholeTensor: true}); !errors.As(err, &ue) {
+		t.Errorf("empty tensor: err = %v, want an *ir.UnsupportedError", err)
+	}
+}

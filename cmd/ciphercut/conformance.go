@@ -17,8 +17,9 @@ func conformanceCmd() *cobra.Command {
 		Long: "conformance runs every case folder under DIR (model.onnx plus\n" +
 			"test_data_set_*/input_*.pb and output_*.pb), prints one line per case and a last\n" +
 			"line `N passed, M failed, K skipped`. It exits non-zero when a case fails.\n" +
-			"--encrypted compiles each case in the CKKS subset (one real input with a leading\n" +
-			"batch axis of 1) with its own input as calibration, runs it encrypted at 128-bit\n" +
+			"--encrypted compiles each case in the CKKS subset (one real encrypted input, one\n" +
+			"output; a tensor without a leading batch axis of 1 is encrypted whole as one\n" +
+			"sample) with its own input as calibration, runs it encrypted at 128-bit\n" +
 			"security and checks the output within the approximation error plus the plan's\n" +
 			"predicted bound.",
 		Args: cobra.ExactArgs(1),

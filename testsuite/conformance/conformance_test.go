@@ -29,7 +29,9 @@ func TestONNXBackendSuite(t *testing.T) {
 
 // TestEncryptedCases runs a few cases of the CKKS subset encrypted at
 // 128-bit security (the whole suite runs with `ciphercut conformance
-// --encrypted testsuite/onnx`).
+// --encrypted testsuite/onnx`), among them cases without a batch axis of 1
+// (Gemm on [2, 7], BatchNormalization on [2, 3, 4, 5], Sigmoid on [3, 4, 5]),
+// which compile with LowerOptions.WholeTensor.
 func TestEncryptedCases(t *testing.T) {
 	if testing.Short() {
 		t.Skip("encrypted cases take seconds each; skipped in -short mode")
@@ -39,6 +41,9 @@ func TestEncryptedCases(t *testing.T) {
 		"test_averagepool_2d_strides",
 		"test_globalaveragepool",
 		"test_single_relu_model",
+		"test_gemm_default_vector_bias",
+		"test_batchnorm_example",
+		"test_sigmoid",
 	} {
 		r := RunEncryptedCase("../onnx/" + c)
 		if r.Status != Passed {

@@ -20,9 +20,12 @@ import (
 // with its own first input as calibration data, run under CKKS at 128-bit
 // security, and its decrypted output compared with the expected output.
 // Inputs after the first are bound as the model owner's plaintext constants.
-// Cases outside the encrypted subset (integer data, a leading axis other
-// than 1, operators with no CKKS lowering, plans beyond this machine's
-// memory or the largest 128-bit ring) are skipped with the reason.
+// Cases whose input or output has no leading batch axis of 1 are compiled
+// with LowerOptions.WholeTensor: the whole input tensor is one encrypted
+// sample. Cases outside the encrypted subset (integer data, scalar inputs,
+// several outputs, operators with no CKKS lowering, plans beyond this
+// machine's memory or the largest 128-bit ring) are skipped with the
+// reason.
 func RunEncrypted(root string, w io.Writer) (Summary, error) {
 	var s Summary
 	dirs, err := Cases(root)
@@ -110,10 +113,19 @@ func RunEncryptedCase(dir string) Result {
 	if !x.DType.IsFloat() || !y.DType.IsFloat() {
 		return skip("%s input, %s output (CKKS computes on real numbers)", x.DType, y.DType)
 	}
-	if len(x.Shape) == 0 || x.Shape[0] != 1 || len(y.Shape) == 0 || y.Shape[0] != 1 {
-		return skip("input shape %v, output %v: the leading axis must be a batch of 1", x.Shape, y.Shape)
+	if len(x.Shape) == 0 {
+		return skip("scalar input (calibration needs a sample axis)")
 	}
-	plan, err := compiler.Compile(g, res.Case, data, compiler.CompileOptions{Calib: x})
+	// A case whose tensors have no leading batch axis of 1 is lowered whole:
+	// the whole input is one encrypted sample, fed as [1, x.Shape...].
+	opts := compiler.CompileOptions{Calib: x}
+	feed := x
+	if x.Shape[0] != 1 || len(y.Shape) == 0 || y.Shape[0] != 1 {
+		feed = &ir.Tensor{DType: x.DType, Shape: append(ir.Shape{1}, x.Shape...), Float: x.Float}
+		opts.Lower.WholeTensor = true
+		opts.Lower.Calib = feed
+	}
+	plan, err := compiler.Compile(g, res.Case, data, opts)
 	if err != nil {
 		var ue *ir.UnsupportedError
 		if errors.As(err, &ue) {
@@ -142,12 +154,16 @@ func RunEncryptedCase(dir string) Result {
 		res.Status, res.Detail = Failed, err.Error()
 		return res
 	}
-	got, _, err := sess.Infer(x)
+	got, _, err := sess.Infer(feed)
 	if err != nil {
 		res.Status, res.Detail = Failed, err.Error()
 		return res
 	}
 	bound := plan.Program.Values[plan.Program.Outputs[0].Value].Bound
+	if got.Len() != y.Len() {
+		res.Status, res.Detail = Failed, fmt.Sprintf("decrypted output has shape %v, want %v", got.Shape, y.Shape)
+		return res
+	}
 	got.Shape = y.Shape // the runtime returns [1, per-sample shape...]
 	allowed := approxErr + bound
 	for i, w := range y.Float {
