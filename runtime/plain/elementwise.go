@@ -422,25 +422,32 @@ func kernelClip(n *ir.Node, opset int64, in []*ir.Tensor) ([]*ir.Tensor, error) 
 		return nil, err
 	}
 	x := in[0]
+	// From opset 11 the bounds are optional scalar inputs.
+	minIn, maxIn := optionalInput(in, 1), optionalInput(in, 2)
+	var minF, maxF float64
+	var minI, maxI int64
+	var err error
+	if minIn != nil {
+		if minF, minI, err = scalarOf(minIn, "Clip min"); err != nil {
+			return nil, err
+		}
+	}
+	if maxIn != nil {
+		if maxF, maxI, err = scalarOf(maxIn, "Clip max"); err != nil {
+			return nil, err
+		}
+	}
 	if x.DType.IsFloat() {
 		lo, hi := math.Inf(-1), math.Inf(1)
 		if opset < 11 {
 			lo = n.Attrs.Float("min", lo)
 			hi = n.Attrs.Float("max", hi)
 		}
-		if len(in) > 1 && in[1] != nil {
-			f, _, err := scalarOf(in[1], "Clip min")
-			if err != nil {
-				return nil, err
-			}
-			lo = f
+		if minIn != nil {
+			lo = minF
 		}
-		if len(in) > 2 && in[2] != nil {
-			f, _, err := scalarOf(in[2], "Clip max")
-			if err != nil {
-				return nil, err
-			}
-			hi = f
+		if maxIn != nil {
+			hi = maxF
 		}
 		// ONNX: y = min(max(x, lo), hi), so hi wins when lo > hi.
 		return []*ir.Tensor{mapFloat(x, func(v float64) float64 {
@@ -462,19 +469,11 @@ func kernelClip(n *ir.Node, opset int64, in []*ir.Tensor) ([]*ir.Tensor, error) 
 			hi = floatToInt(ir.Int64, math.Floor(a.Float))
 		}
 	}
-	if len(in) > 1 && in[1] != nil {
-		_, v, err := scalarOf(in[1], "Clip min")
-		if err != nil {
-			return nil, err
-		}
-		lo = v
+	if minIn != nil {
+		lo = minI
 	}
-	if len(in) > 2 && in[2] != nil {
-		_, v, err := scalarOf(in[2], "Clip max")
-		if err != nil {
-			return nil, err
-		}
-		hi = v
+	if maxIn != nil {
+		hi = maxI
 	}
 	out := &ir.Tensor{DType: x.DType, Shape: x.Shape.Clone(), Int: make([]int64, len(x.Int))}
 	for i, v := range x.Int {

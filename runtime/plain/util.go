@@ -117,3 +117,11 @@ func presentInputs(in []*ir.Tensor) ([]*ir.Tensor, error) {
 	}
 	return ts, nil
 }
+
+// optionalInput returns input i, or nil when it is absent or omitted.
+func optionalInput(in []*ir.Tensor, i int) *ir.Tensor {
+	if i < len(in) {
+		return in[i]
+	}
+	return nil
+}

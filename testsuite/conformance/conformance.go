@@ -102,15 +102,7 @@ func Run(root string, w io.Writer) (Summary, error) {
 func RunCase(dir string) Result {
 	name := filepath.Base(dir)
 	res := Result{Case: name}
-	outcome := func(err error) Result {
-		var ue *ir.UnsupportedError
-		if errors.As(err, &ue) {
-			res.Status, res.Detail = Skipped, ue.Error()
-		} else {
-			res.Status, res.Detail = Failed, err.Error()
-		}
-		return res
-	}
+	outcome := func(err error) Result { return classify(res, err, "") }
 	g, err := onnx.Load(filepath.Join(dir, "model.onnx"))
 	if err != nil {
 		return outcome(err)
@@ -215,4 +207,16 @@ func Compare(got, want *ir.Tensor) error {
 		return fmt.Errorf("element %d is %g, want %g (beyond atol %g + rtol %g)", at, got.Float[at], want.Float[at], Atol, Rtol)
 	}
 	return nil
+}
+
+// classify records err as the case's outcome: an *ir.UnsupportedError skips
+// the case with its reason (after skipPrefix), anything else fails it.
+func classify(res Result, err error, skipPrefix string) Result {
+	var ue *ir.UnsupportedError
+	if errors.As(err, &ue) {
+		res.Status, res.Detail = Skipped, skipPrefix+ue.Error()
+	} else {
+		res.Status, res.Detail = Failed, err.Error()
+	}
+	return res
 }

@@ -1,7 +1,6 @@
 package conformance
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -66,7 +65,7 @@ func (s *Summary) add(r Result, w io.Writer) {
 func RunEncryptedCase(dir string) Result {
 	res := Result{Case: filepath.Base(dir)}
 	skip := func(format string, args ...any) Result {
-		res.Status, res.Detail = Skipped, "unsupported under encryption: "+fmt.Sprintf(format, args...)
+		res.Status, res.Detail = Skipped, encryptedSkip+fmt.Sprintf(format, args...)
 		return res
 	}
 	modelPath := filepath.Join(dir, "model.onnx")
@@ -77,12 +76,7 @@ func RunEncryptedCase(dir string) Result {
 	}
 	g, err := onnx.Decode(data, modelPath)
 	if err != nil {
-		var ue *ir.UnsupportedError
-		if errors.As(err, &ue) {
-			return skip("%v", err)
-		}
-		res.Status, res.Detail = Failed, err.Error()
-		return res
+		return classify(res, err, "under encryption: ")
 	}
 	if len(g.Inputs) == 0 || len(g.Outputs) != 1 {
 		return skip("%d inputs and %d outputs (the encrypted runner takes one output)", len(g.Inputs), len(g.Outputs))
@@ -127,12 +121,7 @@ func RunEncryptedCase(dir string) Result {
 	}
 	plan, err := compiler.Compile(g, res.Case, data, opts)
 	if err != nil {
-		var ue *ir.UnsupportedError
-		if errors.As(err, &ue) {
-			return skip("%v", err)
-		}
-		res.Status, res.Detail = Failed, "compile: "+err.Error()
-		return res
+		return classify(res, fmt.Errorf("compile: %w", err), "under encryption: ")
 	}
 	ref, err := ir.UnmarshalGraph(plan.Graph)
 	if err != nil {
@@ -147,12 +136,7 @@ func RunEncryptedCase(dir string) Result {
 	approxErr := maxAbs(refOut[ref.Outputs[0].Name], y)
 	sess, err := local.NewSession(plan.Program, local.Progress{})
 	if err != nil {
-		var ue *ir.UnsupportedError
-		if errors.As(err, &ue) {
-			return skip("%v", err)
-		}
-		res.Status, res.Detail = Failed, err.Error()
-		return res
+		return classify(res, err, "under encryption: ")
 	}
 	got, _, err := sess.Infer(feed)
 	if err != nil {
@@ -177,6 +161,9 @@ func RunEncryptedCase(dir string) Result {
 	res.Detail = fmt.Sprintf("max error %.2e within approximation %.2e + bound %.2e (%s)", maxAbs(got, y), approxErr, bound, plan.Program.Params)
 	return res
 }
+
+// encryptedSkip prefixes the reason of every case the encrypted run skips.
+const encryptedSkip = "unsupported under encryption: "
 
 func maxAbs(a, b *ir.Tensor) float64 {
 	m := 0.0
