@@ -131,6 +131,13 @@ func TestCompileRunVerify(t *testing.T) {
 	flipped := append([]byte(nil), data...)
 	flipped[len(flipped)-10] ^= 0xff
 	truncated := filepath.Join(dir, "truncated.plan")
+	ints := filepath.Join(dir, "ints.npy")
+	if err := npy.Write(ints, ir.NewInt(ir.Shape{4, 30}, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := run("run", plan, "-i", ints); err == nil || !strings.Contains(err.Error(), "real numbers") {
+		t.Errorf("integer input: got %v, want an error about real numbers", err)
+	}
 	for p, b := range map[string][]byte{corrupt: flipped, truncated: data[:len(data)/2]} {
 		if err := os.WriteFile(p, b, 0o644); err != nil {
 			t.Fatal(err)

@@ -39,6 +39,9 @@ func runCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if !x.DType.IsFloat() {
+				return fmt.Errorf("%s holds %s data; the model's input %q takes real numbers", input, x.DType, ref.Inputs[0].Name)
+			}
 			sess, err := local.NewSession(plan.Program, sessionProgress())
 			if err != nil {
 				return err
