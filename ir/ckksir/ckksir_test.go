@@ -1,0 +1,77 @@
+package ckksir
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/ciphercut/ciphercut/ir"
+)
+
+// small builds x -> linear -> poly -> y on a 2^12 ring with blocks of 8.
+func small() *Program {
+	lay := Layout{Shape: ir.Shape{4}}
+	diag := make([]float64, 8)
+	for i := range diag {
+		diag[i] = 0.5
+	}
+	return &Program{
+		Params:    Params{LogN: 12, LogQ: []int{50, 30, 30, 30}, LogP: []int{51}, LogScale: 30, SecurityBits: 128},
+		BlockSize: 8, Batch: 256,
+		Inputs:  []IO{{Name: "x", Value: 0}},
+		Outputs: []IO{{Name: "y", Value: 2}},
+		Values:  []Value{{Layout: lay, Level: 3}, {Layout: lay, Level: 2}, {Layout: lay, Level: 0, Bound: 1e-6}},
+		Instrs: []Instr{
+			{Op: OpLinear, Out: 1, In: []int{0}, Matrices: []*Matrix{{Diagonals: map[int][]float64{0: diag, -1: diag}}}, Layer: "fc"},
+			{Op: OpPoly, Out: 2, In: []int{1}, Poly: &Poly{Func: "Relu", A: -1, B: 1, Coeffs: []float64{0.1, 0.5, 0.4}}, Layer: "relu"},
+		},
+	}
+}
+
+func TestVerifyAcceptsAndDumps(t *testing.T) {
+	p := small()
+	if err := Verify(p); err != nil {
+		t.Fatal(err)
+	}
+	if p.Depth() != 3 || p.DiagonalCount() != 2 || p.Instrs[1].Poly.Depth() != 2 {
+		t.Errorf("depth %d, diagonals %d, poly depth %d", p.Depth(), p.DiagonalCount(), p.Instrs[1].Poly.Depth())
+	}
+	var b strings.Builder
+	if err := Dump(&b, p); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"slots 2048 = 256 blocks x 8, depth 3, 2 diagonals",
+		"v1 = linear(v0) diagonals=2 -> [4]@0 level 2  # fc",
+		"v2 = poly(v1) Relu deg=2 on [-1, 1] depth=2", `output "y" = decrypt(v2)`} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("dump lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+// TestVerifyRejects checks that each kind of corruption a plan file could
+// carry is an error, not a panic in the runtime.
+func TestVerifyRejects(t *testing.T) {
+	for name, c := range map[string]struct {
+		corrupt func(p *Program)
+		want    string
+	}{
+		"blocks":        {func(p *Program) { p.Batch = 3 }, "do not fill"},
+		"level":         {func(p *Program) { p.Values[1].Level = 3 }, "outputs level 3, want 2"},
+		"too deep":      {func(p *Program) { p.Values[0].Level = 1; p.Values[1].Level = 0; p.Values[2].Level = -2 }, "level -2"},
+		"undefined":     {func(p *Program) { p.Instrs[1].In = []int{2} }, "before it is defined"},
+		"out of range":  {func(p *Program) { p.Instrs[0].In = []int{7} }, "names value v7"},
+		"diagonal size": {func(p *Program) { p.Instrs[0].Matrices[0].Diagonals[0] = []float64{1} }, "malformed diagonal"},
+		"nil matrix":    {func(p *Program) { p.Instrs[0].Matrices[0] = nil }, "nil matrix"},
+		"no poly":       {func(p *Program) { p.Instrs[1].Poly = nil }, "lacks its polynomial"},
+		"layout":        {func(p *Program) { p.Values[0].Layout.Offset = 6 }, "outside a block"},
+		"redefined":     {func(p *Program) { p.Instrs[1].Out = 1 }, "redefines v1"},
+		"params":        {func(p *Program) { p.Params.LogN = 40 }, "implausible parameters"},
+	} {
+		p := small()
+		c.corrupt(p)
+		err := Verify(p)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want an error containing %q", name, err, c.want)
+		}
+	}
+}
