@@ -2,6 +2,7 @@
 // Softplus, Elu, Selu, Gelu (erf or tanh form, as in opset 20), the internal
 // SiLU (x·sigmoid(x)) and Softmax (opset < 13 coerces the input to 2-D at
 // axis; from opset 13 it works along one axis).
+
 package plain
 
 import (

@@ -1,4 +1,5 @@
 // Benchmarks of the plaintext interpreter's heavy kernels.
+
 package plain
 
 import (

@@ -3,6 +3,7 @@
 // included) and auto_pad, computed as im2col followed by one BLAS Dgemm per
 // image and group. The spatial-geometry helpers here are shared with the
 // pooling kernels.
+
 package plain
 
 import (

@@ -3,6 +3,7 @@
 // Equal and Where. Float tensors are computed in float64 and keep their float
 // dtype; integer tensors are computed in int64 and wrapped to their declared
 // width (so UINT8 arithmetic wraps as in NumPy and ONNX Runtime).
+
 package plain
 
 import (

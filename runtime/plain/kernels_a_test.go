@@ -2,6 +2,7 @@
 // miscellaneous kernels: the semantics that are easy to get wrong (negative
 // slice steps, reflect padding, Reshape 0/-1, Softmax before and after opset
 // 13, negative Gather indices, broadcasting, integer wrap-around).
+
 package plain
 
 import (

@@ -1,5 +1,6 @@
 // Tests of the linear, convolution, pooling and normalization kernels
 // against hand-computed values and naive reference loops.
+
 package plain
 
 import (

@@ -2,6 +2,7 @@
 // Transpose, Concat, Split, Slice, Pad, Gather, Expand and Tile. They move
 // elements without arithmetic, so they work on every dtype (float, integer
 // and bool alike) and always return fresh tensors.
+
 package plain
 
 import (

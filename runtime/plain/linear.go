@@ -1,6 +1,7 @@
 // Linear-algebra kernels of the plaintext interpreter: Gemm, MatMul (NumPy
 // semantics with batched broadcasting) and the internal Dense op. Matrix
 // products go through gonum's BLAS (blas64, Dgemm).
+
 package plain
 
 import (

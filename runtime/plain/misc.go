@@ -1,5 +1,6 @@
 // Miscellaneous kernels: Cast, Shape, ConstantOfShape, Range, Constant,
 // Identity and inference-mode Dropout.
+
 package plain
 
 import (

@@ -2,6 +2,7 @@
 // BatchNormalization (including the pre-opset-9 per-activation variant,
 // spatial=0) and LayerNormalization (opset 17 semantics, with the optional
 // Mean and InvStdDev outputs).
+
 package plain
 
 import (

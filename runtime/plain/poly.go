@@ -1,6 +1,7 @@
 // Kernel of the internal Poly op: the polynomial that replaces an activation
 // for encrypted execution, evaluated exactly as CKKS evaluates it (no
 // clamping: an input outside [a, b] gives what the polynomial gives).
+
 package plain
 
 import (

@@ -2,6 +2,7 @@
 // its optional Indices output) and GlobalAveragePool over any number of
 // spatial axes, with ONNX's kernel_shape, strides, pads, auto_pad,
 // ceil_mode, dilations, count_include_pad and storage_order.
+
 package plain
 
 import (

@@ -1,6 +1,7 @@
 // Reduction kernels: ReduceSum and ReduceMean with keepdims and
 // noop_with_empty_axes. The axes are an attribute before opset 13
 // (ReduceSum) or 18 (ReduceMean) and an optional input from then on.
+
 package plain
 
 import (
