@@ -6,8 +6,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ciphercut/ciphercut/compiler"
 	"github.com/ciphercut/ciphercut/frontends/npy"
 	"github.com/ciphercut/ciphercut/ir"
+	"github.com/ciphercut/ciphercut/ir/ckksir"
 )
 
 // run executes the CLI in-process and returns its error.
@@ -146,5 +148,26 @@ func TestCompileRunVerify(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), filepath.Base(p)) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%s: got %v, want a one-line error naming the file", filepath.Base(p), err)
 		}
+	}
+}
+
+// TestLargeBatchChoosesFeaturePacking checks that --batch beyond what slot
+// packing holds switches to feature packing, unless --packing is given.
+func TestLargeBatchChoosesFeaturePacking(t *testing.T) {
+	dir := t.TempDir()
+	plan := filepath.Join(dir, "b.plan")
+	model := filepath.Join(mlp, "model.onnx")
+	if err := run("compile", model, "-o", plan, "--batch", "1000"); err != nil {
+		t.Fatal(err)
+	}
+	p, err := compiler.ReadPlan(plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Program.Packing != ckksir.PackFeature || p.Program.Batch < 1000 {
+		t.Errorf("--batch 1000 gave %s packing with %d samples per ciphertext", p.Program.Packing, p.Program.Batch)
+	}
+	if err := run("compile", model, "-o", plan, "--batch", "1000", "--packing", "slot"); err == nil || !strings.Contains(err.Error(), "samples of") {
+		t.Errorf("--packing slot --batch 1000: got %v, want the capacity error", err)
 	}
 }
