@@ -284,7 +284,7 @@ func TestLinearPolyInsecureSmallRing(t *testing.T) {
 	if err != nil || int64(len(data)) != evk.Bytes() {
 		t.Fatalf("MarshalBinary: %d bytes, Bytes() %d, err %v", len(data), evk.Bytes(), err)
 	}
-	evk2, err := unmarshalEvaluationKeys(data)
+	evk2, err := UnmarshalEvaluationKeys(m.p, data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -811,7 +811,7 @@ func TestEncryptErrorsInsecureSmallRing(t *testing.T) {
 	if _, err := c.UnmarshalCiphertext([]byte("garbage")); err == nil {
 		t.Error("UnmarshalCiphertext accepted garbage")
 	}
-	if _, err := unmarshalEvaluationKeys(append([]byte("ccEVK\x01"), 1, 2, 3)); err == nil {
+	if _, err := UnmarshalEvaluationKeys(m.p, append([]byte("ccEVK\x01"), 1, 2, 3)); err == nil {
 		t.Error("UnmarshalEvaluationKeys accepted garbage")
 	}
 }

@@ -146,7 +146,7 @@ var (
 	ctMagic  = []byte("ccCT\x01")
 )
 
-// MarshalBinary serializes the keys.
+// MarshalBinary serializes the keys; UnmarshalEvaluationKeys reads them back.
 func (k *EvaluationKeys) MarshalBinary() ([]byte, error) {
 	return marshalWithMagic(evkMagic, k.Bytes(), k.set, "evaluation keys")
 }
@@ -176,27 +176,6 @@ func marshalWithMagic(magic []byte, size int64, w io.WriterTo, what string) ([]b
 		return nil, fmt.Errorf("ckks: serializing %s: %w", what, err)
 	}
 	return buf.Bytes(), nil
-}
-
-// unmarshalEvaluationKeys reads keys written by MarshalBinary. It trusts its
-// input: length fields inside Lattigo's key format are not validated, so it
-// must not see bytes from an untrusted peer until a structural validator like
-// the ciphertext one exists (needed before keys cross the network, issue 8).
-func unmarshalEvaluationKeys(data []byte) (*EvaluationKeys, error) {
-	if !bytes.HasPrefix(data, evkMagic) {
-		return nil, fmt.Errorf("ckks: not serialized evaluation keys (bad header)")
-	}
-	set := &rlwe.MemEvaluationKeySet{}
-	err := protect("reading evaluation keys", func() error {
-		return readStrict(set, data[len(evkMagic):])
-	})
-	if err != nil {
-		return nil, fmt.Errorf("ckks: reading evaluation keys: %w", err)
-	}
-	if set.GaloisKeys == nil {
-		set.GaloisKeys = map[uint64]*rlwe.GaloisKey{}
-	}
-	return &EvaluationKeys{set: set}, nil
 }
 
 // Ciphertext is one CKKS ciphertext: Batch samples of one program value.
