@@ -58,30 +58,33 @@ func dataTypeName(dt int32) string {
 	return fmt.Sprintf("data type %d", dt)
 }
 
+// dtypePairs pairs each IR element type with its ONNX one; irDType and
+// onnxDType read it in either direction.
+var dtypePairs = []struct {
+	ir   ir.DType
+	onnx onnxpb.TensorProto_DataType
+}{
+	{ir.Float32, onnxpb.TensorProto_FLOAT},
+	{ir.Float64, onnxpb.TensorProto_DOUBLE},
+	{ir.Float16, onnxpb.TensorProto_FLOAT16},
+	{ir.Int64, onnxpb.TensorProto_INT64},
+	{ir.Int32, onnxpb.TensorProto_INT32},
+	{ir.Int16, onnxpb.TensorProto_INT16},
+	{ir.Int8, onnxpb.TensorProto_INT8},
+	{ir.Uint8, onnxpb.TensorProto_UINT8},
+	{ir.Bool, onnxpb.TensorProto_BOOL},
+}
+
 // irDType maps an ONNX element type to the IR's. UNDEFINED maps to
 // ir.Undefined without error; the caller decides whether that is allowed.
 func irDType(dt int32) (ir.DType, error) {
-	switch onnxpb.TensorProto_DataType(dt) {
-	case onnxpb.TensorProto_UNDEFINED:
+	if onnxpb.TensorProto_DataType(dt) == onnxpb.TensorProto_UNDEFINED {
 		return ir.Undefined, nil
-	case onnxpb.TensorProto_FLOAT:
-		return ir.Float32, nil
-	case onnxpb.TensorProto_DOUBLE:
-		return ir.Float64, nil
-	case onnxpb.TensorProto_FLOAT16:
-		return ir.Float16, nil
-	case onnxpb.TensorProto_INT64:
-		return ir.Int64, nil
-	case onnxpb.TensorProto_INT32:
-		return ir.Int32, nil
-	case onnxpb.TensorProto_INT16:
-		return ir.Int16, nil
-	case onnxpb.TensorProto_INT8:
-		return ir.Int8, nil
-	case onnxpb.TensorProto_UINT8:
-		return ir.Uint8, nil
-	case onnxpb.TensorProto_BOOL:
-		return ir.Bool, nil
+	}
+	for _, p := range dtypePairs {
+		if p.onnx == onnxpb.TensorProto_DataType(dt) {
+			return p.ir, nil
+		}
 	}
 	if dt > 0 && dt <= 23 {
 		return ir.Undefined, unsupportedf("unsupported element type %s", dataTypeName(dt))
@@ -91,25 +94,10 @@ func irDType(dt int32) (ir.DType, error) {
 
 // onnxDType maps an IR element type to ONNX's.
 func onnxDType(d ir.DType) onnxpb.TensorProto_DataType {
-	switch d {
-	case ir.Float32:
-		return onnxpb.TensorProto_FLOAT
-	case ir.Float64:
-		return onnxpb.TensorProto_DOUBLE
-	case ir.Float16:
-		return onnxpb.TensorProto_FLOAT16
-	case ir.Int64:
-		return onnxpb.TensorProto_INT64
-	case ir.Int32:
-		return onnxpb.TensorProto_INT32
-	case ir.Int16:
-		return onnxpb.TensorProto_INT16
-	case ir.Int8:
-		return onnxpb.TensorProto_INT8
-	case ir.Uint8:
-		return onnxpb.TensorProto_UINT8
-	case ir.Bool:
-		return onnxpb.TensorProto_BOOL
+	for _, p := range dtypePairs {
+		if p.ir == d {
+			return p.onnx
+		}
 	}
 	return onnxpb.TensorProto_UNDEFINED
 }
