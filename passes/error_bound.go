@@ -7,6 +7,7 @@ import (
 	"sort"
 
 	"github.com/ciphercut/ciphercut/ir/ckksir"
+	"github.com/ciphercut/ciphercut/runtime/plain"
 )
 
 // CKKS error model.
@@ -320,8 +321,8 @@ func ckksGarbage(p *ckksir.Program) ([]float64, error) {
 			x := g[ins.In[0]]
 			// The garbage of the input is known only in magnitude: take the
 			// worse sign.
-			g[ins.Out] = max(math.Abs(ckksChebyshev(ins.Poly.Coeffs, (2*x-a-b)/(b-a))),
-				math.Abs(ckksChebyshev(ins.Poly.Coeffs, (-2*x-a-b)/(b-a))))
+			g[ins.Out] = max(math.Abs(plain.Chebyshev(ins.Poly.Coeffs, (2*x-a-b)/(b-a))),
+				math.Abs(plain.Chebyshev(ins.Poly.Coeffs, (-2*x-a-b)/(b-a))))
 		case ckksir.OpMul:
 			g[ins.Out] = g[ins.In[0]] * g[ins.In[1]]
 		case ckksir.OpAdd:
@@ -489,21 +490,9 @@ func ckksPolyLipschitz(p *ckksir.Poly) (lip, maxAbs float64) {
 	d = d[:max(1, n-1)]
 	for i := 0; i <= ckksPolyGrid; i++ {
 		for _, t := range []float64{math.Cos(math.Pi * float64(i) / ckksPolyGrid), -1 + 2*float64(i)/ckksPolyGrid} {
-			lip = max(lip, math.Abs(ckksChebyshev(d, t)))
-			maxAbs = max(maxAbs, math.Abs(ckksChebyshev(p.Coeffs, t)))
+			lip = max(lip, math.Abs(plain.Chebyshev(d, t)))
+			maxAbs = max(maxAbs, math.Abs(plain.Chebyshev(p.Coeffs, t)))
 		}
 	}
 	return lip * 2 / (p.B - p.A) * ckksLipschitzMargin, maxAbs
-}
-
-// ckksChebyshev evaluates Σ_k c[k]·T_k(t) by Clenshaw's recurrence.
-func ckksChebyshev(c []float64, t float64) float64 {
-	if len(c) == 0 {
-		return 0
-	}
-	var b1, b2 float64
-	for k := len(c) - 1; k >= 1; k-- {
-		b1, b2 = 2*t*b1-b2+c[k], b1
-	}
-	return t*b1 - b2 + c[0]
 }

@@ -29,8 +29,12 @@ func polyKernel(n *ir.Node, _ int64, in []*ir.Tensor) ([]*ir.Tensor, error) {
 	return []*ir.Tensor{out}, nil
 }
 
-// Chebyshev evaluates Σ_k c[k]·T_k(t) by Clenshaw's recurrence.
+// Chebyshev evaluates Σ_k c[k]·T_k(t) by Clenshaw's recurrence; the empty
+// series is 0.
 func Chebyshev(c []float64, t float64) float64 {
+	if len(c) == 0 {
+		return 0
+	}
 	var b1, b2 float64
 	for k := len(c) - 1; k >= 1; k-- {
 		b1, b2 = 2*t*b1-b2+c[k], b1
