@@ -13,6 +13,7 @@ import (
 	"github.com/ciphercut/ciphercut/ir"
 	"github.com/ciphercut/ciphercut/runtime/local"
 	"github.com/ciphercut/ciphercut/runtime/plain"
+	"github.com/ciphercut/ciphercut/testsuite/zoo"
 )
 
 // RunEncrypted runs every case under root encrypted: each case is compiled
@@ -133,7 +134,7 @@ func RunEncryptedCase(dir string) Result {
 		res.Status, res.Detail = Failed, "plan reference: "+err.Error()
 		return res
 	}
-	approxErr := maxAbs(refOut[ref.Outputs[0].Name], y)
+	approxErr := zoo.MaxAbsDiff(refOut[ref.Outputs[0].Name], y)
 	sess, err := local.NewSession(plan.Program, local.Progress{})
 	if err != nil {
 		return classify(res, err, "under encryption: ")
@@ -158,17 +159,9 @@ func RunEncryptedCase(dir string) Result {
 		}
 	}
 	res.Status = Passed
-	res.Detail = fmt.Sprintf("max error %.2e within approximation %.2e + bound %.2e (%s)", maxAbs(got, y), approxErr, bound, plan.Program.Params)
+	res.Detail = fmt.Sprintf("max error %.2e within approximation %.2e + bound %.2e (%s)", zoo.MaxAbsDiff(got, y), approxErr, bound, plan.Program.Params)
 	return res
 }
 
 // encryptedSkip prefixes the reason of every case the encrypted run skips.
 const encryptedSkip = "unsupported under encryption: "
-
-func maxAbs(a, b *ir.Tensor) float64 {
-	m := 0.0
-	for i := range b.Float {
-		m = math.Max(m, math.Abs(a.Float[i]-b.Float[i]))
-	}
-	return m
-}
