@@ -36,7 +36,7 @@ const (
 	ckksMaxQ0Bits = 60
 	ckksMaxPBits  = 61
 	// ckksMaxPPrimes caps the number of key-switching primes.
-	ckksMaxPPrimes = 4
+	ckksMaxPPrimes = 8
 	// ckksQ0Margin is how many bits the base prime exceeds the scale: the
 	// decrypted message must stay below q0/2, so outputs up to about
 	// 2^(ckksQ0Margin-1) in magnitude decrypt correctly.
@@ -56,12 +56,14 @@ const (
 //     ... down to opts.MinLogScale (default 30) that fits the ring;
 //   - the chain is Q = [q0] + depth × [LogScale] with q0 = min(60,
 //     LogScale+20) bits, so that results below 2^19 in magnitude decrypt;
-//   - P is as many primes of min(61, q0+1) bits as fit, up to 4 and never
+//   - P is as many primes of min(61, q0+1) bits as fit, up to 8 and never
 //     more than Q has: each P prime cuts the number of key-switching digits
 //     (dnum = ceil(|Q|/|P|)), and Galois keys shrink in proportion (measured
 //     on cancer-mlp at N=2^15: 4 P primes instead of 2 halve the key bytes,
 //     874 MiB against 1564 MiB, key generation from 7.8 s to 4.1 s, and
-//     evaluation from 3.6 s to 3.0 s).
+//     evaluation from 3.6 s to 3.0 s; up to 8 halve digits-mlp's keys
+//     again, 585 MiB against 1190 MiB, and digits-cnn's, 6.5 GiB against
+//     11.3 GiB, see BENCHMARKS.md).
 //
 // In feature packing (LowerOptions.Packing = ckksir.PackFeature) blockSize
 // is 1 and a batch is N/2 samples, so the same rule applies with opts.Batch

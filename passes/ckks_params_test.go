@@ -28,7 +28,7 @@ func TestChooseParams(t *testing.T) {
 		// primes would be too small for their 110- and 140-bit digits.
 		{10, 64, LowerOptions{MaxLogN: 14}, "N=2^14 logQ=[50 30 30 30 30 30 30 30 30 30 30] logP=[44 44] scale=2^30 logQP=438 (128-bit security)"},
 		// A higher minimum scale moves to a bigger ring, where 2^40 fits.
-		{11, 64, LowerOptions{MinLogScale: 35}, "N=2^15 logQ=[60 40 40 40 40 40 40 40 40 40 40 40] logP=[61 61 61 61] scale=2^40 logQP=744 (128-bit security)"},
+		{11, 64, LowerOptions{MinLogScale: 35}, "N=2^15 logQ=[60 40 40 40 40 40 40 40 40 40 40 40] logP=[47 47 47 47 47 47 47 47] scale=2^40 logQP=876 (128-bit security)"},
 	} {
 		p, err := ChooseParams(c.depth, c.block, c.opts)
 		if err != nil {

@@ -295,11 +295,12 @@ func AssignErrorBounds(p *ckksir.Program, mags [][]float64, safety float64) erro
 func ckksEncodingNoise(p *ckksir.Program, m *ckksir.Matrix, in, out int, mags [][]float64, garbage []float64, enc2 []float64) {
 	inLay, outLay := p.Values[in].Layout, p.Values[out].Layout
 	bs := p.BlockSize
+	inEl := inLay.Elements(bs)
 	for d := range m.Diagonals {
 		for j := range enc2 {
-			c := ((outLay.Offset+j+d)%bs+bs)%bs - inLay.Offset
+			c := inEl[((outLay.Slot(j)+d)%bs+bs)%bs]
 			x := garbage[in]
-			if c >= 0 && c < inLay.Size() {
+			if c >= 0 {
 				x = mags[in][c]
 			}
 			enc2[j] += x * x
@@ -333,9 +334,9 @@ func ckksGarbage(p *ckksir.Program) ([]float64, error) {
 			if ins.Op == ckksir.OpMulConst {
 				vec = ins.Vector
 			}
-			lay := p.Values[ins.Out].Layout
+			el := p.Values[ins.Out].Layout.Elements(p.BlockSize)
 			for j, v := range vec {
-				if v != 0 && (j < lay.Offset || j >= lay.Offset+lay.Size()) {
+				if v != 0 && el[j] < 0 {
 					return nil, fmt.Errorf("error bounds: v%d has a constant outside its tensor", ins.Out)
 				}
 			}
@@ -356,17 +357,20 @@ type ckksSparse struct {
 // outside the layouts (which read or write garbage) are dropped.
 func ckksEntries(p *ckksir.Program, m *ckksir.Matrix, in, out ckksir.Layout) *ckksSparse {
 	a := &ckksSparse{rows: out.Size(), cols: in.Size()}
+	bs := p.BlockSize
+	inEl := in.Elements(bs)
 	for _, d := range m.Indices() {
 		diag := m.Diagonals[d]
-		for j := out.Offset; j < out.Offset+out.Size(); j++ {
-			if diag[j] == 0 {
+		for r := range out.Size() {
+			j := out.Slot(r)
+			if diag[j] == 0 || j+d < 0 || j+d >= bs {
 				continue
 			}
-			c := j + d - in.Offset
-			if c < 0 || c >= in.Size() {
+			c := inEl[j+d]
+			if c < 0 {
 				continue
 			}
-			a.r = append(a.r, int32(j-out.Offset))
+			a.r = append(a.r, int32(r))
 			a.c = append(a.c, int32(c))
 			a.v = append(a.v, diag[j])
 		}

@@ -157,7 +157,7 @@ func TestErrorBoundsPropagation(t *testing.T) {
 				dev := 0.0
 				for b := range n {
 					for j := range val.Layout.Size() {
-						k := b*p.BlockSize + val.Layout.Offset + j
+						k := b*p.BlockSize + val.Layout.Slot(j)
 						dev = max(dev, math.Abs(noisy[v][k]-clean[v][k]))
 					}
 				}

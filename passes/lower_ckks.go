@@ -129,7 +129,13 @@ func LowerCKKS(g *ir.Graph, opts LowerOptions) (*ckksir.Program, error) {
 	if err := lw.analyze(); err != nil {
 		return nil, err
 	}
-	if err := lw.checkDepth(); err != nil {
+	// The depth bound assumes every cut fused (see emitMap): cuts cost a
+	// level only where they pay for it.
+	cut := lw.cut
+	lw.cut = nil
+	err := lw.checkDepth()
+	lw.cut = cut
+	if err != nil {
 		return nil, err
 	}
 	if err := lw.probeAll(); err != nil {
@@ -202,9 +208,26 @@ type lowerer struct {
 	maps   map[*ir.Value]*lowerMap
 
 	blockSize int
-	prog      *ckksir.Program
-	vid       map[*ir.Value]int
-	vals      []lowerValue
+	// slotLimit bounds the span of a layout: the slots per sample of the
+	// ring the circuit's depth needs anyway.
+	slotLimit int
+	// contiguous marks needed values that must sit contiguously: the
+	// operands (through polynomials) of products, whose two inputs must
+	// share a layout.
+	contiguous map[*ir.Value]bool
+	// cut marks needed values that split an affine region: the nodes after
+	// them read them as region inputs (see lowerCutBefore).
+	cut map[*ir.Value]bool
+	// cutOnly marks the cut values that nothing but the cut needs.
+	cutOnly map[*ir.Value]bool
+	// pending holds, per instruction index, the tensor-coordinate matrices
+	// and bias of a linear or constant-add instruction until the block size
+	// is known.
+	pending map[int]*lowerPending
+	emitted map[*ir.Value]bool
+	prog    *ckksir.Program
+	vid     map[*ir.Value]int
+	vals    []lowerValue
 	// offScale marks program values whose CKKS scale may differ from the
 	// default: products (whose scale is s0·s1/q) and sums and constant
 	// additions of them.
@@ -269,6 +292,35 @@ func (lw *lowerer) analyze() error {
 			return fmt.Errorf("lowering %q: graph output %q is a constant", g.Name, o.Name)
 		}
 		need(o)
+	}
+	lw.cut, lw.cutOnly = map[*ir.Value]bool{}, map[*ir.Value]bool{}
+	if lw.opts.Packing != ckksir.PackFeature {
+		for _, n := range g.Nodes {
+			if v := lowerCutBefore(n, lw.kind); v != nil {
+				if !seen[v] {
+					lw.cutOnly[v] = true
+				}
+				need(v)
+				lw.cut[v] = true
+			}
+		}
+	}
+	lw.contiguous = map[*ir.Value]bool{}
+	var mark func(v *ir.Value)
+	mark = func(v *ir.Value) {
+		if v == nil || lw.contiguous[v] {
+			return
+		}
+		lw.contiguous[v] = true
+		if v.Producer != nil && lw.kind[v.Producer] == lowerPoly {
+			mark(v.Producer.Inputs[0])
+		}
+	}
+	for _, n := range g.Nodes {
+		if lw.kind[n] == lowerMul {
+			mark(n.Inputs[0])
+			mark(n.Inputs[1])
+		}
 	}
 	largest := 1
 	for _, v := range g.Inputs {
@@ -375,7 +427,8 @@ func (lw *lowerer) checkDepth() error {
 	for _, v := range lw.needed {
 		needed[v] = true
 	}
-	valueDepth := func(v *ir.Value) int {
+	var valueDepth func(v *ir.Value) int
+	valueDepth = func(v *ir.Value) int {
 		if d, ok := depth[v]; ok || !needed[v] {
 			return d
 		}
@@ -391,7 +444,7 @@ func (lw *lowerer) checkDepth() error {
 		}
 		d := 0
 		for _, x := range inputs {
-			d = max(d, depth[x])
+			d = max(d, valueDepth(x))
 		}
 		depth[v] = d + cost
 		return d + cost
@@ -418,9 +471,11 @@ func (lw *lowerer) checkDepth() error {
 	for _, o := range lw.g.Outputs {
 		total = max(total, valueDepth(o))
 	}
-	if _, err := ChooseParams(total, lw.blockSize, lw.opts); err != nil {
+	params, err := ChooseParams(total, lw.blockSize, lw.opts)
+	if err != nil {
 		return fmt.Errorf("lowering %q: %w", lw.g.Name, err)
 	}
+	lw.slotLimit = params.Slots() / lw.opts.Batch
 	return nil
 }
 
@@ -447,7 +502,7 @@ func (lw *lowerer) probeAll() error {
 			continue
 		}
 		for _, in := range n.Inputs {
-			if in != nil && in.Producer != nil && lw.kind[in.Producer] == lowerAffine {
+			if in != nil && in.Producer != nil && lw.kind[in.Producer] == lowerAffine && !lw.cut[in] {
 				if a, b := find(i), find(index[in.Producer]); a != b {
 					parent[a] = b
 				}
@@ -492,7 +547,7 @@ func (lw *lowerer) lowerCone(vs []*ir.Value) (nodes []*ir.Node, inputs []*ir.Val
 		n := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
 		for _, x := range n.Inputs {
-			if x == nil || x.Producer == nil || lw.kind[x.Producer] != lowerAffine || in[x.Producer] {
+			if x == nil || x.Producer == nil || lw.kind[x.Producer] != lowerAffine || in[x.Producer] || lw.cut[x] {
 				continue
 			}
 			in[x.Producer] = true
@@ -509,7 +564,7 @@ func (lw *lowerer) lowerCone(vs []*ir.Value) (nodes []*ir.Node, inputs []*ir.Val
 			if x == nil || x.IsConst() || seen[x] {
 				continue
 			}
-			if x.Producer == nil || lw.kind[x.Producer] != lowerAffine {
+			if x.Producer == nil || lw.kind[x.Producer] != lowerAffine || lw.cut[x] {
 				seen[x] = true
 				inputs = append(inputs, x)
 			}
@@ -788,7 +843,7 @@ func lowerCheckProbe(base *ir.Graph, res *lowerProbeResult, batch int) error {
 // a Poly on an interval other than [-1, 1] and v is no graph output; else
 // nil.
 func (lw *lowerer) foldTarget(v *ir.Value) *ir.Node {
-	if lw.g.IsOutput(v) {
+	if lw.g.IsOutput(v) || lw.cut[v] {
 		return nil
 	}
 	var readers []*ir.Node
@@ -839,10 +894,10 @@ func (lw *lowerer) layoutShape(s ir.Shape) ir.Shape {
 	return s[1:]
 }
 
-// newValue appends a program value holding tensor (at offset 0) and returns
+// newValue appends a program value holding tensor in layout lay and returns
 // its id.
-func (lw *lowerer) newValue(tensor *ir.Value, shape ir.Shape) int {
-	lw.prog.Values = append(lw.prog.Values, ckksir.Value{Layout: ckksir.Layout{Shape: shape.Clone()}})
+func (lw *lowerer) newValue(tensor *ir.Value, lay ckksir.Layout) int {
+	lw.prog.Values = append(lw.prog.Values, ckksir.Value{Layout: lay})
 	lw.vals = append(lw.vals, lowerValue{tensor: tensor, alpha: 1})
 	return len(lw.prog.Values) - 1
 }
@@ -853,23 +908,14 @@ func (lw *lowerer) emit() error {
 	lw.prog = &ckksir.Program{BlockSize: lw.blockSize, Packing: lw.opts.Packing}
 	lw.vid = map[*ir.Value]int{}
 	lw.offScale = map[int]bool{}
+	lw.pending = map[int]*lowerPending{}
 	for _, x := range g.Inputs {
-		id := lw.newValue(x, lw.layoutShape(x.Shape))
+		id := lw.newValue(x, ckksir.Layout{Shape: lw.layoutShape(x.Shape)})
 		lw.vid[x] = id
 		lw.prog.Inputs = append(lw.prog.Inputs, ckksir.IO{Name: x.Name, Value: id})
 	}
-	emitted := map[*ir.Value]bool{}
-	operand := func(v *ir.Value) (int, error) {
-		if m := lw.maps[v]; m != nil && !emitted[v] {
-			emitted[v] = true
-			lw.emitMap(m)
-		}
-		id, ok := lw.vid[v]
-		if !ok {
-			return 0, fmt.Errorf("lowering %q: value %q is not computed under encryption", g.Name, v.Name)
-		}
-		return id, nil
-	}
+	lw.emitted = map[*ir.Value]bool{}
+	operand := lw.operand
 	for _, n := range g.Nodes {
 		switch lw.kind[n] {
 		case lowerPoly:
@@ -883,7 +929,7 @@ func (lw *lowerer) emit() error {
 			if m := lw.maps[x]; m != nil && m.fold == n {
 				p.A, p.B = -1, 1
 			}
-			out := lw.newValue(n.Outputs[0], lw.layoutShape(n.Outputs[0].Shape))
+			out := lw.newValue(n.Outputs[0], lw.prog.Values[in].Layout)
 			lw.vid[n.Outputs[0]] = out
 			lw.prog.Instrs = append(lw.prog.Instrs, ckksir.Instr{Op: ckksir.OpPoly, Out: out, In: []int{in}, Poly: p, Layer: n.Name})
 		case lowerMul:
@@ -895,7 +941,10 @@ func (lw *lowerer) emit() error {
 			if err != nil {
 				return err
 			}
-			out := lw.newValue(n.Outputs[0], lw.layoutShape(n.Outputs[0].Shape))
+			if la, lb := lw.prog.Values[a].Layout, lw.prog.Values[b].Layout; !la.Equal(lb) {
+				return fmt.Errorf("lowering %q: node %q multiplies values in different slot layouts %v and %v", g.Name, n.Name, la, lb)
+			}
+			out := lw.newValue(n.Outputs[0], lw.prog.Values[a].Layout)
 			lw.vid[n.Outputs[0]] = out
 			lw.prog.Instrs = append(lw.prog.Instrs, ckksir.Instr{Op: ckksir.OpMul, Out: out, In: []int{a, b}, Layer: n.Name})
 			lw.offScale[out] = true
@@ -908,67 +957,144 @@ func (lw *lowerer) emit() error {
 		}
 		lw.prog.Outputs = append(lw.prog.Outputs, ckksir.IO{Name: o.Name, Value: id})
 	}
+	lw.finalize()
 	return nil
+}
+
+// operand returns the program value holding v, emitting its map (and those
+// of the maps it reads) first when v is a needed value not emitted yet.
+func (lw *lowerer) operand(v *ir.Value) (int, error) {
+	if m := lw.maps[v]; m != nil && !lw.emitted[v] {
+		lw.emitted[v] = true
+		if err := lw.emitMap(m); err != nil {
+			return 0, err
+		}
+	}
+	id, ok := lw.vid[v]
+	if !ok {
+		return 0, fmt.Errorf("lowering %q: value %q is not computed under encryption", lw.g.Name, v.Name)
+	}
+	return id, nil
 }
 
 // emitMap emits the instructions computing one needed value: OpAddConst or
 // a chain of OpAdd (then OpAddConst for a bias) when every matrix is the
-// identity (and, for OpAdd, no input is a product, whose scale is not the
-// default), else one OpLinear.
-func (lw *lowerer) emitMap(m *lowerMap) {
+// identity between inputs in one same layout (and, for OpAdd, no input is a
+// product, whose scale is not the default), else one OpLinear whose output
+// layout lowerChooseLayout picks.
+func (lw *lowerer) emitMap(m *lowerMap) error {
+	if lw.opts.Packing != ckksir.PackFeature {
+		var err error
+		if m, err = lw.resolveCuts(m); err != nil {
+			return err
+		}
+	}
 	shape := lw.layoutShape(m.out.Shape)
 	layer := lowerLayerName(m.nodes)
 	ins := make([]int, len(m.ins))
+	inLays := make([]ckksir.Layout, len(m.ins))
 	for i, x := range m.ins {
-		ins[i] = lw.vid[x]
+		id, err := lw.operand(x)
+		if err != nil {
+			return err
+		}
+		ins[i] = id
+		inLays[i] = lw.prog.Values[id].Layout
 	}
-	bias := lw.blockVector(m.bias)
+	hasBias := false
+	for _, b := range m.bias {
+		hasBias = hasBias || b != 0
+	}
 	identity := true
 	for i, x := range m.ins {
-		identity = identity && lowerIsIdentity(m.mats[i], x.Shape.Size(), m.out.Shape.Size())
+		identity = identity && lowerIsIdentity(m.mats[i], x.Shape.Size(), m.out.Shape.Size()) && inLays[i].SameSlots(inLays[0])
 		// Adding ciphertexts of different scales errs by their relative
 		// gap; a linear transformation rescales each input exactly.
 		identity = identity && (len(m.ins) == 1 || !lw.offScale[ins[i]])
 	}
+	if identity && lw.contiguous[m.out] && !inLays[0].Contiguous() {
+		identity = false
+	}
 	var out int
 	switch {
 	case identity:
+		lay := inLays[0]
+		lay.Shape = shape.Clone()
 		acc := ins[0]
 		for i := 1; i < len(ins); i++ {
-			t := lw.newValue(nil, shape)
-			if i == len(ins)-1 && bias == nil {
+			t := lw.newValue(nil, lay)
+			if i == len(ins)-1 && !hasBias {
 				lw.vals[t].tensor = m.out
 			}
 			lw.prog.Instrs = append(lw.prog.Instrs, ckksir.Instr{Op: ckksir.OpAdd, Out: t, In: []int{acc, ins[i]}, Layer: layer})
 			acc = t
 		}
 		out = acc
-		if len(ins) == 1 || bias != nil {
-			out = lw.newValue(m.out, shape)
-			lw.prog.Instrs = append(lw.prog.Instrs, ckksir.Instr{Op: ckksir.OpAddConst, Out: out, In: []int{acc}, Bias: bias, Layer: layer})
+		if len(ins) == 1 || hasBias {
+			out = lw.newValue(m.out, lay)
+			lw.pending[len(lw.prog.Instrs)] = &lowerPending{bias: m.bias}
+			lw.prog.Instrs = append(lw.prog.Instrs, ckksir.Instr{Op: ckksir.OpAddConst, Out: out, In: []int{acc}, Layer: layer})
 			lw.offScale[out] = lw.offScale[acc]
 		}
 	default:
-		out = lw.newValue(m.out, shape)
-		instr := ckksir.Instr{Op: ckksir.OpLinear, Out: out, In: ins, Bias: bias, Layer: layer}
-		if lw.opts.Packing == ckksir.PackFeature {
-			instr.Dense = make([]*ckksir.DenseMatrix, len(m.mats))
-			for i, entries := range m.mats {
-				instr.Dense[i] = lowerDense(entries, m.out.Shape.Size(), m.ins[i].Shape.Size())
-			}
-		} else {
-			instr.Matrices = make([]*ckksir.Matrix, len(m.mats))
-			for i, entries := range m.mats {
-				instr.Matrices[i] = lw.blockMatrix(entries)
-			}
+		lay := ckksir.Layout{Shape: shape.Clone()}
+		if lw.opts.Packing != ckksir.PackFeature && !lw.contiguous[m.out] {
+			lay = lowerChooseLayout(m.mats, inLays, shape, lw.slotLimit)
 		}
-		lw.prog.Instrs = append(lw.prog.Instrs, instr)
+		out = lw.newValue(m.out, lay)
+		lw.pending[len(lw.prog.Instrs)] = &lowerPending{mats: m.mats, bias: m.bias}
+		lw.prog.Instrs = append(lw.prog.Instrs, ckksir.Instr{Op: ckksir.OpLinear, Out: out, In: ins, Layer: layer})
 	}
 	if m.fold != nil {
 		a, b := m.fold.Attrs.Float("a", -1), m.fold.Attrs.Float("b", 1)
 		lw.vals[out].alpha, lw.vals[out].beta = 2/(b-a), -(a+b)/(b-a)
 	}
 	lw.vid[m.out] = out
+	return nil
+}
+
+// lowerPending is a linear or constant-add instruction's content in tensor
+// coordinates, turned into block vectors once the block size is known.
+type lowerPending struct {
+	mats [][]lowerEntry
+	bias []float64
+}
+
+// finalize fixes the block size (the largest layout span, rounded up to a
+// power of two) and writes the matrices and bias vectors of the pending
+// instructions in block coordinates.
+func (lw *lowerer) finalize() {
+	p := lw.prog
+	if lw.opts.Packing != ckksir.PackFeature {
+		span := 1
+		for _, v := range p.Values {
+			span = max(span, v.Layout.Span())
+		}
+		for lw.blockSize < span {
+			lw.blockSize *= 2
+		}
+		p.BlockSize = lw.blockSize
+	}
+	for i, pd := range lw.pending {
+		ins := &p.Instrs[i]
+		out := p.Values[ins.Out].Layout
+		ins.Bias = lw.blockVector(pd.bias, out)
+		if pd.mats == nil {
+			continue
+		}
+		if lw.opts.Packing == ckksir.PackFeature {
+			ins.Dense = make([]*ckksir.DenseMatrix, len(pd.mats))
+			for k, entries := range pd.mats {
+				ins.Dense[k] = lowerDense(entries, out.Size(), p.Values[ins.In[k]].Layout.Size())
+			}
+			continue
+		}
+		ins.Matrices = make([]*ckksir.Matrix, len(pd.mats))
+		for k, entries := range pd.mats {
+			ins.Matrices[k] = lw.blockMatrix(entries, p.Values[ins.In[k]].Layout, out)
+		}
+	}
+	lw.pending = nil
 }
 
 // lowerIsIdentity reports whether entries are the identity from n inputs to
@@ -985,8 +1111,10 @@ func lowerIsIdentity(entries []lowerEntry, n, m int) bool {
 	return true
 }
 
-// blockVector places v at offset 0 of a block; nil when v is all zeros.
-func (lw *lowerer) blockVector(v []float64) []float64 {
+// blockVector places v (one value per tensor element) in the slots of
+// layout lay within a block; nil when v is all zeros. In feature packing it
+// is v itself.
+func (lw *lowerer) blockVector(v []float64, lay ckksir.Layout) []float64 {
 	zero := true
 	for _, x := range v {
 		zero = zero && x == 0
@@ -998,7 +1126,9 @@ func (lw *lowerer) blockVector(v []float64) []float64 {
 		return append([]float64(nil), v...)
 	}
 	out := make([]float64, lw.blockSize)
-	copy(out, v)
+	for k, x := range v {
+		out[lay.Slot(k)] = x
+	}
 	return out
 }
 
@@ -1012,20 +1142,56 @@ func lowerDense(entries []lowerEntry, rows, cols int) *ckksir.DenseMatrix {
 	return m
 }
 
-// blockMatrix turns matrix entries (input and output at offset 0) into block
-// diagonals: A[r][c] goes to diagonal c - r at position r.
-func (lw *lowerer) blockMatrix(entries []lowerEntry) *ckksir.Matrix {
+// blockMatrix turns matrix entries between the layouts in and out into
+// block diagonals: A[r][c] goes to diagonal in.Slot(c) - out.Slot(r) at
+// position out.Slot(r).
+func (lw *lowerer) blockMatrix(entries []lowerEntry, in, out ckksir.Layout) *ckksir.Matrix {
 	m := &ckksir.Matrix{Diagonals: map[int][]float64{}}
 	for _, e := range entries {
-		d := e.c - e.r
+		j := out.Slot(e.r)
+		d := in.Slot(e.c) - j
 		diag := m.Diagonals[d]
 		if diag == nil {
 			diag = make([]float64, lw.blockSize)
 			m.Diagonals[d] = diag
 		}
-		diag[e.r] = e.v
+		diag[j] = e.v
 	}
 	return m
+}
+
+// lowerCutOps are the affine ops whose output a following dense layer reads
+// from a materialized value rather than through one fused matrix: their
+// output may sit scattered (pooled, summed or sliced from a strided layout),
+// and a dense layer fused with them would need a diagonal per input slot,
+// while the value itself costs a few diagonals and a level.
+var lowerCutOps = map[string]bool{"Add": true, "Sub": true, "Sum": true, "AveragePool": true, "GlobalAveragePool": true,
+	"ReduceMean": true, "ReduceSum": true, "Slice": true, "Concat": true, "Pad": true}
+
+// lowerReshapeOps only reinterpret the shape of their input.
+var lowerReshapeOps = map[string]bool{"Flatten": true, "Reshape": true, "Squeeze": true, "Unsqueeze": true, "Identity": true}
+
+// lowerCutBefore returns the value that a dense layer n (Dense, Gemm or
+// MatMul with a constant operand) reads, through reshapes, when it is the
+// output of a lowerCutOps node; else nil.
+func lowerCutBefore(n *ir.Node, kind map[*ir.Node]lowerKind) *ir.Value {
+	if kind[n] != lowerAffine || (n.Op != "Dense" && n.Op != "Gemm" && n.Op != "MatMul") {
+		return nil
+	}
+	var v *ir.Value
+	for _, in := range n.Inputs {
+		if in != nil && !in.IsConst() {
+			v = in
+			break
+		}
+	}
+	for v != nil && v.Producer != nil && kind[v.Producer] == lowerAffine && lowerReshapeOps[v.Producer.Op] {
+		v = v.Producer.Inputs[0]
+	}
+	if v == nil || v.Producer == nil || kind[v.Producer] != lowerAffine || !lowerCutOps[v.Producer.Op] {
+		return nil
+	}
+	return v
 }
 
 // lowerCost is the number of levels an instruction consumes.
@@ -1112,7 +1278,7 @@ func (lw *lowerer) magnitudes() ([][]float64, error) {
 		bias := func(vec []float64) {
 			for j := range m {
 				if vec != nil {
-					m[j] += math.Abs(vec[lay.Offset+j])
+					m[j] += math.Abs(vec[lay.Slot(j)])
 				}
 			}
 		}

@@ -32,7 +32,7 @@ import (
 
 // Version is the HE IR version a plan records; plans of another version are
 // refused.
-const Version = 1
+const Version = 2
 
 // Params are the CKKS parameters of a program: ring degree 2^LogN, the bit
 // sizes of the ciphertext modulus chain Q (LogQ[0] is the base prime, one
@@ -143,12 +143,90 @@ type Layout struct {
 	// Shape is the per-sample tensor shape (without the batch axis).
 	Shape ir.Shape
 	// Offset is the slot index, within each block, of the tensor's first
-	// element; element k (row-major) sits at Offset+k.
+	// element; element k (row-major) sits at Offset+k. Unused when Slots is
+	// set.
 	Offset int
+	// Slots, when non-nil, places element k (row-major) at slot Slots[k] of
+	// the block instead: a scattered layout, such as a strided convolution's
+	// output left where its window started, or several channels interleaved
+	// in the gaps of a pooled image. The slots are distinct.
+	Slots []int
 }
 
-// Size is the number of slots the tensor occupies in a block.
+// Size is the number of tensor elements (the slots it occupies in a block).
 func (l Layout) Size() int { return l.Shape.Size() }
+
+// Slot is the slot of element k (row-major) within a block.
+func (l Layout) Slot(k int) int {
+	if l.Slots != nil {
+		return l.Slots[k]
+	}
+	return l.Offset + k
+}
+
+// Contiguous reports whether the elements sit in consecutive slots.
+func (l Layout) Contiguous() bool { return l.Slots == nil }
+
+// Span is one past the largest slot the tensor occupies: the smallest block
+// that holds it.
+func (l Layout) Span() int {
+	if l.Slots == nil {
+		return l.Offset + l.Size()
+	}
+	top := 0
+	for _, s := range l.Slots {
+		top = max(top, s+1)
+	}
+	return top
+}
+
+// Elements maps each slot of a block of blockSize slots to the element it
+// holds, or -1.
+func (l Layout) Elements(blockSize int) []int {
+	el := make([]int, blockSize)
+	for i := range el {
+		el[i] = -1
+	}
+	for k, n := 0, l.Size(); k < n; k++ {
+		if s := l.Slot(k); s >= 0 && s < blockSize {
+			el[s] = k
+		}
+	}
+	return el
+}
+
+// Equal reports whether two layouts place the same shape in the same slots.
+func (l Layout) Equal(o Layout) bool {
+	return l.Shape.Equal(o.Shape) && l.SameSlots(o)
+}
+
+// SameSlots reports whether two layouts of as many elements put element k
+// (row-major) in the same slot, for every k: a reshape between them costs
+// nothing.
+func (l Layout) SameSlots(o Layout) bool {
+	if l.Size() != o.Size() {
+		return false
+	}
+	for k, n := 0, l.Size(); k < n; k++ {
+		if l.Slot(k) != o.Slot(k) {
+			return false
+		}
+	}
+	return true
+}
+
+// String describes the layout compactly: shape@offset for a contiguous one,
+// shape@{first slot}+span for a scattered one.
+func (l Layout) String() string {
+	if l.Slots == nil {
+		return fmt.Sprintf("%s@%d", l.Shape, l.Offset)
+	}
+	first := 0
+	if len(l.Slots) > 0 {
+		first = l.Slots[0]
+	}
+	return fmt.Sprintf("%s@{%d..%d scattered}", l.Shape, first, l.Span()-1)
+}
 
 // Op is an instruction kind.
 type Op uint8

@@ -66,6 +66,10 @@ func TestVerifyRejects(t *testing.T) {
 		"layout":        {func(p *Program) { p.Values[0].Layout.Offset = 6 }, "outside a block"},
 		"redefined":     {func(p *Program) { p.Instrs[1].Out = 1 }, "redefines v1"},
 		"params":        {func(p *Program) { p.Params.LogN = 40 }, "implausible parameters"},
+		"slot count":    {func(p *Program) { p.Values[0].Layout.Slots = []int{0, 2} }, "has 2 slots, want 4"},
+		"slot range":    {func(p *Program) { p.Values[0].Layout.Slots = []int{0, 2, 4, 8} }, "outside a block of 8"},
+		"slot twice":    {func(p *Program) { p.Values[0].Layout.Slots = []int{0, 2, 2, 6} }, "two elements at slot 2"},
+		"slotwise":      {func(p *Program) { p.Values[2].Layout.Slots = []int{1, 3, 5, 7} }, "keeps the layout"},
 	} {
 		p := small()
 		c.corrupt(p)
@@ -73,5 +77,33 @@ func TestVerifyRejects(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: got %v, want an error containing %q", name, err, c.want)
 		}
+	}
+}
+
+func TestScatteredLayout(t *testing.T) {
+	l := Layout{Shape: ir.Shape{2, 2}, Slots: []int{0, 2, 8, 10}}
+	c := Layout{Shape: ir.Shape{2, 2}, Offset: 3}
+	if l.Contiguous() || !c.Contiguous() {
+		t.Error("Contiguous")
+	}
+	if l.Slot(2) != 8 || c.Slot(2) != 5 || l.Span() != 11 || c.Span() != 7 {
+		t.Errorf("slot %d %d span %d %d", l.Slot(2), c.Slot(2), l.Span(), c.Span())
+	}
+	el := l.Elements(12)
+	if el[8] != 2 || el[1] != -1 || el[10] != 3 {
+		t.Errorf("elements %v", el)
+	}
+	if !l.Equal(Layout{Shape: ir.Shape{2, 2}, Slots: []int{0, 2, 8, 10}}) || l.Equal(c) ||
+		!c.Equal(Layout{Shape: ir.Shape{2, 2}, Slots: []int{3, 4, 5, 6}}) {
+		t.Error("Equal")
+	}
+	if got := l.String(); got != "[2x2]@{0..10 scattered}" {
+		t.Errorf("String %q", got)
+	}
+	p := small()
+	p.Values[1].Layout.Slots = []int{1, 3, 5, 7}
+	p.Values[2].Layout.Slots = []int{1, 3, 5, 7}
+	if err := Verify(p); err != nil {
+		t.Errorf("scattered output of a linear map: %v", err)
 	}
 }

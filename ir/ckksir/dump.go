@@ -20,7 +20,7 @@ func Dump(w io.Writer, p *Program) error {
 	}
 	for _, in := range p.Inputs {
 		v := p.Values[in.Value]
-		fmt.Fprintf(&b, "  input  v%d = encrypt(%q) %s@%d level %d\n", in.Value, in.Name, v.Layout.Shape, v.Layout.Offset, v.Level)
+		fmt.Fprintf(&b, "  input  v%d = encrypt(%q) %s level %d\n", in.Value, in.Name, v.Layout, v.Level)
 	}
 	for _, ins := range p.Instrs {
 		v := p.Values[ins.Out]
@@ -51,7 +51,7 @@ func Dump(w io.Writer, p *Program) error {
 			fmt.Fprintf(&b, " %s deg=%d on [%.4g, %.4g] depth=%d maxerr=%.2e", ins.Poly.Func, ins.Poly.Degree(),
 				ins.Poly.A, ins.Poly.B, ins.Poly.Depth(), ins.Poly.MaxErr)
 		}
-		fmt.Fprintf(&b, " -> %s@%d level %d", v.Layout.Shape, v.Layout.Offset, v.Level)
+		fmt.Fprintf(&b, " -> %s level %d", v.Layout, v.Level)
 		if v.Bound > 0 {
 			fmt.Fprintf(&b, " err<=%.2e", v.Bound)
 		}

@@ -28,11 +28,13 @@ func Verify(p *Program) error {
 		return nil
 	}
 	for _, v := range p.Values {
-		if feature && (v.Layout.Offset != 0 || v.Layout.Size() <= 0) {
-			return fmt.Errorf("ckks program: feature layout %v@%d (want a non-empty tensor at offset 0)", v.Layout.Shape, v.Layout.Offset)
+		if feature && (v.Layout.Offset != 0 || v.Layout.Slots != nil || v.Layout.Size() <= 0) {
+			return fmt.Errorf("ckks program: feature layout %v (want a non-empty contiguous tensor at offset 0)", v.Layout)
 		}
-		if !feature && (v.Layout.Offset < 0 || v.Layout.Size() < 0 || v.Layout.Offset+v.Layout.Size() > p.BlockSize) {
-			return fmt.Errorf("ckks program: layout %v@%d outside a block of %d", v.Layout.Shape, v.Layout.Offset, p.BlockSize)
+		if !feature {
+			if err := verifyLayout(v.Layout, p.BlockSize); err != nil {
+				return err
+			}
 		}
 		if v.Level < 0 || v.Level > p.Params.MaxLevel() {
 			return fmt.Errorf("ckks program: level %d outside [0, %d]", v.Level, p.Params.MaxLevel())
@@ -118,6 +120,15 @@ func Verify(p *Program) error {
 				p.Values[ins.In[0]].Layout.Size() != p.Values[ins.Out].Layout.Size() {
 			return fmt.Errorf("ckks program: %s maps ciphertext counts that differ", where)
 		}
+		if !feature && ins.Op != OpLinear {
+			// Slotwise instructions keep every element in its slot.
+			for _, a := range ins.In {
+				if !p.Values[a].Layout.SameSlots(p.Values[ins.Out].Layout) {
+					return fmt.Errorf("ckks program: %s maps layout %v to %v; a slotwise instruction keeps the layout", where,
+						p.Values[a].Layout, p.Values[ins.Out].Layout)
+				}
+			}
+		}
 		if ins.Op != OpBootstrap && p.Values[ins.Out].Level != minIn-cost {
 			return fmt.Errorf("ckks program: %s outputs level %d, want %d", where, p.Values[ins.Out].Level, minIn-cost)
 		}
@@ -130,6 +141,32 @@ func Verify(p *Program) error {
 		if !defined[out.Value] {
 			return fmt.Errorf("ckks program: output %q is never computed", out.Name)
 		}
+	}
+	return nil
+}
+
+// verifyLayout checks that a slot-packed layout lies inside a block of
+// blockSize slots and, when scattered, has one distinct slot per element.
+func verifyLayout(l Layout, blockSize int) error {
+	n := l.Size()
+	if l.Slots == nil {
+		if l.Offset < 0 || n < 0 || l.Offset+n > blockSize {
+			return fmt.Errorf("ckks program: layout %v outside a block of %d", l, blockSize)
+		}
+		return nil
+	}
+	if len(l.Slots) != n {
+		return fmt.Errorf("ckks program: scattered layout of shape %v has %d slots, want %d", l.Shape, len(l.Slots), n)
+	}
+	used := make(map[int]bool, n)
+	for k, s := range l.Slots {
+		if s < 0 || s >= blockSize {
+			return fmt.Errorf("ckks program: layout of shape %v puts element %d at slot %d, outside a block of %d", l.Shape, k, s, blockSize)
+		}
+		if used[s] {
+			return fmt.Errorf("ckks program: layout of shape %v puts two elements at slot %d", l.Shape, s)
+		}
+		used[s] = true
 	}
 	return nil
 }

@@ -94,7 +94,9 @@ func refBlocks(p *ckksir.Program, inputs map[string][]float64) map[string][]floa
 	vals := make([][]float64, len(p.Values))
 	for _, in := range p.Inputs {
 		blk := make([]float64, bs)
-		copy(blk[p.Values[in.Value].Layout.Offset:], inputs[in.Name])
+		for j, x := range inputs[in.Name] {
+			blk[p.Values[in.Value].Layout.Slot(j)] = x
+		}
 		vals[in.Value] = blk
 	}
 	add := func(dst, v []float64) {
@@ -145,7 +147,10 @@ func refBlocks(p *ckksir.Program, inputs map[string][]float64) map[string][]floa
 	res := map[string][]float64{}
 	for _, o := range p.Outputs {
 		l := p.Values[o.Value].Layout
-		res[o.Name] = vals[o.Value][l.Offset : l.Offset+l.Size()]
+		res[o.Name] = make([]float64, l.Size())
+		for j := range res[o.Name] {
+			res[o.Name][j] = vals[o.Value][l.Slot(j)]
+		}
 	}
 	return res
 }
@@ -419,6 +424,66 @@ func TestSplitLinearInsecureSmallRing(t *testing.T) {
 	}
 }
 
+// TestLazyMatricesInsecureSmallRing runs the main program with no budget
+// for encoded diagonals (every matrix encoded at each use, one giant step at
+// a time), on 1 and 3 goroutines, and compares with the pre-encoded run.
+func TestLazyMatricesInsecureSmallRing(t *testing.T) {
+	rng := rand.New(rand.NewSource(10))
+	m := buildMainProgram(rng)
+	c, evk, e := setup(t, m.p)
+	lazy, err := NewEvaluatorWithBudget(m.p, evk, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, ci := range lazy.instrs {
+		for _, lt := range ci.lts {
+			if !lt.lazy || lt.lt.Vec != nil {
+				t.Fatalf("%s: a matrix is kept encoded with a zero budget", ci.where)
+			}
+			n++
+		}
+	}
+	if n == 0 {
+		t.Fatal("the program has no matrix")
+	}
+	xs := randVec(rng, 5*20, 1)
+	cts, err := c.Encrypt("x", ir.NewFloat(ir.Shape{5, 4, 5}, xs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := e.Run(map[string][]*Ciphertext{"x": cts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := c.Decrypt("y", want["y"], 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cpus := range []int{1, 3} {
+		lazy.cpus = cpus
+		outs, err := lazy.Run(map[string][]*Ciphertext{"x": cts})
+		if err != nil {
+			t.Fatal(err)
+		}
+		y, err := c.Decrypt("y", outs["y"], 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		worst := 0.0
+		for s := 0; s < 5; s++ {
+			wy, _, _ := m.reference(xs[s*20 : (s+1)*20])
+			worst = math.Max(worst, maxAbsDiff(y.Float[s*6:(s+1)*6], wy))
+		}
+		if d := maxAbsDiff(y.Float, ref.Float); worst > 1e-3 || d > 1e-6 {
+			t.Errorf("%d goroutines: max error %.3g against the reference, %.3g against pre-encoded", cpus, worst, d)
+		}
+	}
+	if got := (&plan{}).lazyMatrices(-1); len(got) != 0 {
+		t.Errorf("lazyMatrices of an empty plan: %v", got)
+	}
+}
+
 // TestLevelsAndScalesInsecureSmallRing checks the runtime's level checks and
 // the exact scale plan on the main program, instruction by instruction.
 func TestLevelsAndScalesInsecureSmallRing(t *testing.T) {
@@ -655,7 +720,7 @@ func TestEncodingMatchesLattigoInsecureSmallRing(t *testing.T) {
 		}
 		mp := matrixPlan{level: 2, diags: fullDiagonalIndices(m, bs, 2048)}
 		scale := rlwe.NewScale(pl.params.Q()[2])
-		lt, jobs, err := allocMatrix(pl, m, mp, scale)
+		lt, jobs, err := allocMatrix(pl, m, mp, scale, false)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -113,12 +113,16 @@ func (c *Client) EvaluationKeys(progress func(done, total int)) (*EvaluationKeys
 			defer wg.Done()
 			errs[w] = protect("evaluation key generation", func() error {
 				kgen := rlwe.NewKeyGenerator(pl.params)
+				at := func(g uint64) rlwe.EvaluationKeyParameters {
+					levelQ, levelP := pl.keyLevel(g), pl.params.MaxLevelP()
+					return rlwe.EvaluationKeyParameters{LevelQ: &levelQ, LevelP: &levelP}
+				}
 				if w == 0 && pl.needRelin {
-					set.RelinearizationKey = kgen.GenRelinearizationKeyNew(c.sk)
+					set.RelinearizationKey = kgen.GenRelinearizationKeyNew(c.sk, at(0))
 					tick()
 				}
 				for i := w; i < len(galEls); i += workers {
-					gks[i] = kgen.GenGaloisKeyNew(galEls[i], c.sk)
+					gks[i] = kgen.GenGaloisKeyNew(galEls[i], c.sk, at(galEls[i]))
 					tick()
 				}
 				return nil
@@ -264,7 +268,9 @@ func (c *Client) Encrypt(name string, x *ir.Tensor) ([]*Ciphertext, error) {
 		slots := make([]float64, c.plan.slots)
 		for b := 0; b < batch && k*batch+b < n; b++ {
 			s := k*batch + b
-			copy(slots[b*bs+lay.Offset:b*bs+lay.Offset+size], data[s*size:(s+1)*size])
+			for k, x := range data[s*size : (s+1)*size] {
+				slots[b*bs+lay.Slot(k)] = x
+			}
 		}
 		pt := hefloat.NewPlaintext(c.plan.params, level)
 		if err := ecd.Encode(slots, pt); err != nil {
@@ -321,7 +327,9 @@ func (c *Client) Decrypt(name string, cts []*Ciphertext, n int) (*ir.Tensor, err
 		}
 		for b := 0; b < batch && k*batch+b < n; b++ {
 			s := k*batch + b
-			copy(out.Float[s*size:(s+1)*size], slots[b*bs+lay.Offset:b*bs+lay.Offset+size])
+			for k := range size {
+				out.Float[s*size+k] = slots[b*bs+lay.Slot(k)]
+			}
 		}
 		return nil
 	}, c)

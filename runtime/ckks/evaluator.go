@@ -65,6 +65,12 @@ type linTrans struct {
 	giants []int         // giant-step rotations, sorted
 	groups map[int][]int // giant step -> its baby steps
 
+	// lazy: the diagonals are not kept encoded (lt.Vec is nil); each
+	// application encodes one giant step's diagonals at a time with
+	// encode, trading encoding time for memory.
+	lazy   bool
+	encode func(ecd *hefloat.Encoder, buf []float64, k, g int, poly ringqp.Poly) error
+
 	mu    sync.Mutex
 	parts map[int][]he.LinearTransformation // by number of parts
 }
@@ -75,6 +81,14 @@ type linTrans struct {
 // the rescale) and every bias and constant vector. Encoding runs on all
 // cores. Bootstrapping instructions are refused (not supported yet).
 func NewEvaluator(p *ckksir.Program, evk *EvaluationKeys) (*Evaluator, error) {
+	return NewEvaluatorWithBudget(p, evk, -1)
+}
+
+// NewEvaluatorWithBudget is NewEvaluator keeping at most budget bytes of
+// encoded matrix diagonals in memory (a negative budget: no limit): the
+// largest matrices beyond it are encoded again at each use, one giant step
+// at a time (see LazyMatrices).
+func NewEvaluatorWithBudget(p *ckksir.Program, evk *EvaluationKeys, budget int64) (*Evaluator, error) {
 	pl, err := newPlan(p)
 	if err != nil {
 		return nil, err
@@ -113,6 +127,7 @@ func NewEvaluator(p *ckksir.Program, evk *EvaluationKeys) (*Evaluator, error) {
 	}
 
 	// Encoding jobs: every matrix diagonal, every vector.
+	lazy := pl.lazyMatrices(budget)
 	e.instrs = make([]compiled, len(p.Instrs))
 	var jobs []encodeJob
 	mi := 0
@@ -142,7 +157,7 @@ func NewEvaluator(p *ckksir.Program, evk *EvaluationKeys) (*Evaluator, error) {
 			for k := range ins.Matrices {
 				mp := pl.matrices[mi]
 				mi++
-				lt, ltJobs, err := allocMatrix(pl, ins.Matrices[k], mp, c.midScale.Div(e.scales[ins.In[k]]))
+				lt, ltJobs, err := allocMatrix(pl, ins.Matrices[k], mp, c.midScale.Div(e.scales[ins.In[k]]), lazy[mi-1])
 				if err != nil {
 					return nil, fmt.Errorf("ckks: %s: matrix %d: %w", c.where, k, err)
 				}
@@ -225,14 +240,14 @@ func runJobs(pl *plan, jobs []encodeJob) error {
 // every key the program needs.
 func checkKeys(pl *plan, set *rlwe.MemEvaluationKeySet) error {
 	params := pl.params
-	levelQ, levelP := params.MaxLevelQ(), params.MaxLevelP()
+	levelP := params.MaxLevelP()
 	nthRoot := params.RingQ().NthRoot()
 	if pl.needRelin {
 		rlk, err := set.GetRelinearizationKey()
 		if err != nil {
 			return fmt.Errorf("ckks: the evaluation keys lack the relinearization key the program needs")
 		}
-		if rlk.LevelQ() != levelQ || rlk.LevelP() != levelP || len(rlk.Value) == 0 || len(rlk.Value[0]) == 0 || rlk.Value[0][0][0].Q.N() != params.N() {
+		if rlk.LevelQ() != pl.keyLevel(0) || rlk.LevelP() != levelP || len(rlk.Value) == 0 || len(rlk.Value[0]) == 0 || rlk.Value[0][0][0].Q.N() != params.N() {
 			return fmt.Errorf("ckks: the relinearization key does not match the program's parameters")
 		}
 	}
@@ -243,7 +258,7 @@ func checkKeys(pl *plan, set *rlwe.MemEvaluationKeySet) error {
 				return fmt.Errorf("ckks: %s: the evaluation keys lack the Galois key %d (rotation by %d)",
 					where(pl.prog, mp.instr), g, rotationOf(params, g))
 			}
-			if gk.NthRoot != nthRoot || gk.LevelQ() != levelQ || gk.LevelP() != levelP || len(gk.Value) == 0 || len(gk.Value[0]) == 0 || gk.Value[0][0][0].Q.N() != params.N() {
+			if gk.NthRoot != nthRoot || gk.LevelQ() != pl.keyLevel(g) || gk.LevelP() != levelP || len(gk.Value) == 0 || len(gk.Value[0]) == 0 || gk.Value[0][0][0].Q.N() != params.N() {
 				return fmt.Errorf("ckks: the Galois key %d does not match the program's parameters", g)
 			}
 		}
@@ -309,27 +324,40 @@ func (e *Evaluator) vectorJob(c *compiled, v []float64, level int, scale rlwe.Sc
 // diagonal at a time (what hefloat.EncodeLinearTransformation does, without
 // expanding the whole matrix to full slots at once): diagonal g+b, for giant
 // step g and baby step b, is stored rotated by -g.
-func allocMatrix(pl *plan, m *ckksir.Matrix, mp matrixPlan, scale rlwe.Scale) (*linTrans, []encodeJob, error) {
+func allocMatrix(pl *plan, m *ckksir.Matrix, mp matrixPlan, scale rlwe.Scale, lazy bool) (*linTrans, []encodeJob, error) {
 	params := pl.params
-	var lt hefloat.LinearTransformation
+	var hlt he.LinearTransformation
 	if err := protect("allocating a linear transformation", func() error {
-		lt = hefloat.NewLinearTransformation(params, hefloat.LinearTransformationParameters{
+		ltp := hefloat.LinearTransformationParameters{
 			DiagonalsIndexList:       mp.diags,
 			Level:                    mp.level,
 			Scale:                    scale,
 			LogDimensions:            params.LogMaxDimensions(),
 			LogBabyStepGianStepRatio: bsgsLogRatio,
-		})
+		}
+		if !lazy {
+			hlt = he.LinearTransformation(hefloat.NewLinearTransformation(params, ltp))
+			return nil
+		}
+		// The same transformation without its diagonals' memory.
+		hlt = he.LinearTransformation{
+			MetaData: &rlwe.MetaData{
+				PlaintextMetaData:  rlwe.PlaintextMetaData{LogDimensions: ltp.LogDimensions, Scale: scale, IsBatched: true},
+				CiphertextMetaData: rlwe.CiphertextMetaData{IsNTT: true, IsMontgomery: true},
+			},
+			LogBabyStepGianStepRatio: bsgsLogRatio,
+			N1:                       he.FindBestBSGSRatio(mp.diags, pl.slots, bsgsLogRatio),
+			Level:                    mp.level,
+		}
 		return nil
 	}); err != nil {
 		return nil, nil, err
 	}
-	hlt := he.LinearTransformation(lt)
 	if hlt.N1 == 0 {
 		return nil, nil, fmt.Errorf("linear transformation without baby-step giant-step split")
 	}
-	index, _, rotN2 := hlt.BSGSIndex()
-	t := &linTrans{lt: hlt, level: mp.level, groups: index, parts: map[int][]he.LinearTransformation{}}
+	index, _, rotN2 := he.BSGSIndex(mp.diags, pl.slots, hlt.N1)
+	t := &linTrans{lt: hlt, level: mp.level, groups: index, parts: map[int][]he.LinearTransformation{}, lazy: lazy}
 	for _, r := range rotN2 {
 		if r != 0 {
 			t.babies = append(t.babies, r)
@@ -342,6 +370,15 @@ func allocMatrix(pl *plan, m *ckksir.Matrix, mp matrixPlan, scale rlwe.Scale) (*
 
 	bs, batch, slots := pl.prog.BlockSize, pl.prog.Batch, pl.slots
 	byDiag := blockEntries(m, bs, slots)
+	t.encode = func(ecd *hefloat.Encoder, buf []float64, k, g int, poly ringqp.Poly) error {
+		diag, rotated := buf[:slots], buf[slots:2*slots]
+		expandDiagonal(byDiag[k], bs, batch, diag)
+		utils.RotateSliceAllocFree(diag, -g&(slots-1), rotated)
+		return ecd.Embed(rotated, hlt.MetaData, poly)
+	}
+	if lazy {
+		return t, nil, nil
+	}
 	var jobs []encodeJob
 	for _, g := range t.giants {
 		for _, b := range index[g] {
@@ -351,10 +388,7 @@ func allocMatrix(pl *plan, m *ckksir.Matrix, mp matrixPlan, scale rlwe.Scale) (*
 				return nil, nil, fmt.Errorf("diagonal %d not allocated", k)
 			}
 			jobs = append(jobs, func(ecd *hefloat.Encoder, buf []float64) error {
-				diag, rotated := buf[:slots], buf[slots:2*slots]
-				expandDiagonal(byDiag[k], bs, batch, diag)
-				utils.RotateSliceAllocFree(diag, -g&(slots-1), rotated)
-				return ecd.Embed(rotated, hlt.MetaData, poly)
+				return t.encode(ecd, buf, k, g, poly)
 			})
 		}
 	}
@@ -412,6 +446,7 @@ type laneState struct {
 	prerot []*rlwe.Element[ringqp.Poly]
 	rotMap map[int]*rlwe.Element[ringqp.Poly]
 	pool   []*rlwe.Ciphertext
+	lazy   []*lazyBuffers // per evaluator, for lazily encoded matrices
 }
 
 // state returns an idle lane state with at least n evaluators.
@@ -810,6 +845,9 @@ func (e *Evaluator) applyMatrix(st *laneState, t *linTrans, ct, out *rlwe.Cipher
 	}); err != nil {
 		return err
 	}
+	if t.lazy {
+		return e.applyLazy(st, t, ct, rot, out)
+	}
 	parts := t.partsFor(st.active)
 	outs := make([]*rlwe.Ciphertext, len(parts))
 	outs[0] = out
@@ -865,4 +903,91 @@ func snapScale(ct *rlwe.Ciphertext, want rlwe.Scale) error {
 	}
 	ct.Scale = want
 	return nil
+}
+
+// applyLazy applies a matrix whose diagonals are not kept encoded: the
+// lane's workers share the giant steps, and each encodes one giant step's
+// diagonals into its own buffers, multiplies, and accumulates.
+func (e *Evaluator) applyLazy(st *laneState, t *linTrans, ct *rlwe.Ciphertext, rot map[int]*rlwe.Element[ringqp.Poly], out *rlwe.Ciphertext) error {
+	params := e.plan.params
+	level := t.level
+	n := min(st.active, len(t.giants))
+	outs := make([]*rlwe.Ciphertext, n)
+	outs[0] = out
+	for w := 1; w < n; w++ {
+		outs[w] = st.get(params, level)
+	}
+	rq := params.RingQ().AtLevel(level)
+	if err := fanOut(n, func(w, n int) error {
+		lz := st.lazyBuffers(params, w, level)
+		first := true
+		for gi := w; gi < len(t.giants); gi += n {
+			g := t.giants[gi]
+			sub := t.lt
+			sub.Vec = make(map[int]ringqp.Poly, len(t.groups[g]))
+			for i, b := range t.groups[g] {
+				poly := lz.poly(params, i, level)
+				if err := t.encode(lz.ecd, lz.buf, g+b, g, poly); err != nil {
+					return err
+				}
+				sub.Vec[g+b] = poly
+			}
+			dst := outs[w]
+			if !first {
+				dst = lz.tmp
+				reslice(dst, level)
+			}
+			if err := he.MultiplyByDiagMatrixBSGS(st.evals[w], ct, sub, rot, dst); err != nil {
+				return err
+			}
+			if !first {
+				rq.Add(outs[w].Value[0], dst.Value[0], outs[w].Value[0])
+				rq.Add(outs[w].Value[1], dst.Value[1], outs[w].Value[1])
+			}
+			first = false
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	for w := 1; w < n; w++ {
+		rq.Add(out.Value[0], outs[w].Value[0], out.Value[0])
+		rq.Add(out.Value[1], outs[w].Value[1], out.Value[1])
+		st.put(outs[w])
+	}
+	return nil
+}
+
+// lazyBuffers is one worker's scratch for lazily encoded matrices: an
+// encoder, a slot buffer, diagonal polynomials and a partial result.
+type lazyBuffers struct {
+	ecd   *hefloat.Encoder
+	buf   []float64
+	polys []ringqp.Poly // at the parameters' top level, resliced
+	tmp   *rlwe.Ciphertext
+}
+
+// lazyBuffers returns worker w's scratch, allocated on first use.
+func (st *laneState) lazyBuffers(params hefloat.Parameters, w, level int) *lazyBuffers {
+	for len(st.lazy) <= w {
+		st.lazy = append(st.lazy, nil)
+	}
+	if st.lazy[w] == nil {
+		st.lazy[w] = &lazyBuffers{
+			ecd: hefloat.NewEncoder(params),
+			buf: make([]float64, 2*params.MaxSlots()),
+			tmp: hefloat.NewCiphertext(params, 1, params.MaxLevel()),
+		}
+	}
+	return st.lazy[w]
+}
+
+// poly returns the i-th diagonal buffer at level (and every P prime).
+func (lz *lazyBuffers) poly(params hefloat.Parameters, i, level int) ringqp.Poly {
+	for len(lz.polys) <= i {
+		lz.polys = append(lz.polys, params.RingQP().NewPoly())
+	}
+	p := lz.polys[i]
+	p.Q.Coeffs = p.Q.Coeffs[:level+1]
+	return p
 }

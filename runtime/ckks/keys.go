@@ -14,8 +14,11 @@ type KeyPlan struct {
 	Rotations []int
 	// Relinearization is true when the program needs a relinearization key.
 	Relinearization bool
-	// KeyBytes is the size of one switching key (each Galois key and the
-	// relinearization key have this size).
+	// RotationLevels gives, for each rotation, the level its key is
+	// generated at: the highest level the program rotates by it.
+	RotationLevels []int
+	// KeyBytes is the size of the largest switching key (keys are
+	// generated at the level they are used, so deeper ones are smaller).
 	KeyBytes int64
 	// TotalBytes is the size of the whole evaluation key set.
 	TotalBytes int64
@@ -32,26 +35,30 @@ func PlanKeys(p *ckksir.Program) (*KeyPlan, error) {
 		return nil, err
 	}
 	kp := &KeyPlan{Relinearization: pl.needRelin}
+	type rot struct{ r, level int }
+	var rots []rot
 	for _, g := range pl.galEls {
 		r := rotationOf(pl.params, g)
 		if r > pl.slots/2 {
 			r -= pl.slots // report left rotations as negative
 		}
-		kp.Rotations = append(kp.Rotations, r)
+		rots = append(rots, rot{r, pl.keyLevel(g)})
+		b := pl.keyBytes(pl.keyLevel(g))
+		kp.TotalBytes += b
+		kp.KeyBytes = max(kp.KeyBytes, b)
 	}
-	sort.Ints(kp.Rotations)
-	// A switching key is a gadget ciphertext: for each of the
-	// ceil(|Q|/|P|) RNS digits, two polynomials over QP of N coefficients
-	// (8 bytes each per prime). Headers are negligible.
-	params := pl.params
-	levelQ, levelP := params.MaxLevelQ(), params.MaxLevelP()
-	digits := int64(params.BaseRNSDecompositionVectorSize(levelQ, levelP))
-	kp.KeyBytes = digits * 2 * int64(params.N()) * int64(levelQ+1+levelP+1) * 8
-	n := int64(len(kp.Rotations))
+	sort.Slice(rots, func(i, j int) bool { return rots[i].r < rots[j].r })
+	for _, x := range rots {
+		kp.Rotations = append(kp.Rotations, x.r)
+		kp.RotationLevels = append(kp.RotationLevels, x.level)
+	}
 	if kp.Relinearization {
-		n++
+		b := pl.keyBytes(pl.relinLevel)
+		kp.TotalBytes += b
+		kp.KeyBytes = max(kp.KeyBytes, b)
 	}
-	kp.TotalBytes = n * kp.KeyBytes
+	params := pl.params
+	levelP := params.MaxLevelP()
 	for _, mp := range pl.matrices {
 		kp.EncodedBytes += int64(len(mp.diags)) * int64(params.N()) * int64(mp.level+1+levelP+1) * 8
 	}

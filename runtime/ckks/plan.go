@@ -39,6 +39,13 @@ type plan struct {
 	matrices  []matrixPlan
 	galEls    []uint64 // sorted union over all matrices, identity excluded
 	needRelin bool
+	// galLevel is, per Galois element, the highest level a ciphertext has
+	// when the program rotates it by that element; relinLevel the same for
+	// relinearization. Keys are generated at exactly these levels (a key
+	// over fewer primes is smaller and switches faster), which rotations
+	// used only deep in the circuit make much cheaper.
+	galLevel   map[uint64]int
+	relinLevel int
 }
 
 // where names instruction i for error messages.
@@ -89,7 +96,7 @@ func newPlan(p *ckksir.Program) (*plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	pl := &plan{prog: p, params: params, slots: p.Params.Slots()}
+	pl := &plan{prog: p, params: params, slots: p.Params.Slots(), galLevel: map[uint64]int{}}
 	union := map[uint64]bool{}
 	identity := params.GaloisElement(0)
 	for i := range p.Instrs {
@@ -122,14 +129,19 @@ func newPlan(p *ckksir.Program) (*plan, error) {
 				sort.Slice(mp.galEls, func(a, b int) bool { return mp.galEls[a] < mp.galEls[b] })
 				for _, g := range mp.galEls {
 					union[g] = true
+					pl.galLevel[g] = max(pl.galLevel[g], level)
 				}
 				pl.matrices = append(pl.matrices, mp)
 			}
 		case ckksir.OpMul:
 			pl.needRelin = true
+			for _, a := range ins.In {
+				pl.relinLevel = max(pl.relinLevel, p.Values[a].Level)
+			}
 		case ckksir.OpPoly:
 			if ins.Poly.Degree() >= 2 {
 				pl.needRelin = true
+				pl.relinLevel = max(pl.relinLevel, p.Values[ins.In[0]].Level)
 			}
 		}
 	}
@@ -263,4 +275,59 @@ func protect(what string, f func() error) (err error) {
 		return fmt.Errorf("ckks: %s: %w", what, err)
 	}
 	return err
+}
+
+// keyLevel is the level the key for Galois element g (0: the
+// relinearization key) is generated at.
+func (pl *plan) keyLevel(g uint64) int {
+	if g == 0 {
+		return pl.relinLevel
+	}
+	return pl.galLevel[g]
+}
+
+// keyBytes is the size of a switching key at levelQ: a gadget ciphertext of
+// ceil((levelQ+1)/|P|) RNS digits, each two polynomials over the levelQ+1 Q
+// primes and the P primes, N coefficients of 8 bytes each (headers are
+// negligible).
+func (pl *plan) keyBytes(levelQ int) int64 {
+	params := pl.params
+	levelP := params.MaxLevelP()
+	digits := int64(params.BaseRNSDecompositionVectorSize(levelQ, levelP))
+	return digits * 2 * int64(params.N()) * int64(levelQ+1+levelP+1) * 8
+}
+
+// encodedBytes is the memory matrix mp takes pre-encoded: one plaintext per
+// diagonal over the Q primes of its level and the P primes.
+func (pl *plan) encodedBytes(mp matrixPlan) int64 {
+	return int64(len(mp.diags)) * int64(pl.params.N()) * int64(mp.level+1+pl.params.MaxLevelP()+1) * 8
+}
+
+// lazyMatrices chooses which matrices (indexed as pl.matrices) are encoded
+// at each use rather than kept encoded, so that the kept ones take at most
+// budget bytes (a negative budget keeps all): the largest go first, since
+// encoding costs about the same per diagonal whatever the matrix while the
+// memory it saves grows with it.
+func (pl *plan) lazyMatrices(budget int64) []bool {
+	lazy := make([]bool, len(pl.matrices))
+	if budget < 0 {
+		return lazy
+	}
+	order := make([]int, len(pl.matrices))
+	total := int64(0)
+	for i, mp := range pl.matrices {
+		order[i] = i
+		total += pl.encodedBytes(mp)
+	}
+	sort.SliceStable(order, func(a, b int) bool {
+		return pl.encodedBytes(pl.matrices[order[a]]) > pl.encodedBytes(pl.matrices[order[b]])
+	})
+	for _, i := range order {
+		if total <= budget {
+			break
+		}
+		lazy[i] = true
+		total -= pl.encodedBytes(pl.matrices[i])
+	}
+	return lazy
 }

@@ -245,7 +245,7 @@ func (pl *plan) walkEvaluationKeys(b []byte) error {
 		return fmt.Errorf("relinearization key present: %v, the program needs one: %v", hasRelin, pl.needRelin)
 	}
 	if hasRelin {
-		if err := pl.walkEvaluationKey(r, "relinearization key"); err != nil {
+		if err := pl.walkEvaluationKey(r, "relinearization key", pl.keyLevel(0)); err != nil {
 			return err
 		}
 	}
@@ -285,7 +285,7 @@ func (pl *plan) walkEvaluationKeys(b []byte) error {
 			if err := r.expect(nthRoot, "Galois key NthRoot"); err != nil {
 				return err
 			}
-			if err := pl.walkEvaluationKey(r, fmt.Sprintf("Galois key %d", key)); err != nil {
+			if err := pl.walkEvaluationKey(r, fmt.Sprintf("Galois key %d", key), pl.keyLevel(key)); err != nil {
 				return err
 			}
 		}
@@ -304,12 +304,13 @@ func (pl *plan) walkEvaluationKeys(b []byte) error {
 //	uint64 digits | per digit: uint64 base-two size (1) |
 //	    uint64 polys (2) | per poly (ringqp.Poly): Q part, P part
 //
-// with digits = BaseRNSDecompositionVectorSize(MaxLevelQ, MaxLevelP), and
-// each part a ring.Poly: uint64 rows (MaxLevelQ+1, resp. MaxLevelP+1) | per
-// row: uint64 N | N uint64 coefficients.
-func (pl *plan) walkEvaluationKey(r *wireReader, what string) error {
+// with digits = BaseRNSDecompositionVectorSize(levelQ, MaxLevelP), and
+// each part a ring.Poly: uint64 rows (levelQ+1, resp. MaxLevelP+1) | per
+// row: uint64 N | N uint64 coefficients. levelQ is the level the plan
+// generates the key at.
+func (pl *plan) walkEvaluationKey(r *wireReader, what string, levelQ int) error {
 	params := pl.params
-	levelQ, levelP := params.MaxLevelQ(), params.MaxLevelP()
+	levelP := params.MaxLevelP()
 	n := uint64(params.N())
 	if err := r.expect(0, what+" base-two decomposition"); err != nil {
 		return err

@@ -52,16 +52,26 @@ type Progress struct {
 
 // NewSession generates keys for prog and prepares an evaluator holding only
 // the public evaluation keys. It refuses, before allocating anything, a
-// program whose evaluation keys and encoded weights would not fit in the
-// memory available (MemAvailable of /proc/meminfo, when readable).
+// program whose evaluation keys would not fit in the memory available
+// (MemAvailable of /proc/meminfo, when readable), and keeps encoded only as
+// many matrix diagonals as fit beside them (the others are encoded at each
+// use).
 func NewSession(prog *ckksir.Program, progress Progress) (*Session, error) {
 	need, err := ckks.PlanKeys(prog)
 	if err != nil {
 		return nil, err
 	}
-	if avail := memoryAvailable(); avail > 0 && need.TotalBytes+need.EncodedBytes > avail {
-		return nil, &ir.UnsupportedError{Reason: fmt.Sprintf("plan needs about %.1f GiB for %d evaluation keys and %.1f GiB of encoded weights, more than the %.1f GiB of memory available",
-			float64(need.TotalBytes)/(1<<30), len(need.Rotations), float64(need.EncodedBytes)/(1<<30), float64(avail)/(1<<30))}
+	budget := int64(-1) // keep every matrix encoded
+	if avail := memoryAvailable(); avail > 0 {
+		reserve := max(1<<30, avail/8) // ciphertexts, buffers, the Go heap's slack
+		if need.TotalBytes+reserve > avail {
+			return nil, &ir.UnsupportedError{Reason: fmt.Sprintf("plan needs about %.1f GiB for %d evaluation keys plus %.1f GiB to work in, more than the %.1f GiB of memory available",
+				float64(need.TotalBytes)/(1<<30), len(need.Rotations), float64(reserve)/(1<<30), float64(avail)/(1<<30))}
+		}
+		if need.TotalBytes+need.EncodedBytes+reserve > avail {
+			// Encode the largest matrices at each use instead.
+			budget = avail - need.TotalBytes - reserve
+		}
 	}
 	s := &Session{prog: prog}
 	start := time.Now()
@@ -77,7 +87,7 @@ func NewSession(prog *ckksir.Program, progress Progress) (*Session, error) {
 	s.Setup.EvalKeyBytes = evk.Bytes()
 	s.Setup.GaloisKeys = evk.Count()
 	start = time.Now()
-	worker, err := ckks.NewEvaluator(prog, evk)
+	worker, err := ckks.NewEvaluatorWithBudget(prog, evk, budget)
 	if err != nil {
 		return nil, err
 	}
