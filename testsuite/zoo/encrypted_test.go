@@ -7,6 +7,7 @@ import (
 
 	"github.com/ciphercut/ciphercut/compiler"
 	"github.com/ciphercut/ciphercut/ir"
+	"github.com/ciphercut/ciphercut/passes"
 	"github.com/ciphercut/ciphercut/runtime/local"
 )
 
@@ -114,4 +115,56 @@ func BenchmarkSlotLatency(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestEncryptedDigitsCNNInsecureSmallRing runs digits-cnn encrypted end to
+// end on a few samples. Its 128-bit plan needs N=2^16 and gigabytes of keys
+// (see BENCHMARKS.md), too heavy for go test, so the test swaps the plan's
+// ring for N=2^13 with the same modulus chain: far below 128-bit security
+// (a test-only ring), but the same program, layouts, rotations and levels,
+// checked against the plan's plaintext reference within the plan's bound
+// (computed for the larger ring, whose noise is larger).
+func TestEncryptedDigitsCNNInsecureSmallRing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("encrypted runs take tens of seconds; skipped in -short mode")
+	}
+	m, plan := compileModel(t, "digits-cnn", compiler.CompileOptions{Approx: passes.ApproxOptions{PrecisionBits: 3}})
+	p := *plan.Program
+	p.Params.LogN, p.Params.SecurityBits = 13, 0
+	if p.BlockSize > p.Params.Slots() {
+		t.Fatalf("block of %d slots does not fit N=2^13", p.BlockSize)
+	}
+	p.Batch = p.Params.Slots() / p.BlockSize
+	sess, err := local.NewSession(&p, local.Progress{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 2 * p.Batch
+	x := Rows(m.Inputs, 0, n)
+	y, timing, err := sess.Infer(x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := ir.UnmarshalGraph(plan.Graph)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := RunBatched(ref, x, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exact, err := RunBatched(m.Graph, x, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound := p.Values[p.Outputs[0].Value].Bound
+	if d := MaxAbsDiff(y, want); d > bound || bound <= 0 {
+		t.Errorf("max |encrypted - plan reference| = %.3e, plan bound %.3e", d, bound)
+	} else {
+		t.Logf("max |encrypted - plan reference| = %.3e within plan bound %.3e", d, bound)
+	}
+	if agree := Agreement(y, exact); agree < 1 {
+		t.Errorf("top-1 agreement with the exact model %.3f on %d samples", agree, n)
+	}
+	t.Logf("%d samples, depth %d, %d diagonals, %d Galois keys, eval %v", n, p.Depth(), p.DiagonalCount(), sess.Setup.GaloisKeys, timing.Eval)
 }
