@@ -37,6 +37,14 @@ const (
 	ckksMaxPBits  = 61
 	// ckksMaxPPrimes caps the number of key-switching primes.
 	ckksMaxPPrimes = 8
+	// ckksGoodDigits is the number of key-switching digits (ceil(|Q|/|P|))
+	// beyond which a smaller scale is worth its room for more P primes: a
+	// deep chain at the largest scale leaves room for few P primes, and keys
+	// grow with the digits (digits-cnn at depth 38 and N=2^16: 3 P primes
+	// and 13 digits at scale 2^40, 18 GiB of keys; 8 P primes and 5 digits
+	// at 2^30). The CKKS noise at 2^30 is still far below any output
+	// precision target.
+	ckksGoodDigits = 4
 	// ckksQ0Margin is how many bits the base prime exceeds the scale: the
 	// decrypted message must stay below q0/2, so outputs up to about
 	// 2^(ckksQ0Margin-1) in magnitude decrypt correctly.
@@ -53,7 +61,8 @@ const (
 //     slots; the ring degree dominates the cost of every operation, so a
 //     smaller ring at a smaller scale is preferred to a bigger one;
 //   - the scale is opts.LogScale when set, else the largest of 40, 35, 30,
-//     ... down to opts.MinLogScale (default 30) that fits the ring;
+//     ... down to opts.MinLogScale (default 30) that fits the ring with
+//     at most 4 key-switching digits, else the one with the fewest digits;
 //   - the chain is Q = [q0] + depth × [LogScale] with q0 = min(60,
 //     LogScale+20) bits, so that results below 2^19 in magnitude decrypt;
 //   - P is as many primes of min(61, q0+1) bits as fit, up to 8 and never
@@ -105,12 +114,26 @@ func ChooseParams(depth int, blockSize int, opts LowerOptions) (ckksir.Params, e
 		if 1<<(logN-1) < need {
 			continue
 		}
+		// The largest scale whose chain splits into at most ckksGoodDigits
+		// key-switching digits, else the one with the fewest digits.
+		var best *ckksir.Params
+		bestDigits := 0
 		for _, s := range scales {
 			for nP := min(ckksMaxPPrimes, depth+1); nP >= 1; nP-- {
 				if p, ok := ckksChainFitting(logN, depth, s, nP); ok {
-					return p, nil
+					digits := (depth + nP) / nP
+					if digits <= ckksGoodDigits {
+						return p, nil
+					}
+					if best == nil || digits < bestDigits {
+						best, bestDigits = &p, digits
+					}
+					break
 				}
 			}
+		}
+		if best != nil {
+			return *best, nil
 		}
 	}
 	s := scales[len(scales)-1]
