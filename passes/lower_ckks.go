@@ -118,9 +118,14 @@ const MaxProbeInput = 65536
 // only when no input is a product, whose scale differs from the default),
 // which cost no level.
 //
-// Tensors sit at offset 0 of their block (per sample, without the batch
-// axis); BlockSize is the smallest power of two holding the largest program
-// value. The parameters come from ChooseParams for the circuit's depth;
+// Graph inputs sit contiguously at offset 0 of their block (per sample,
+// without the batch axis); each linear map's output sits where
+// lowerChooseLayout finds the fewest diagonals (see lower_layout.go: pooled
+// tensors stay scattered where their windows started), and a dense layer
+// may read a pooled or summed value materialized first (lowerCutBefore).
+// BlockSize is the smallest power of two holding every layout, never more
+// slots than the ring the circuit's depth needs anyway. The parameters come
+// from ChooseParams for the circuit's depth;
 // every value gets its level and a predicted error bound
 // (AssignErrorBounds). The result passes ckksir.Verify.
 func LowerCKKS(g *ir.Graph, opts LowerOptions) (*ckksir.Program, error) {
