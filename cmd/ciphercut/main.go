@@ -5,11 +5,22 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime/debug"
+
+	"github.com/ciphercut/ciphercut/runtime/local"
 
 	"github.com/spf13/cobra"
 )
 
 func main() {
+	// Encrypted runs allocate large buffers at a high rate; without a soft
+	// limit the heap grows to twice the live data before the collector
+	// runs. Keep it within the memory the system has (GOMEMLIMIT wins).
+	if os.Getenv("GOMEMLIMIT") == "" {
+		if avail := local.MemoryAvailable(); avail > 0 {
+			debug.SetMemoryLimit(avail / 10 * 9)
+		}
+	}
 	if err := newRoot().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "ciphercut:", err)
 		os.Exit(1)

@@ -25,6 +25,11 @@ type KeyPlan struct {
 	// EncodedBytes is the memory the evaluator's pre-encoded diagonals take
 	// (each a plaintext over the Q primes of its level and the P primes).
 	EncodedBytes int64
+	// LaneBytes estimates the working memory of one evaluation lane (one
+	// ciphertext in flight): the baby-step rotations of the widest linear
+	// transformation over QP, one giant step's diagonals when encoded at
+	// use, and the ciphertexts alive at once, all at the top level.
+	LaneBytes int64
 }
 
 // PlanKeys derives the evaluation keys a program needs: the exact rotation
@@ -57,10 +62,9 @@ func PlanKeys(p *ckksir.Program) (*KeyPlan, error) {
 		kp.TotalBytes += b
 		kp.KeyBytes = max(kp.KeyBytes, b)
 	}
-	params := pl.params
-	levelP := params.MaxLevelP()
 	for _, mp := range pl.matrices {
-		kp.EncodedBytes += int64(len(mp.diags)) * int64(params.N()) * int64(mp.level+1+levelP+1) * 8
+		kp.EncodedBytes += pl.encodedBytes(mp)
 	}
+	kp.LaneBytes = pl.laneBytes()
 	return kp, nil
 }

@@ -5,6 +5,7 @@ import (
 	"sort"
 
 	"github.com/ciphercut/ciphercut/ir/ckksir"
+	"github.com/tuneinsight/lattigo/v5/he"
 	"github.com/tuneinsight/lattigo/v5/he/hefloat"
 	"github.com/tuneinsight/lattigo/v5/ring"
 )
@@ -330,4 +331,45 @@ func (pl *plan) lazyMatrices(budget int64) []bool {
 		total -= pl.encodedBytes(pl.matrices[i])
 	}
 	return lazy
+}
+
+// laneBytes estimates one evaluation lane's working memory (see
+// KeyPlan.LaneBytes).
+func (pl *plan) laneBytes() int64 {
+	params := pl.params
+	qp := int64(params.N()) * int64(params.MaxLevelQ()+1+params.MaxLevelP()+1) * 8 // one polynomial over QP
+	babies, group := 0, 0
+	for _, mp := range pl.matrices {
+		n1 := he.FindBestBSGSRatio(mp.diags, pl.slots, bsgsLogRatio)
+		index, _, rot := he.BSGSIndex(mp.diags, pl.slots, n1)
+		babies = max(babies, len(rot))
+		for _, g := range index {
+			group = max(group, len(g))
+		}
+	}
+	// Live ciphertexts: the values alive at once, plus pooled temporaries.
+	live, maxLive := map[int]bool{}, 0
+	last := make([]int, len(pl.prog.Values))
+	for i, ins := range pl.prog.Instrs {
+		for _, a := range ins.In {
+			last[a] = i
+		}
+	}
+	for _, o := range pl.prog.Outputs {
+		last[o.Value] = len(pl.prog.Instrs)
+	}
+	for _, in := range pl.prog.Inputs {
+		live[in.Value] = true
+	}
+	for i, ins := range pl.prog.Instrs {
+		live[ins.Out] = true
+		maxLive = max(maxLive, len(live))
+		for v := range live {
+			if last[v] <= i {
+				delete(live, v)
+			}
+		}
+	}
+	cts := int64(maxLive + 8)
+	return int64(babies)*2*qp + int64(group)*qp + cts*2*qp
 }

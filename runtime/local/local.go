@@ -8,6 +8,7 @@ package local
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"time"
@@ -63,14 +64,15 @@ func NewSession(prog *ckksir.Program, progress Progress) (*Session, error) {
 	}
 	budget := int64(-1) // keep every matrix encoded
 	if avail := memoryAvailable(); avail > 0 {
-		reserve := max(1<<30, avail/8) // ciphertexts, buffers, the Go heap's slack
-		if need.TotalBytes+reserve > avail {
+		work := 1<<30 + int64(runtime.NumCPU())*need.LaneBytes // one lane per core, plus the Go runtime
+		if need.TotalBytes+work > avail {
 			return nil, &ir.UnsupportedError{Reason: fmt.Sprintf("plan needs about %.1f GiB for %d evaluation keys plus %.1f GiB to work in, more than the %.1f GiB of memory available",
-				float64(need.TotalBytes)/(1<<30), len(need.Rotations), float64(reserve)/(1<<30), float64(avail)/(1<<30))}
+				float64(need.TotalBytes)/(1<<30), len(need.Rotations), float64(work)/(1<<30), float64(avail)/(1<<30))}
 		}
-		if need.TotalBytes+need.EncodedBytes+reserve > avail {
-			// Encode the largest matrices at each use instead.
-			budget = avail - need.TotalBytes - reserve
+		if left := avail - need.TotalBytes - work; need.EncodedBytes > left/2 {
+			// Encode the largest matrices at each use instead, leaving the
+			// garbage collector half of what is left.
+			budget = left / 2
 		}
 	}
 	s := &Session{prog: prog}
@@ -143,6 +145,10 @@ func (s *Session) Infer(x *ir.Tensor) (*ir.Tensor, Timing, error) {
 // memoryAvailable is the budget NewSession checks plans against; tests
 // replace it.
 var memoryAvailable = availableMemory
+
+// MemoryAvailable is the memory the system can give this process now
+// (MemAvailable of /proc/meminfo, in bytes), or 0 when unknown.
+func MemoryAvailable() int64 { return availableMemory() }
 
 // availableMemory reads MemAvailable from /proc/meminfo, in bytes; 0 when
 // unknown.
