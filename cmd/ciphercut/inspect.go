@@ -71,8 +71,9 @@ func inspectPlan(path string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("\nevaluation keys: %d Galois keys (rotations %v), relinearization %v, %.1f MiB each, %.1f MiB in all\n",
+	fmt.Printf("\nevaluation keys: %d Galois keys (rotations %v), relinearization %v, up to %.1f MiB each (keys are generated at the level they are used), %.1f MiB in all\n",
 		len(keys.Rotations), keys.Rotations, keys.Relinearization, float64(keys.KeyBytes)/(1<<20), float64(keys.TotalBytes)/(1<<20))
-	fmt.Printf("encoded weights on the worker: %.1f MiB\n", float64(keys.EncodedBytes)/(1<<20))
+	fmt.Printf("encoded weights on the worker: %.1f MiB if all pre-encoded (the runtime encodes the largest at each use when memory is short)\n", float64(keys.EncodedBytes)/(1<<20))
+	fmt.Printf("working memory per evaluation lane (one per core): %.1f MiB\n", float64(keys.LaneBytes)/(1<<20))
 	return nil
 }
