@@ -33,6 +33,10 @@ type CalibrateOptions struct {
 	// top level (those deeper than the chain are skipped); nil means 7, 15
 	// and 31.
 	PolyDegrees []int
+	// StreamBytes is the size of the distinct diagonals the per-diagonal
+	// cost is measured over, so that they come from memory as in a real
+	// transformation; 0 means 512 MiB.
+	StreamBytes int
 }
 
 // Calibrate measures Lattigo's CKKS primitives on this machine for every
@@ -53,6 +57,9 @@ func Calibrate(opts CalibrateOptions, progress func(done, total int, what string
 	}
 	if opts.Reps <= 0 {
 		opts.Reps = 5
+	}
+	if opts.StreamBytes <= 0 {
+		opts.StreamBytes = 512 << 20
 	}
 	if opts.PolyDegrees == nil {
 		opts.PolyDegrees = []int{7, 15, 31}
@@ -146,6 +153,7 @@ func calibrateRing(p ckksir.Params, levels []int, opts CalibrateOptions, step fu
 			elQP := rlwe.NewElementExtended(params, 1, level, levelP)
 			rQP := params.RingQP().AtLevel(level, levelP)
 			accQP := ringqp.Poly{Q: params.RingQ().AtLevel(level).NewPoly(), P: params.RingP().AtLevel(levelP).NewPoly()}
+			accQP2 := *accQP.CopyNew()
 			l := cost.Level{Level: level}
 			var e error
 			keep := func(err error) {
@@ -176,28 +184,30 @@ func calibrateRing(p ckksir.Params, levels []int, opts CalibrateOptions, step fu
 				ev.DecomposeNTT(level, levelP, levelP+1, ct.Value[1], ct.IsNTT, decomp)
 			})
 			l.HoistedRotate = median(reps, func() { keep(ev.AutomorphismHoistedLazy(level, ct, decomp, galEl, elQP)) })
-			// A diagonal of the baby-step giant-step product: both
-			// components of a pre-rotated ciphertext times the diagonal,
-			// accumulated over Q and P (MultiplyByDiagMatrixBSGS's inner
-			// loop). The diagonals are distinct polynomials, 64 MiB or more
-			// in all, so that they stream from memory as a real
-			// transformation's do instead of staying in cache.
-			diags := make([]ringqp.Poly, max(8, (64<<20)/(2*params.N()*(level+1+levelP+1)*8)))
+			// A diagonal of the baby-step giant-step product: a pre-rotated
+			// ciphertext (both components) times the diagonal, accumulated
+			// over Q and P (MultiplyByDiagMatrixBSGS's inner loop). A real
+			// transformation reads every diagonal once and cycles through
+			// its pre-rotated baby steps, from memory rather than cache: the
+			// diagonals here are distinct polynomials, StreamBytes in all, and
+			// eight pre-rotated ciphertexts take turns.
+			polyBytes := 2 * params.N() * (level + 1 + levelP + 1) * 8 / 2
+			diags := make([]ringqp.Poly, max(16, opts.StreamBytes/polyBytes))
 			for i := range diags {
 				diags[i] = *accQP.CopyNew()
-				for _, limb := range diags[i].Q.Coeffs {
-					for j := range limb {
-						limb[j] = rng.Uint64N(1 << 40)
-					}
-				}
+			}
+			babies := make([]*rlwe.Element[ringqp.Poly], 8)
+			for i := range babies {
+				babies[i] = elQP.CopyNew()
 			}
 			l.Diagonal = median(reps, func() {
 				for i := range diags {
-					rQP.MulCoeffsMontgomeryLazyThenAddLazy(diags[i], elQP.Value[0], accQP)
-					rQP.MulCoeffsMontgomeryLazyThenAddLazy(diags[i], elQP.Value[1], accQP)
+					b := babies[i%len(babies)]
+					rQP.MulCoeffsMontgomeryLazyThenAddLazy(diags[i], b.Value[0], accQP)
+					rQP.MulCoeffsMontgomeryLazyThenAddLazy(diags[i], b.Value[1], accQP2)
 				}
 			}) / float64(len(diags))
-			diags = nil
+			diags, babies = nil, nil
 			l.ModDown = median(reps, func() { ev.ModDownQPtoQNTT(level, levelP, accQP.Q, accQP.P, out.Value[0]) })
 			if e != nil {
 				return e

@@ -13,7 +13,7 @@ import (
 // insecure ring and checks the profile's shape (never its timings).
 func TestCalibrateInsecureSmallRing(t *testing.T) {
 	var steps []int
-	prof, err := Calibrate(CalibrateOptions{Params: []ckksir.Params{smallParams(4)}, Levels: 3, Reps: 1, PolyDegrees: []int{3, 63}},
+	prof, err := Calibrate(CalibrateOptions{Params: []ckksir.Params{smallParams(4)}, Levels: 3, Reps: 1, PolyDegrees: []int{3, 63}, StreamBytes: 4 << 20},
 		func(done, total int, what string) { steps = append(steps, done) })
 	if err != nil {
 		t.Fatal(err)
