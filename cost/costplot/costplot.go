@@ -106,6 +106,12 @@ func bars(p *plot.Plot, pred, meas plotter.Values, unit string) error {
 		p.Legend.Add("measured "+unit, m)
 	}
 	p.Legend.Top = true
+	// Headroom above the tallest bar for the legend.
+	top := 0.0
+	for _, v := range append(append(plotter.Values(nil), pred...), meas...) {
+		top = math.Max(top, v)
+	}
+	p.Y.Min, p.Y.Max = 0, math.Max(1e-9, 1.3*top)
 	return nil
 }
 
