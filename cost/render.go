@@ -49,7 +49,7 @@ func WriteTable(w io.Writer, r *Report) error {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	head := "layer\top\tlevels\tdiags\tbaby\tgiant\tkeys\tct×ct\trescale\tpredicted"
+	head := "layer\top\tlevels\tdiags\tscalar\tbaby\tgiant\tkeys\tct×ct\trescale\tpredicted"
 	if measured {
 		head += "\tmeasured\tratio"
 	}
@@ -59,8 +59,8 @@ func WriteTable(w io.Writer, r *Report) error {
 	}
 	fmt.Fprintln(tw, head+"\t")
 	for _, l := range r.Layers {
-		row := fmt.Sprintf("%s\t%s\t%d→%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s",
-			shorten(l.Name, 28), l.Ops, l.LevelIn, l.LevelOut, l.Counts.Diagonals, l.Counts.BabySteps, l.Counts.GiantSteps,
+		row := fmt.Sprintf("%s\t%s\t%d→%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s",
+			shorten(l.Name, 28), l.Ops, l.LevelIn, l.LevelOut, l.Counts.Diagonals, l.Counts.ScalarMults+l.Counts.PlainMults, l.Counts.BabySteps, l.Counts.GiantSteps,
 			l.Rotations, l.Counts.NonScalarMults, l.Counts.Rescales, seconds(l.Seconds))
 		if measured {
 			if l.MeasuredSeconds != nil {
@@ -80,8 +80,8 @@ func WriteTable(w io.Writer, r *Report) error {
 		fmt.Fprintln(tw, row+"\t")
 	}
 	t := r.Totals
-	row := fmt.Sprintf("total (one lane)\t\t\t%d\t%d\t%d\t%d\t%d\t%d\t%s",
-		t.Counts.Diagonals, t.Counts.BabySteps, t.Counts.GiantSteps, t.RotationKeys, t.Counts.NonScalarMults, t.Counts.Rescales, seconds(t.LaneSeconds))
+	row := fmt.Sprintf("total (one lane)\t\t\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s",
+		t.Counts.Diagonals, t.Counts.ScalarMults+t.Counts.PlainMults, t.Counts.BabySteps, t.Counts.GiantSteps, t.RotationKeys, t.Counts.NonScalarMults, t.Counts.Rescales, seconds(t.LaneSeconds))
 	if measured {
 		ml := r.MeasuredLaneSeconds()
 		row += fmt.Sprintf("\t%s\t%s", seconds(ml), ratio(t.LaneSeconds, ml))
@@ -96,8 +96,8 @@ func WriteTable(w io.Writer, r *Report) error {
 		fmt.Fprintf(w, ", %s measured (predicted/measured %s)", seconds(*t.MeasuredEvalSeconds), ratio(t.EvalSeconds, *t.MeasuredEvalSeconds))
 	}
 	fmt.Fprintf(w, "\nclient      encrypt %s, decrypt %s\n", seconds(t.EncryptSeconds), seconds(t.DecryptSeconds))
-	fmt.Fprintf(w, "operations  %d plaintext products (diagonals), %d hoisted + %d full rotations, %d ciphertext products, %d rescales, %d bootstraps\n",
-		t.Counts.Diagonals+t.Counts.PlainMults, t.Counts.BabySteps, t.Counts.GiantSteps, t.Counts.NonScalarMults, t.Counts.Rescales, t.Bootstraps)
+	fmt.Fprintf(w, "operations  %d plaintext products (diagonals), %d constant products, %d hoisted + %d full rotations, %d ciphertext products, %d rescales, %d bootstraps\n",
+		t.Counts.Diagonals+t.Counts.PlainMults, t.Counts.ScalarMults, t.Counts.BabySteps, t.Counts.GiantSteps, t.Counts.NonScalarMults, t.Counts.Rescales, t.Bootstraps)
 	fmt.Fprintf(w, "keys        %d rotation keys of %s, %s evaluation keys in all; %s encoded diagonals\n",
 		t.RotationKeys, mib(t.KeyBytes), mib(t.EvalKeyBytes), mib(t.EncodedBytes))
 	fmt.Fprintf(w, "memory      %s peak (worker)\n", mib(t.PeakMemoryBytes))
