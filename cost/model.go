@@ -177,6 +177,7 @@ func Predict(p *ckksir.Program, counts []OpCounts, keys Keys, prof *Profile, opt
 	if m.scaled {
 		rep.Notes = append(rep.Notes, fmt.Sprintf("the profile has no ring 2^%d: times are scaled from ring 2^%d", p.Params.LogN, m.ring.LogN))
 	}
+	rep.Notes = append(rep.Notes, fmt.Sprintf("whole-operation corrections from the profile: linear transformations ×%.2f, polynomials ×%.2f", m.linFix, m.polyFix))
 	feature := p.Packing == ckksir.PackFeature
 	workers := min(cpus, n)
 	inner := max(1, cpus/workers)
