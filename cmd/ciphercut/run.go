@@ -19,7 +19,7 @@ func runCmd() *cobra.Command {
 	var input, output, profile string
 	var verify bool
 	cmd := &cobra.Command{
-		Use:   "run PLAN --input X.npy [-o OUT.npy] [--verify]",
+		Use:   "run PLAN --input X.npy [-o OUT.npy] [--verify] [--profile M.json]",
 		Short: "Run a plan on encrypted inputs",
 		Long: "run generates keys, encrypts the samples of X.npy (stacked along the leading axis),\n" +
 			"evaluates the plan on the ciphertexts with only the public evaluation keys,\n" +
