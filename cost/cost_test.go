@@ -259,3 +259,35 @@ func TestNoLattigo(t *testing.T) {
 		t.Error("package cost depends on Lattigo")
 	}
 }
+
+func TestParallelEfficiency(t *testing.T) {
+	prof := testProfile()
+	if prof.Speedup(2) != 2 || prof.Speedup(1) != 1 {
+		t.Errorf("unmeasured efficiency: speedup(2) = %g", prof.Speedup(2))
+	}
+	p, counts := testProgram()
+	perfect, err := Predict(p, counts, Keys{}, prof, Options{CPUs: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prof.ParallelEfficiency = 0.5
+	if prof.Speedup(3) != 2 {
+		t.Errorf("speedup(3) at efficiency 0.5: %g", prof.Speedup(3))
+	}
+	half, err := Predict(p, counts, Keys{}, prof, Options{CPUs: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if half.Instrs[0].Seconds <= perfect.Instrs[0].Seconds || half.Instrs[2].Seconds != perfect.Instrs[2].Seconds {
+		t.Errorf("efficiency 0.5: linear %g (perfect %g), mul %g (perfect %g)", half.Instrs[0].Seconds, perfect.Instrs[0].Seconds,
+			half.Instrs[2].Seconds, perfect.Instrs[2].Seconds)
+	}
+	// Two lanes on two cores at efficiency 0.5 take 2/1.5 of one lane.
+	two, err := Predict(p, counts, Keys{}, prof, Options{CPUs: 2, Ciphertexts: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := two.Totals.EvalSeconds, two.Totals.LaneSeconds*2/1.5; math.Abs(got-want) > 1e-12 {
+		t.Errorf("two lanes: %g s, want %g", got, want)
+	}
+}

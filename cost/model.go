@@ -144,8 +144,9 @@ type Report struct {
 // diagonals as multiply-accumulates and its giant steps as full rotations,
 // plus the final ModDown of both components; the evaluator spreads baby
 // steps, diagonals and giant steps over the cores a lane gets (all cores
-// divided among the lanes running at once), which the model divides by.
-// A polynomial costs its ciphertext products (multiply, relinearize,
+// divided among the lanes running at once), and the model divides by the
+// speedup the profile measured for that many cores (Profile.Speedup); lanes
+// running at once slow each other the same way. A polynomial costs its ciphertext products (multiply, relinearize,
 // rescale at the middle of its levels) and its scalar terms, corrected by
 // the ratio of measured to modelled whole polynomial evaluations of the
 // profile. Feature packing spreads every instruction's ciphertexts over all
@@ -226,7 +227,8 @@ func Predict(p *ckksir.Program, counts []OpCounts, keys Keys, prof *Profile, opt
 	if feature {
 		tot.EvalSeconds = float64(n) * tot.LaneSeconds
 	} else {
-		tot.EvalSeconds = math.Ceil(float64(n)/float64(workers)) * tot.LaneSeconds
+		// Lanes on separate cores slow each other as cores do.
+		tot.EvalSeconds = math.Ceil(float64(n)/float64(workers)) * tot.LaneSeconds * float64(workers) / m.speedup(workers)
 	}
 	tot.RotationKeys = len(keys.Rotations)
 	tot.KeyBytes, tot.EvalKeyBytes, tot.EncodedBytes = keys.KeyBytes, keys.TotalBytes, keys.EncodedBytes
@@ -295,6 +297,7 @@ type machine struct {
 	factor     float64 // ring scaling
 	scaled     bool
 	nP, ringNP int
+	speedup    func(int) float64
 	polyFix    float64 // measured / modelled polynomial evaluation time
 	linFix     float64 // measured / modelled linear transformation time
 }
@@ -302,7 +305,7 @@ type machine struct {
 func newMachine(p *ckksir.Program, prof *Profile) *machine {
 	r, f := prof.ring(p.Params.LogN)
 	m := &machine{p: p, ring: r, factor: f, scaled: r.LogN != p.Params.LogN,
-		nP: max(1, len(p.Params.LogP)), ringNP: max(1, len(r.LogP)), polyFix: 1, linFix: 1}
+		nP: max(1, len(p.Params.LogP)), ringNP: max(1, len(r.LogP)), polyFix: 1, linFix: 1, speedup: prof.Speedup}
 	// Correct the polynomial model by the profile's whole evaluations.
 	var meas, model float64
 	for _, pt := range r.Poly {
@@ -317,7 +320,7 @@ func newMachine(p *ckksir.Program, prof *Profile) *machine {
 	meas, model = 0, 0
 	for _, lt := range r.Linear {
 		meas += lt.Seconds
-		model += matrixModel(r.at(lt.Level, 1), 1, lt.Diagonals, lt.BabySteps, lt.GiantSteps, 1)
+		model += matrixModel(r.at(lt.Level, 1), 1, lt.Diagonals, lt.BabySteps, lt.GiantSteps, 1, prof.Speedup)
 	}
 	if meas > 0 && model > 0 {
 		m.linFix = meas / model
@@ -345,15 +348,16 @@ func polyModel(lv Level, nonScalar, scalars int) float64 {
 // one decomposition, the final ModDown of both components and the scaling
 // of the input by P; baby steps (hoisted rotations) spread over k cores,
 // diagonals (multiply-accumulates) and giant steps (full rotations) over
-// min(k, giants) parts whose results are then summed.
-func matrixModel(lv Level, matrices, diags, babies, giants, k int) float64 {
-	kb := float64(min(k, max(1, babies)))
-	kg := float64(min(k, max(1, giants)))
+// min(k, giants) parts whose results are then summed; speedup(k) is how
+// much faster k cores are than one (Profile.Speedup).
+func matrixModel(lv Level, matrices, diags, babies, giants, k int, speedup func(int) float64) float64 {
+	kb := min(k, max(1, babies))
+	kg := min(k, max(1, giants))
 	t := float64(matrices)*(lv.Decompose+2*lv.ModDown+lv.MulScalar) +
-		float64(babies)*lv.HoistedRotate/kb +
-		(float64(diags)*lv.Diagonal+float64(giants)*lv.Rotate)/kg
+		float64(babies)*lv.HoistedRotate/speedup(kb) +
+		(float64(diags)*lv.Diagonal+float64(giants)*lv.Rotate)/speedup(kg)
 	if kg > 1 {
-		t += float64(matrices) * (kg - 1) * lv.Add
+		t += float64(matrices*(kg-1)) * lv.Add
 	}
 	return t
 }
@@ -392,15 +396,14 @@ func (m *machine) ctBytes(level int) int64 {
 func (m *machine) instrSeconds(c OpCounts, inner int, feature bool) float64 {
 	lv := m.at(c.LevelIn)
 	out := m.at(c.LevelOut)
-	k := float64(inner)
 	var t float64
 	switch c.Op {
 	case "linear":
 		if feature {
 			t = float64(c.ScalarMults)*lv.MulScalar + float64(c.Rescales)*lv.Rescale + float64(c.PlainAdds)*out.AddPlain
-			return t / math.Min(k, float64(max(1, c.Ciphertexts)))
+			return t / m.speedup(min(inner, max(1, c.Ciphertexts)))
 		}
-		t = m.linFix*matrixModel(lv, c.Matrices, c.Diagonals, c.BabySteps, c.GiantSteps, inner) +
+		t = m.linFix*matrixModel(lv, c.Matrices, c.Diagonals, c.BabySteps, c.GiantSteps, inner, m.speedup) +
 			float64(c.Adds)*lv.Add + float64(c.Rescales)*lv.Rescale + float64(c.PlainAdds)*out.AddPlain
 		return t
 	case "poly":
@@ -418,7 +421,7 @@ func (m *machine) instrSeconds(c OpCounts, inner int, feature bool) float64 {
 		t = float64(c.Bootstraps) * m.ring.Bootstrap * m.factor
 	}
 	if feature {
-		t /= math.Min(k, float64(max(1, c.Ciphertexts)))
+		t /= m.speedup(min(inner, max(1, c.Ciphertexts)))
 	}
 	return t
 }

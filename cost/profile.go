@@ -31,6 +31,11 @@ const ProfileVersion = 1
 //   - machine: free text (OS, architecture, CPU model) naming where it was
 //     measured; cpus: the cores the evaluator may use (runtime.NumCPU()).
 //   - lattigo: the Lattigo version measured; created: RFC 3339 time.
+//   - parallelEfficiency: how much each core beyond the first adds when
+//     the same key switches are spread over all cpus, from 0 (nothing)
+//     to 1 (a perfect speedup; also assumed when the field is absent):
+//     cores share memory bandwidth and caches, and virtual cores may be
+//     hyperthreads of one physical core.
 //   - rings: one entry per ring degree 2^logN measured (see Ring).
 //
 // Every time is in seconds of wall time on one core (the operations are
@@ -41,7 +46,20 @@ type Profile struct {
 	CPUs    int       `json:"cpus"`
 	Lattigo string    `json:"lattigo"`
 	Created time.Time `json:"created"`
-	Rings   []Ring    `json:"rings"`
+	// ParallelEfficiency is in (0, 1]; 0 (absent) reads as 1.
+	ParallelEfficiency float64 `json:"parallelEfficiency,omitempty"`
+	Rings              []Ring  `json:"rings"`
+}
+
+// Speedup is how many times faster k cores run work split evenly among
+// them than one core does: 1 + (k-1)·ParallelEfficiency (a perfect k when
+// the efficiency was not measured).
+func (p *Profile) Speedup(k int) float64 {
+	eff := p.ParallelEfficiency
+	if eff <= 0 || eff > 1 {
+		eff = 1
+	}
+	return 1 + float64(max(0, k-1))*eff
 }
 
 // Ring is the measurements at one ring degree. Fields: logN; logScale and

@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ciphercut/ciphercut/cost"
@@ -92,7 +93,70 @@ func Calibrate(opts CalibrateOptions, progress func(done, total int, what string
 		prof.Rings = append(prof.Rings, *ring)
 		runtime.GC() // keys of large rings are hundreds of MiB
 	}
+	eff, err := parallelEfficiency(opts.Params[0], opts.Reps)
+	if err != nil {
+		return nil, fmt.Errorf("ckks: calibrate: %w", err)
+	}
+	prof.ParallelEfficiency = eff
 	return prof, nil
+}
+
+// parallelEfficiency times the same key switches (hoisted rotations at the
+// top level, what a split linear transformation spreads over cores) on one
+// goroutine and spread over all cores, and returns (speedup-1)/(cores-1)
+// in [0.01, 1]: 1 for a perfect speedup (and on one core).
+func parallelEfficiency(p ckksir.Params, reps int) (eff float64, err error) {
+	cpus := runtime.NumCPU()
+	if cpus < 2 {
+		return 1, nil
+	}
+	err = protect("parallel calibration", func() error {
+		params, err := newParams(p)
+		if err != nil {
+			return err
+		}
+		kgen := rlwe.NewKeyGenerator(params)
+		sk := kgen.GenSecretKeyNew()
+		galEl := params.GaloisElement(1)
+		ev := hefloat.NewEvaluator(params, rlwe.NewMemEvaluationKeySet(nil, kgen.GenGaloisKeyNew(galEl, sk)))
+		level, levelP := params.MaxLevel(), params.MaxLevelP()
+		ct, err := rlwe.NewEncryptor(params, sk).EncryptNew(hefloat.NewPlaintext(params, level))
+		if err != nil {
+			return err
+		}
+		evs := make([]*hefloat.Evaluator, cpus)
+		outs := make([]*rlwe.Element[ringqp.Poly], cpus)
+		for i := range evs {
+			evs[i] = ev.ShallowCopy()
+			outs[i] = rlwe.NewElementExtended(params, 1, level, levelP)
+		}
+		decomp := ev.GetBuffDecompQP()
+		ev.DecomposeNTT(level, levelP, levelP+1, ct.Value[1], ct.IsNTT, decomp)
+		per := 4
+		var e error
+		work := func(w, n int) {
+			for range n {
+				if err := evs[w].AutomorphismHoistedLazy(level, ct, decomp, galEl, outs[w]); err != nil && e == nil {
+					e = err
+				}
+			}
+		}
+		serial := median(reps, func() { work(0, per*cpus) })
+		parallel := median(reps, func() {
+			var wg sync.WaitGroup
+			for w := range cpus {
+				wg.Add(1)
+				go func() { defer wg.Done(); work(w, per) }()
+			}
+			wg.Wait()
+		})
+		if e != nil {
+			return e
+		}
+		eff = max(0.01, min(1, (serial/parallel-1)/float64(cpus-1)))
+		return nil
+	})
+	return eff, err
 }
 
 // spread returns n levels spread evenly over [1, top] (fewer when top is

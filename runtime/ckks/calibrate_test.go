@@ -21,7 +21,7 @@ func TestCalibrateInsecureSmallRing(t *testing.T) {
 	if err := prof.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if len(prof.Rings) != 1 || prof.CPUs < 1 || prof.Machine == "" {
+	if len(prof.Rings) != 1 || prof.CPUs < 1 || prof.Machine == "" || prof.ParallelEfficiency <= 0 || prof.ParallelEfficiency > 1 {
 		t.Fatalf("profile %+v", prof)
 	}
 	r := prof.Rings[0]
