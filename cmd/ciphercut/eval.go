@@ -18,6 +18,7 @@ import (
 func evalCmd() *cobra.Command {
 	var data string
 	var limit int
+	var profile string
 	cmd := &cobra.Command{
 		Use:   "eval (PLAN --data MODEL_DIR | MODEL_DIR...)",
 		Short: "Measure accuracy on a model folder's held-out samples, encrypted or in plaintext",
@@ -33,7 +34,7 @@ func evalCmd() *cobra.Command {
 				if len(args) != 1 {
 					return fmt.Errorf("eval --data takes exactly one plan")
 				}
-				return evalEncrypted(args[0], data, limit)
+				return evalEncrypted(args[0], data, limit, profile)
 			}
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "model\tsamples\taccuracy\tmax |ours-torch|\tcanonical max |diff|\tcanonical nodes\ttime")
@@ -54,11 +55,12 @@ func evalCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&data, "data", "", "model folder whose samples to run encrypted through PLAN")
 	cmd.Flags().IntVar(&limit, "limit", 0, "run only the first N samples (0: all)")
+	cmd.Flags().StringVar(&profile, "profile", "", "write measured per-layer times and errors to this JSON file (for `ciphercut report --measured`)")
 	return cmd
 }
 
 // evalEncrypted runs a model folder's samples through a plan encrypted.
-func evalEncrypted(planPath, dir string, limit int) error {
+func evalEncrypted(planPath, dir string, limit int, profile string) error {
 	plan, ref, err := loadPlan(planPath)
 	if err != nil {
 		return err
@@ -87,9 +89,13 @@ func evalEncrypted(planPath, dir string, limit int) error {
 	if err != nil {
 		return err
 	}
+	prof := newProfiler(profile, plan.Program, sess)
 	y, t, err := sess.Infer(x)
 	if err != nil {
 		return fmt.Errorf("%s: %w", planPath, err)
+	}
+	if err := prof.write(planPath, plan, t, n, y, approx); err != nil {
+		return err
 	}
 	maxErr, meanErr := errorStats(y, approx)
 	maxExact, meanExact := errorStats(y, exact)

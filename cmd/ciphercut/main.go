@@ -37,6 +37,7 @@ func newRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(demoCmd(), compileCmd(), runCmd(), evalCmd(), inspectCmd(), inferCmd(), conformanceCmd())
+	root.AddCommand(demoCmd(), compileCmd(), runCmd(), evalCmd(), inspectCmd(), inferCmd(), conformanceCmd(),
+		calibrateCmd(), reportCmd())
 	return root
 }

@@ -119,9 +119,11 @@ func TestCompileRunVerify(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "out.npy")
-	if err := run("run", plan, "-i", four, "-o", out, "--verify"); err != nil {
+	measured := filepath.Join(dir, "measured.json")
+	if err := run("run", plan, "-i", four, "-o", out, "--verify", "--profile", measured); err != nil {
 		t.Fatal(err)
 	}
+	checkReports(t, plan, measured)
 	if y, err := npy.Read(out); err != nil || !y.Shape.Equal(ir.Shape{4, 2}) {
 		t.Fatalf("output %v, %v; want a 4x2 tensor", y, err)
 	}
@@ -166,6 +168,9 @@ func TestLargeBatchChoosesFeaturePacking(t *testing.T) {
 	}
 	if p.Program.Packing != ckksir.PackFeature || p.Program.Batch < 1000 {
 		t.Errorf("--batch 1000 gave %s packing with %d samples per ciphertext", p.Program.Packing, p.Program.Batch)
+	}
+	if err := run("report", plan); err != nil {
+		t.Errorf("report on a feature-packed plan: %v", err)
 	}
 	if err := run("compile", model, "-o", plan, "--batch", "1000", "--packing", "slot"); err == nil || !strings.Contains(err.Error(), "samples of") {
 		t.Errorf("--packing slot --batch 1000: got %v, want the capacity error", err)

@@ -16,10 +16,10 @@ import (
 )
 
 func runCmd() *cobra.Command {
-	var input, output string
+	var input, output, profile string
 	var verify bool
 	cmd := &cobra.Command{
-		Use:   "run PLAN --input X.npy [-o OUT.npy] [--verify]",
+		Use:   "run PLAN --input X.npy [-o OUT.npy] [--verify] [--profile M.json]",
 		Short: "Run a plan on encrypted inputs",
 		Long: "run generates keys, encrypts the samples of X.npy (stacked along the leading axis),\n" +
 			"evaluates the plan on the ciphertexts with only the public evaluation keys,\n" +
@@ -46,9 +46,19 @@ func runCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			prof := newProfiler(profile, plan.Program, sess)
 			y, t, err := sess.Infer(x)
 			if err != nil {
 				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			if prof != nil {
+				want, err := zoo.RunBatched(ref, x, 1)
+				if err != nil {
+					return fmt.Errorf("plaintext reference: %w", err)
+				}
+				if err := prof.write(args[0], plan, t, x.Shape[0], y, want); err != nil {
+					return err
+				}
 			}
 			if output != "" {
 				if err := writeTensor(output, plan.Program.Outputs[0].Name, y); err != nil {
@@ -66,6 +76,7 @@ func runCmd() *cobra.Command {
 	}
 	cmd.Flags().StringVarP(&input, "input", "i", "", "input samples (.npy or .pb), stacked along the leading axis")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output file (.npy or .pb)")
+	cmd.Flags().StringVar(&profile, "profile", "", "write measured per-layer times and errors to this JSON file (for `ciphercut report --measured`)")
 	cmd.Flags().BoolVar(&verify, "verify", false, "compare with the plaintext reference within the plan's predicted bound")
 	return cmd
 }

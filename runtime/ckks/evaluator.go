@@ -9,6 +9,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ciphercut/ciphercut/ir/ckksir"
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
@@ -31,6 +32,7 @@ type Evaluator struct {
 	scales   []rlwe.Scale // planned scale of every value after its instruction
 	lastUse  []int        // last instruction reading each value; len(Instrs) for outputs
 	progress func(instr, total int, layer string)
+	trace    func(instr int, d time.Duration)
 	cpus     int // cores to use; 0 is runtime.NumCPU() (tests set it)
 
 	mu   sync.Mutex
@@ -539,6 +541,14 @@ func (st *laneState) preRotated(params hefloat.Parameters, babies []int) map[int
 // instruction just executed. Calls are serialized.
 func (e *Evaluator) SetProgress(f func(instr, total int, layer string)) { e.progress = f }
 
+// SetTrace installs a callback receiving the wall time of every
+// instruction: in slot packing once per instruction per ciphertext lane
+// (the time that lane spent on it, with the cores the lane had; lanes run in
+// parallel, so calls may come from several goroutines at once), in feature
+// packing once per instruction (the wall time of all its ciphertexts, spread
+// over all cores). Like SetProgress, it may not race with Run.
+func (e *Evaluator) SetTrace(f func(instr int, d time.Duration)) { e.trace = f }
+
 // Run executes the program on the inputs' ciphertexts (every input with the
 // same number of ciphertexts, as Client.Encrypt returns them) and returns
 // the outputs' ciphertexts. Independent ciphertexts run in parallel on all
@@ -664,11 +674,15 @@ func (e *Evaluator) runLane(st *laneState, inputs map[string][]*Ciphertext, lane
 		}
 		c := &e.instrs[i]
 		var out *rlwe.Ciphertext
+		start := time.Now()
 		err := recovered(func() error {
 			var err error
 			out, err = e.exec(st, c, vals)
 			return err
 		})
+		if e.trace != nil && err == nil {
+			e.trace(i, time.Since(start))
+		}
 		if err != nil {
 			if errors.Is(err, errPlan) {
 				return nil, err

@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/ciphercut/ciphercut/ir"
 	"github.com/ciphercut/ciphercut/ir/ckksir"
@@ -165,6 +166,7 @@ func (e *Evaluator) runFeature(inputs map[string][]*Ciphertext) (map[string][]*C
 		)
 		workers := min(cpus, len(out))
 		errs := make([]error, workers)
+		start := time.Now()
 		for w := 0; w < workers; w++ {
 			wg.Add(1)
 			go func(w int) {
@@ -202,6 +204,9 @@ func (e *Evaluator) runFeature(inputs map[string][]*Ciphertext) (map[string][]*C
 		wg.Wait()
 		if err := errors.Join(errs...); err != nil {
 			return nil, err
+		}
+		if e.trace != nil {
+			e.trace(i, time.Since(start))
 		}
 		vals[c.ins.Out] = out
 		for _, a := range c.ins.In {

@@ -101,6 +101,10 @@ func NewSession(prog *ckksir.Program, progress Progress) (*Session, error) {
 	return s, nil
 }
 
+// SetTrace installs the evaluator's per-instruction timing callback (see
+// ckks.Evaluator.SetTrace); nil removes it.
+func (s *Session) SetTrace(f func(instr int, d time.Duration)) { s.worker.SetTrace(f) }
+
 // Infer encrypts x (samples along the leading axis) for the program's single
 // input, evaluates, decrypts and returns the single output with the same
 // leading axis.

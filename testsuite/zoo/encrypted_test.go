@@ -6,8 +6,10 @@ import (
 	"testing"
 
 	"github.com/ciphercut/ciphercut/compiler"
+	"github.com/ciphercut/ciphercut/cost"
 	"github.com/ciphercut/ciphercut/ir"
 	"github.com/ciphercut/ciphercut/passes"
+	"github.com/ciphercut/ciphercut/runtime/ckks"
 	"github.com/ciphercut/ciphercut/runtime/local"
 )
 
@@ -77,7 +79,7 @@ func checkEncrypted(t *testing.T, m *Model, plan *compiler.Plan) *local.Session 
 	if err != nil {
 		t.Fatal(err)
 	}
-	bound := plan.Program.Values[plan.Program.Outputs[0].Value].Bound
+	bound := predictedBound(t, plan)
 	if d := MaxAbsDiff(y, want); d > bound || bound <= 0 {
 		t.Errorf("max |encrypted - plan reference| = %.3e, plan bound %.3e", d, bound)
 	} else {
@@ -91,6 +93,25 @@ func checkEncrypted(t *testing.T, m *Model, plan *compiler.Plan) *local.Session 
 	t.Logf("%d samples: agreement %.4f, accuracy %.4f encrypted / %.4f plaintext; %s; eval %v",
 		m.Samples(), agree, encAcc, plainAcc, plan.Program.Params, timing.Eval)
 	return sess
+}
+
+// predictedBound is the output error bound the cost model predicts (what
+// `ciphercut report` shows): the bound the compiler derived for the plan's
+// output, from approximation and CKKS noise.
+func predictedBound(t *testing.T, plan *compiler.Plan) float64 {
+	t.Helper()
+	counts, err := ckks.InstrStats(plan.Program)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := cost.Predict(plan.Program, counts, cost.Keys{}, cost.DefaultProfile(), cost.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := plan.Program.Values[plan.Program.Outputs[0].Value].Bound; rep.Outputs[0].Bound != want {
+		t.Fatalf("cost model bound %g, plan bound %g", rep.Outputs[0].Bound, want)
+	}
+	return rep.Outputs[0].Bound
 }
 
 // BenchmarkSlotLatency measures one encrypted sample through the default
