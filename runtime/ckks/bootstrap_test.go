@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"math"
 	"math/rand"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/ciphercut/ciphercut/ir"
 	"github.com/ciphercut/ciphercut/ir/ckksir"
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
+	"github.com/tuneinsight/lattigo/v5/he/hefloat/bootstrapping"
 )
 
 // smallBootParams is a reduced bootstrapping circuit for the test rings:
@@ -316,4 +318,128 @@ func FuzzUnmarshalBootstrapKeys(f *testing.F) {
 			t.Fatalf("decoded %d bytes into incomplete keys without an error", len(b))
 		}
 	})
+}
+
+// TestBootstrapExtraLogQP checks the reported bit count against the primes
+// Lattigo actually draws for the bootstrapping parameters, and Lattigo's
+// own 128-bit sparse-secret set N16QP1546H192H32 (residual chain 60 + 9x40,
+// default circuit): 1546 bits in all.
+func TestBootstrapExtraLogQP(t *testing.T) {
+	for _, tc := range []struct {
+		p    ckksir.Params
+		boot *ckksir.BootParams
+		want int
+	}{
+		{bootProgram(rand.New(rand.NewSource(1))).Params, smallBootParams(), 3*56 + 8*60 + 2*39 + 3*61},
+		{ckksir.Params{LogN: 13, LogQ: []int{50, 20, 20}, LogP: []int{51}, LogScale: 20}, smallBootParams(), 3*56 + 8*60 + 2*59 + 3*61},
+		{tinyBootProgram().Params, tinyBootProgram().Boot, 3*50 + 3*50 + 3*30 + 4*61},
+	} {
+		got, err := BootstrapExtraLogQP(tc.p, tc.boot)
+		if err != nil || got != tc.want {
+			t.Errorf("%s with %s: %d extra bits (err %v), want %d", tc.p, tc.boot, got, err, tc.want)
+			continue
+		}
+		params, err := newParams(tc.p, tc.boot.SecretWeight)
+		if err != nil {
+			t.Fatal(err)
+		}
+		btp, err := bootstrapping.NewParametersFromLiteral(params, bootLiteral(tc.p, tc.boot))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bp := btp.BootstrappingParameters
+		actual := 0.0
+		for _, q := range append(bp.Q()[params.MaxLevel()+1:], bp.P()...) {
+			actual += math.Log2(float64(q))
+		}
+		if math.Abs(actual-float64(got)) > 1 {
+			t.Errorf("%s with %s: Lattigo's primes add %.2f bits, reported %d", tc.p, tc.boot, actual, got)
+		}
+	}
+	residual := ckksir.Params{LogN: 16, LogQ: []int{60, 40, 40, 40, 40, 40, 40, 40, 40, 40}, LogScale: 40}
+	extra, err := BootstrapExtraLogQP(residual, ckksir.DefaultBootParams())
+	if err != nil || 420+extra != 1546 {
+		t.Errorf("default circuit over Lattigo's N16QP1546 residual chain: %d + %d bits (err %v), want 1546", 420, extra, err)
+	}
+	if _, err := BootstrapExtraLogQP(residual, &ckksir.BootParams{}); err == nil {
+		t.Error("empty bootstrapping parameters accepted")
+	}
+}
+
+// TestBootstrapMeasureN16 measures 128-bit bootstrapping at N=2^16 (Lattigo's
+// N16QP1546H192H32: residual chain 60 + 9x40 bits, scale 2^40, default
+// circuit, secret of Hamming weight 192, 1546 bits of modulus): key
+// generation, evaluator set-up, one bootstrap of a level-0 ciphertext. It
+// needs about 15 GB and minutes of CPU, so it runs only with
+// CIPHERCUT_BOOT_N16=1, e.g.
+//
+//	go test -c -o /tmp/ckks.test ./runtime/ckks
+//	CIPHERCUT_BOOT_N16=1 GOMEMLIMIT=14GiB /usr/bin/time -v /tmp/ckks.test -test.run TestBootstrapMeasureN16 -test.v -test.timeout 1h
+func TestBootstrapMeasureN16(t *testing.T) {
+	if os.Getenv("CIPHERCUT_BOOT_N16") != "1" {
+		t.Skip("set CIPHERCUT_BOOT_N16=1 to measure bootstrapping at N=2^16 (about 15 GB)")
+	}
+	lay := ckksir.Layout{Shape: ir.Shape{16}}
+	p := &ckksir.Program{
+		Params:    ckksir.Params{LogN: 16, LogQ: []int{60, 40, 40, 40, 40, 40, 40, 40, 40, 40}, LogP: []int{61, 61}, LogScale: 40},
+		BlockSize: 16, Batch: 1 << 15 / 16,
+		Inputs:  []ckksir.IO{{Name: "x", Value: 0}},
+		Outputs: []ckksir.IO{{Name: "y", Value: 1}},
+		Values:  []ckksir.Value{{Layout: lay, Level: 0}, {Layout: lay, Level: 9}},
+		Instrs:  []ckksir.Instr{{Op: ckksir.OpBootstrap, Out: 1, In: []int{0}}},
+		Boot:    ckksir.DefaultBootParams(),
+	}
+	extra, err := BootstrapExtraLogQP(p.Params, p.Boot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := PlanKeys(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s + bootstrapping %s: %d + %d = %d bits; %d bootstrapping keys planned, %.2f GB in all",
+		p.Params, p.Boot, 420, extra, 420+extra, kp.BootstrapKeys, float64(kp.TotalBytes)/1e9)
+	rss := func() string {
+		b, _ := os.ReadFile("/proc/self/status")
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "VmHWM:") {
+				return strings.Join(strings.Fields(l)[1:], " ")
+			}
+		}
+		return "?"
+	}
+	start := time.Now()
+	c, err := NewClient(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evk, err := c.EvaluationKeys(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("key generation: %v on %d cores, %.2f GB of keys (peak RSS so far %s)", time.Since(start), runtime.NumCPU(), float64(evk.Bytes())/1e9, rss())
+	start = time.Now()
+	e, err := NewEvaluator(p, evk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("evaluator: %v (peak RSS so far %s)", time.Since(start), rss())
+	rng := rand.New(rand.NewSource(3))
+	xs := randVec(rng, 64*16, 1)
+	cts, err := c.Encrypt("x", ir.NewFloat(ir.Shape{64, 16}, xs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	outs, err := e.Run(map[string][]*Ciphertext{"x": cts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	y, err := c.Decrypt("y", outs["y"], 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("one bootstrap: %v on %d cores, max error %.3g, output level %d (peak RSS %s)",
+		took, runtime.NumCPU(), maxAbsDiff(y.Floats(), xs), outs["y"][0].Level(), rss())
 }
