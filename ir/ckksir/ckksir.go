@@ -391,10 +391,11 @@ type Program struct {
 // Every field is explicit (no zero-value defaults); DefaultBootParams
 // returns Lattigo's default bootstrapping circuit.
 type BootParams struct {
-	// SecretWeight is the Hamming weight of the program's secret key when
-	// it bootstraps (its keys and the bootstrapping keys share it); 0 keeps
-	// the uniform ternary secret. A sparse secret (Lattigo's sets use 192)
-	// lowers the modulus that 128-bit security allows.
+	// SecretWeight is the Hamming weight of the program's secret key
+	// whenever Boot is set (the program's keys and the bootstrapping keys
+	// share the secret); 0 keeps the uniform ternary secret. A sparse
+	// secret (Lattigo's sets use 192) lowers the modulus that 128-bit
+	// security allows.
 	SecretWeight int
 	// EphemeralWeight is the Hamming weight of the ephemeral secret the
 	// bootstrapping switches to before raising the modulus (sparse-secret

@@ -134,7 +134,7 @@ func TestBootstrapInsecureSmallRing(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	const n = 200 // one ciphertext, partly filled
+	const n = 300 // two ciphertexts (two lanes on two cores), the second partly filled
 	xs := randVec(rng, n*8, 1)
 	cts, err := c.Encrypt("x", ir.NewFloat(ir.Shape{n, 8}, xs))
 	if err != nil {
@@ -442,4 +442,56 @@ func TestBootstrapMeasureN16(t *testing.T) {
 	}
 	t.Logf("one bootstrap: %v on %d cores, max error %.3g, output level %d (peak RSS %s)",
 		took, runtime.NumCPU(), maxAbsDiff(y.Floats(), xs), outs["y"][0].Level(), rss())
+}
+
+// TestBootstrapFeatureInsecureSmallRing bootstraps in feature packing: each
+// of a value's ciphertexts is refreshed on its own.
+func TestBootstrapFeatureInsecureSmallRing(t *testing.T) {
+	rng := rand.New(rand.NewSource(12))
+	const k = 2
+	lay := ckksir.Layout{Shape: ir.Shape{k}}
+	w := randMatrix(rng, k, k, 0.4)
+	dense := &ckksir.DenseMatrix{Rows: k, Cols: k, Data: append(append([]float64(nil), w[0]...), w[1]...)}
+	cheb := &ckksir.Poly{Func: "test", A: -1, B: 1, Coeffs: []float64{0.05, 0.6, 0.1, -0.2}}
+	p := &ckksir.Program{
+		Params:  ckksir.Params{LogN: 13, LogQ: []int{60, 40, 40, 40}, LogP: []int{61}, LogScale: 40},
+		Packing: ckksir.PackFeature, BlockSize: 1, Batch: 4096,
+		Inputs:  []ckksir.IO{{Name: "x", Value: 0}},
+		Outputs: []ckksir.IO{{Name: "y", Value: 4}},
+		Values:  []ckksir.Value{{Layout: lay, Level: 3}, {Layout: lay, Level: 2}, {Layout: lay, Level: 0}, {Layout: lay, Level: 3}, {Layout: lay, Level: 1}},
+		Instrs: []ckksir.Instr{
+			{Op: ckksir.OpLinear, Out: 1, In: []int{0}, Dense: []*ckksir.DenseMatrix{dense}},
+			{Op: ckksir.OpPoly, Out: 2, In: []int{1}, Poly: cheb},
+			{Op: ckksir.OpBootstrap, Out: 3, In: []int{2}},
+			{Op: ckksir.OpPoly, Out: 4, In: []int{3}, Poly: cheb},
+		},
+		Boot: smallBootParams(),
+	}
+	c, _, e := setup(t, p)
+	const n = 100
+	xs := randVec(rng, n*k, 1)
+	cts, err := c.Encrypt("x", ir.NewFloat(ir.Shape{n, k}, xs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	outs, err := e.Run(map[string][]*Ciphertext{"x": cts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := c.Decrypt("y", outs["y"], n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	worst := 0.0
+	for s := 0; s < n; s++ {
+		h := matVec(w, xs[s*k:(s+1)*k])
+		for r := range h {
+			want := chebyshev(cheb.Coeffs, -1, 1, chebyshev(cheb.Coeffs, -1, 1, h[r]))
+			worst = math.Max(worst, math.Abs(y.Float[s*k+r]-want))
+		}
+	}
+	t.Logf("max error %.3g", worst)
+	if !(worst < 1e-3) {
+		t.Fatalf("max error %.3g, want < 1e-3 (see TestBootstrapInsecureSmallRing)", worst)
+	}
 }

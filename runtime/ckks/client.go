@@ -15,6 +15,12 @@
 // Paterson-Stockmeyer evaluation plus one for the change of variable when
 // the interval is not [-1, 1].
 //
+// A bootstrap (ckksir.OpBootstrap) refreshes a ciphertext to the top of the
+// program's chain, which is the residual chain of Lattigo's bootstrapping
+// parameters (see bootstrap.go and BootstrapExtraLogQP); the program's
+// secret key then has the Hamming weight ckksir.BootParams.SecretWeight, and
+// the evaluation keys carry the bootstrapping keys.
+//
 // Scales are planned once, exactly: instructions with a plaintext operand
 // (linear, mul-const) and polynomials return to the default scale 2^LogScale;
 // a ciphertext product leaves the scale s0*s1/q (q the prime rescaled away),

@@ -116,9 +116,11 @@ func (pl *plan) walkCiphertext(b []byte) (degree, level int, err error) {
 // length fields claim and overflows the stack on truncated data. It accepts
 // exactly the key set Client.EvaluationKeys generates for p: the
 // relinearization key if and only if p needs one and one Galois key for each
-// rotation p uses, no more, every key at the maximum Q and P levels without
-// base-two decomposition. The program is verified and its plan derived on
-// every call (cheap next to key decoding).
+// rotation p uses, no more, every key at the level the plan generates it
+// and every P prime without base-two decomposition; and, exactly when p
+// bootstraps, the bootstrapping keys (see walkEvaluationKeys). The program
+// is verified and its plan derived on every call (cheap next to key
+// decoding).
 func UnmarshalEvaluationKeys(p *ckksir.Program, data []byte) (*EvaluationKeys, error) {
 	pl, err := newPlan(p)
 	if err != nil {
