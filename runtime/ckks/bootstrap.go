@@ -15,6 +15,7 @@ package ckks
 
 import (
 	"fmt"
+	"math"
 	"sort"
 
 	"github.com/ciphercut/ciphercut/ir/ckksir"
@@ -260,16 +261,53 @@ func bootCopy(ev *bootstrapping.Evaluator) *bootstrapping.Evaluator {
 	return &cp
 }
 
-// bootstrap refreshes ct (left untouched: Lattigo bootstraps in place) with
-// the lane's bootstrapping evaluator. The result is at the top of the
-// residual chain with the default scale, which is what planScales plans for
-// a bootstrap's output.
-func (e *Evaluator) bootstrap(st *laneState, ct *rlwe.Ciphertext) (*rlwe.Ciphertext, error) {
+// bootScale is the scale a bootstrap's output has for an input at level
+// with scale in. Lattigo's bootstrapping first scales its input to
+// Q[0]/2^LogMessageRatio: it drops primes while the ratio allows, multiplies
+// by an integer (rounded) and rescales; the circuit then treats the result
+// as if it had exactly that scale. The message it returns is therefore the
+// input's times errScale, the ratio of the reached scale to the target,
+// under a scale Lattigo sets to the default one: declaring the default
+// scale times errScale decodes the message exactly. errScale is 1 up to
+// about 2^-50 for an input at the default scale; for a product's scale
+// (which differs from the default by a prime's gap, about 1e-7 to 1e-5) it
+// is that gap. It is found by running Lattigo's own scale-down on an
+// encryption-free ciphertext of that level and scale (cheap: one scalar
+// product and rescales).
+func (e *Evaluator) bootScale(level int, in rlwe.Scale) (rlwe.Scale, error) {
+	params := e.plan.params
+	var errScale *rlwe.Scale
+	err := protect("bootstrapping scale-down", func() error {
+		ct := hefloat.NewCiphertext(params, 1, level)
+		ct.Scale = in
+		var err error
+		_, errScale, err = e.boot.ScaleDown(ct)
+		return err
+	})
+	if err != nil {
+		return rlwe.Scale{}, err
+	}
+	return params.DefaultScale().Mul(*errScale), nil
+}
+
+// bootstrap executes bootstrap instruction c on ct (left untouched:
+// Lattigo bootstraps in place) with the lane's bootstrapping evaluator. The
+// result is at the top of the residual chain; its scale is the planned one
+// (bootScale), which Lattigo's output (the default scale) does not carry.
+func (e *Evaluator) bootstrap(st *laneState, c *compiled, ct *rlwe.Ciphertext) (*rlwe.Ciphertext, error) {
 	if e.boot == nil {
 		return nil, fmt.Errorf("no bootstrapping evaluator")
 	}
 	if st.boot == nil {
 		st.boot = bootCopy(e.boot)
 	}
-	return st.boot.Bootstrap(ct.CopyNew())
+	out, err := st.boot.Bootstrap(ct.CopyNew())
+	if err != nil {
+		return nil, err
+	}
+	if d := relDiff(out.Scale, e.plan.params.DefaultScale()); d > 1e-12 {
+		return nil, fmt.Errorf("Lattigo's bootstrapping returned the scale 2^%.6f, not the default one", math.Log2(out.Scale.Float64()))
+	}
+	out.Scale = c.outScale
+	return out, nil
 }

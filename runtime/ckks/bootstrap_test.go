@@ -76,14 +76,15 @@ func bootProgram(rng *rand.Rand) *ckksir.Program {
 
 // TestBootstrapInsecureSmallRing runs a program that needs two bootstraps
 // encrypted, with keys that went through serialization, and compares it
-// with the plaintext reference. Tolerance: these bootstrapping parameters
-// (Lattigo's default modular reduction, message ratio 2^8) refresh messages
-// in [-1, 1] to about 2^-20 (Lattigo reports 19 to 27 bits for its default
-// circuits); each polynomial after a bootstrap has coefficients summing to
-// 0.9 in absolute value, so its Lipschitz constant on [-1, 1] is at most
-// 0.9·deg^2 (Markov), 44 for degree 7: 2^-20·44 ≈ 4e-5, plus the square's
-// factor 2. 1e-3 leaves a margin of 10 over that bound; a broken bootstrap
-// (wrong scale, wrong key) errs by O(1).
+// with the plaintext reference. Tolerance: Lattigo reports 27 bits of
+// precision (about 1e-8) for its default circuit on messages in [-1, 1];
+// this one has fewer, denser DFT levels and the same modular reduction, so
+// allow 2^-20 (1e-6) per bootstrap. Each polynomial after a bootstrap has
+// Chebyshev coefficients summing to 0.9 in absolute value, so its Lipschitz
+// constant on [-1, 1] is at most 0.9·deg^2 (Markov): 8 for the cubic, 44
+// for degree 7, and the square doubles an error: 1e-6·(8·2 + 1)·44 < 1e-3
+// bounds the output's error after both bootstraps (measured: about 6e-9).
+// A broken bootstrap (wrong scale, wrong key, wrong level) errs by O(0.1).
 func TestBootstrapInsecureSmallRing(t *testing.T) {
 	rng := rand.New(rand.NewSource(11))
 	p := bootProgram(rng)
@@ -493,5 +494,40 @@ func TestBootstrapFeatureInsecureSmallRing(t *testing.T) {
 	t.Logf("max error %.3g", worst)
 	if !(worst < 1e-3) {
 		t.Fatalf("max error %.3g, want < 1e-3 (see TestBootstrapInsecureSmallRing)", worst)
+	}
+}
+
+// TestBootScaleInsecureSmallRing checks the planned scale of a bootstrap's
+// output against the scale-down Lattigo documents: from level 0, the input
+// is multiplied by round(Q[0]/(scale·2^LogMessageRatio)), and the message
+// comes back multiplied by the ratio of the scale reached to
+// Q[0]/2^LogMessageRatio. From a higher level, primes are dropped first
+// (the ratio Q[0]/scale leaves room), so the same holds.
+func TestBootScaleInsecureSmallRing(t *testing.T) {
+	p := tinyBootProgram()
+	_, _, e := setup(t, p)
+	params := e.plan.params
+	def := params.DefaultScale()
+	q0 := float64(params.Q()[0])
+	for _, level := range []int{0, 1} {
+		for _, gap := range []float64{0, 1e-5, -3e-6} {
+			in := def.Mul(rlwe.NewScale(1 + gap))
+			got, err := e.bootScale(level, in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			target := q0 / 256
+			want := def.Float64() * in.Float64() * math.Round(target/in.Float64()) / target
+			if d := math.Abs(got.Float64()/want - 1); d > 1e-12 {
+				t.Errorf("level %d, scale gap %g: planned output scale 2^%.9f, want 2^%.9f", level, gap, math.Log2(got.Float64()), math.Log2(want))
+			}
+			if gap != 0 && math.Abs(got.Float64()/def.Float64()-1-gap) > 1e-3*math.Abs(gap) {
+				t.Errorf("level %d, scale gap %g: the output scale's gap is %g, want about the input's", level, gap, got.Float64()/def.Float64()-1)
+			}
+		}
+	}
+	// The program's own bootstrap (of a product) is planned that way.
+	if want, _ := e.bootScale(0, e.scales[1]); e.scales[2].Cmp(want) != 0 || e.scales[2].Cmp(def) == 0 {
+		t.Errorf("planned bootstrap scale 2^%.9f, want 2^%.9f", math.Log2(e.scales[2].Float64()), math.Log2(want.Float64()))
 	}
 }

@@ -115,7 +115,9 @@ func NewEvaluatorWithBudget(p *ckksir.Program, evk *EvaluationKeys, budget int64
 	}); err != nil {
 		return nil, err
 	}
-	e.planScales()
+	if err := e.planScales(); err != nil {
+		return nil, err
+	}
 	e.lastUse = make([]int, len(p.Values))
 	for i := range e.lastUse {
 		e.lastUse[i] = -1
@@ -306,19 +308,19 @@ func rotationOf(params hefloat.Parameters, g uint64) int {
 // planScales fixes the scale of every value. Instructions with a plaintext
 // operand (linear, mul-const) choose its scale so that their output is
 // exactly the default scale after the rescale; polynomials target the
-// default scale, and so do bootstraps (Lattigo's bootstrapping returns the
-// residual parameters' default scale whatever its input's); add-const keeps
-// its input's scale; add takes the larger scale (Lattigo's rule); a
-// ciphertext product has the product of its inputs' scales divided by the
-// prime it rescales away.
-func (e *Evaluator) planScales() {
+// default scale; a bootstrap's output has the default scale corrected by
+// the rounding of its scale-down (see bootScale); add-const keeps its
+// input's scale; add takes the larger scale (Lattigo's rule); a ciphertext
+// product has the product of its inputs' scales divided by the prime it
+// rescales away.
+func (e *Evaluator) planScales() error {
 	p, params := e.plan.prog, e.plan.params
 	def := params.DefaultScale()
 	e.scales = make([]rlwe.Scale, len(p.Values))
 	for i := range e.scales {
 		e.scales[i] = def
 	}
-	for _, ins := range p.Instrs {
+	for i, ins := range p.Instrs {
 		switch ins.Op {
 		case ckksir.OpAdd:
 			e.scales[ins.Out] = e.scales[ins.In[0]].Max(e.scales[ins.In[1]])
@@ -327,10 +329,17 @@ func (e *Evaluator) planScales() {
 		case ckksir.OpMul:
 			level := min(p.Values[ins.In[0]].Level, p.Values[ins.In[1]].Level)
 			e.scales[ins.Out] = e.scales[ins.In[0]].Mul(e.scales[ins.In[1]]).Div(rlwe.NewScale(params.Q()[level]))
+		case ckksir.OpBootstrap:
+			s, err := e.bootScale(p.Values[ins.In[0]].Level, e.scales[ins.In[0]])
+			if err != nil {
+				return fmt.Errorf("ckks: %s: %w", where(p, i), err)
+			}
+			e.scales[ins.Out] = s
 		default:
 			e.scales[ins.Out] = def
 		}
 	}
+	return nil
 }
 
 // vectorJob encodes a block vector, replicated in every block, at a level
@@ -791,7 +800,7 @@ func (e *Evaluator) exec(st *laneState, c *compiled, vals []*rlwe.Ciphertext) (*
 	case ckksir.OpPoly:
 		return e.poly(st, c, in(0))
 	case ckksir.OpBootstrap:
-		return e.bootstrap(st, in(0))
+		return e.bootstrap(st, c, in(0))
 	}
 	return nil, fmt.Errorf("unknown op %s", ins.Op)
 }

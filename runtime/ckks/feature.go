@@ -300,7 +300,7 @@ func (e *Evaluator) execFeature(st *laneState, c *compiled, vals [][]*rlwe.Ciphe
 	case ckksir.OpPoly:
 		return e.poly(st, c, in(0, r))
 	case ckksir.OpBootstrap:
-		return e.bootstrap(st, in(0, r))
+		return e.bootstrap(st, c, in(0, r))
 	}
 	return nil, fmt.Errorf("unknown op %s", ins.Op)
 }
