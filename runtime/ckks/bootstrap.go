@@ -11,7 +11,10 @@ package ckks
 // equal ring degrees), plus an ephemeral sparse secret for the
 // encapsulation keys. A bootstrap takes a ciphertext at any level of the
 // residual chain and returns it at the top of that chain with the default
-// scale.
+// scale, up to the rounding of Lattigo's scale-down, which the planned
+// scale accounts for (see bootScale). Each lane bootstraps with its own
+// copy of the evaluator (bootCopy), made on first use and kept with the
+// lane: at N=2^16 a copy's buffers are a few hundred MB.
 
 import (
 	"fmt"
