@@ -248,7 +248,9 @@ const (
 	OpAddConst
 	// OpMulConst: Out = In[0] * Vector (rescaled).
 	OpMulConst
-	// OpBootstrap: Out = In[0] refreshed to the bootstrapping output level.
+	// OpBootstrap: Out = In[0] refreshed to level Params.MaxLevel() (see
+	// BootParams); the program must set Program.Boot. Its input may be at
+	// any level, its output has the default scale.
 	OpBootstrap
 )
 
@@ -358,7 +360,116 @@ type Program struct {
 	Outputs   []IO
 	Values    []Value
 	Instrs    []Instr
+	// Boot holds the bootstrapping parameters; nil: the program does not
+	// bootstrap (OpBootstrap is then refused).
+	Boot *BootParams
 }
+
+// BootParams are what a compiler chooses for bootstrapping (Lattigo's
+// hefloat/bootstrapping, circuit order ModUpThenEncode, modular reduction
+// by a discrete cosine approximation).
+//
+// The program's modulus chain Params.LogQ is the residual chain: the levels
+// the program computes on. Bootstrapping appends its own primes above it
+// (SlotsToCoeffs, then the modular reduction, then CoeffsToSlots, from the
+// bottom up) and uses its own key-switching primes LogP, so its keys live in
+// a modulus of log2 sum(Params.LogQ) + the extra bits the runtime reports
+// (ckks.BootstrapExtraLogQP): that total, not Params.LogQP(), is what must
+// stay within the security bound of the secret key distribution. A
+// bootstrap outputs at Params.MaxLevel() (the top of the residual chain)
+// with the default scale. Bootstrapping scales its input so that a message
+// of magnitude 1 is Q[0]/2^LogMessageRatio; its error is relative to that,
+// so the messages it refreshes should stay within about [-1, 1].
+//
+// Bootstrapping always refreshes all Params.Slots() slots: sparse-slot
+// bootstrapping (Lattigo's LogSlots below LogN-1, cheaper encoding and
+// decoding) is only correct for ciphertexts whose slot vector repeats with
+// the sparse period, which ciphertexts holding Batch independent blocks do
+// not; a program that wants cheaper bootstrapping picks a smaller ring
+// instead.
+//
+// Every field is explicit (no zero-value defaults); DefaultBootParams
+// returns Lattigo's default bootstrapping circuit.
+type BootParams struct {
+	// SecretWeight is the Hamming weight of the program's secret key
+	// whenever Boot is set (the program's keys and the bootstrapping keys
+	// share the secret); 0 keeps the uniform ternary secret. A sparse
+	// secret (Lattigo's sets use 192) lowers the modulus that 128-bit
+	// security allows.
+	SecretWeight int
+	// EphemeralWeight is the Hamming weight of the ephemeral secret the
+	// bootstrapping switches to before raising the modulus (sparse-secret
+	// encapsulation, eprint 2022/024: a small K whatever SecretWeight);
+	// 0 disables the encapsulation.
+	EphemeralWeight int
+	// CoeffsToSlotsLogQ and SlotsToCoeffsLogQ are the bit sizes of the
+	// primes of the homomorphic encoding and decoding, one prime (one
+	// factor of the DFT) per level, at most LogN-1 each. Lattigo adds
+	// LogScale to each SlotsToCoeffs prime whose sum stays below 61 bits.
+	CoeffsToSlotsLogQ []int
+	SlotsToCoeffsLogQ []int
+	// EvalModLogScale is the bit size of each prime of the modular
+	// reduction (and its scale).
+	EvalModLogScale int
+	// LogMessageRatio is log2(Q[0]/|m|) at the start of bootstrapping:
+	// Params.LogQ[0] - Params.LogScale must be at least this.
+	LogMessageRatio int
+	// K: the modular reduction is approximated on [-K+1, K-1]; Mod1Degree
+	// is its degree (at least 2K-2), DoubleAngle the number of double-angle
+	// steps, Mod1InvDegree the degree of the arcsine correction (0: none).
+	K, Mod1Degree, DoubleAngle, Mod1InvDegree int
+	// LogP are the bit sizes of the bootstrapping key-switching primes.
+	LogP []int
+}
+
+// DefaultBootParams returns Lattigo's default bootstrapping circuit (depth
+// 4 + 8 + 3 = 15, 821 bits of Q, about 27 bits of precision for H=192)
+// with a sparse secret of weight 192, the ephemeral secret of weight 32,
+// and five 61-bit key-switching primes.
+func DefaultBootParams() *BootParams {
+	return &BootParams{
+		SecretWeight:      192,
+		EphemeralWeight:   32,
+		CoeffsToSlotsLogQ: []int{56, 56, 56, 56},
+		SlotsToCoeffsLogQ: []int{39, 39, 39},
+		EvalModLogScale:   60,
+		LogMessageRatio:   8,
+		K:                 16,
+		Mod1Degree:        30,
+		DoubleAngle:       3,
+		LogP:              []int{61, 61, 61, 61, 61},
+	}
+}
+
+// Depth is the number of primes the bootstrapping circuit adds above the
+// residual chain: CoeffsToSlots, modular reduction and SlotsToCoeffs.
+func (b *BootParams) Depth() int {
+	return len(b.CoeffsToSlotsLogQ) + b.EvalModDepth() + len(b.SlotsToCoeffsLogQ)
+}
+
+// EvalModDepth is the depth of the modular reduction: the cosine's
+// polynomial (degree max(Mod1Degree, 2K-1)), the double-angle steps and the
+// arcsine correction.
+func (b *BootParams) EvalModDepth() int {
+	bitLen := func(x int) int {
+		n := 0
+		for ; x > 0; x >>= 1 {
+			n++
+		}
+		return n
+	}
+	return bitLen(max(b.Mod1Degree, 2*b.K-1)) + b.DoubleAngle + bitLen(b.Mod1InvDegree)
+}
+
+func (b *BootParams) String() string {
+	return fmt.Sprintf("secret H=%d ephemeral H=%d CtS=%v EvalMod=%dx%d SfC=%v ratio=2^%d K=%d deg=%d double=%d inv=%d logP=%v",
+		b.SecretWeight, b.EphemeralWeight, b.CoeffsToSlotsLogQ, b.EvalModDepth(), b.EvalModLogScale, b.SlotsToCoeffsLogQ,
+		b.LogMessageRatio, b.K, b.Mod1Degree, b.DoubleAngle, b.Mod1InvDegree, b.LogP)
+}
+
+// BootstrapLevel is the level a bootstrap outputs: the top of the residual
+// chain, Params.MaxLevel().
+func (p *Program) BootstrapLevel() int { return p.Params.MaxLevel() }
 
 // DiagonalCount is the total number of non-zero diagonals over all linear
 // transformations (each costs one plaintext product).

@@ -107,3 +107,63 @@ func TestScatteredLayout(t *testing.T) {
 		t.Errorf("scattered output of a linear map: %v", err)
 	}
 }
+
+// booted extends small with a bootstrap of the polynomial's output back to
+// the top level and a second polynomial.
+func booted() *Program {
+	p := small()
+	p.Params.LogQ = []int{50, 30, 30, 30}
+	p.Params.LogScale = 30
+	p.Boot = DefaultBootParams()
+	lay := p.Values[2].Layout
+	p.Values = append(p.Values, Value{Layout: lay, Level: 3}, Value{Layout: lay, Level: 1})
+	p.Instrs = append(p.Instrs,
+		Instr{Op: OpBootstrap, Out: 3, In: []int{2}, Layer: "refresh"},
+		Instr{Op: OpPoly, Out: 4, In: []int{3}, Poly: &Poly{Func: "Relu", A: -1, B: 1, Coeffs: []float64{0.1, 0.5, 0.4}}})
+	p.Outputs[0].Value = 4
+	return p
+}
+
+func TestVerifyBootstrap(t *testing.T) {
+	p := booted()
+	if err := Verify(p); err != nil {
+		t.Fatal(err)
+	}
+	if p.Boot.EvalModDepth() != 8 || p.Boot.Depth() != 15 || p.BootstrapLevel() != 3 {
+		t.Errorf("eval-mod depth %d, depth %d, level %d; want 8, 15, 3", p.Boot.EvalModDepth(), p.Boot.Depth(), p.BootstrapLevel())
+	}
+	var b strings.Builder
+	if err := Dump(&b, p); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"bootstrapping: secret H=192 ephemeral H=32 CtS=[56 56 56 56] EvalMod=8x60", "depth 15, outputs level 3",
+		"v3 = bootstrap(v2) -> [4]@0 level 3  # refresh"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("dump lacks %q:\n%s", want, b.String())
+		}
+	}
+	for name, c := range map[string]struct {
+		corrupt func(p *Program)
+		want    string
+	}{
+		"no params":      {func(p *Program) { p.Boot = nil }, "no bootstrapping parameters"},
+		"output level":   {func(p *Program) { p.Values[3].Level = 2; p.Values[4].Level = 0 }, "a bootstrap outputs level 3"},
+		"two inputs":     {func(p *Program) { p.Instrs[2].In = []int{2, 1} }, "has 2 inputs, want 1"},
+		"layout":         {func(p *Program) { p.Values[3].Layout.Offset = 1; p.Values[4].Layout.Offset = 1 }, "a bootstrap keeps the layout"},
+		"message ratio":  {func(p *Program) { p.Boot.LogMessageRatio = 21 }, "message ratio"},
+		"no P":           {func(p *Program) { p.Boot.LogP = nil }, "no key-switching prime"},
+		"prime size":     {func(p *Program) { p.Boot.CoeffsToSlotsLogQ[1] = 70 }, "CoeffsToSlots prime of 70 bits"},
+		"too many DFT":   {func(p *Program) { p.Boot.SlotsToCoeffsLogQ = make([]int, 12) }, "12 SlotsToCoeffs levels"},
+		"degree":         {func(p *Program) { p.Boot.Mod1Degree = 10 }, "modular reduction K=16 degree 10"},
+		"secret weight":  {func(p *Program) { p.Boot.SecretWeight = -1 }, "secret Hamming weight"},
+		"ephemeral":      {func(p *Program) { p.Boot.EphemeralWeight = 1 << 20 }, "ephemeral Hamming weight"},
+		"eval mod prime": {func(p *Program) { p.Boot.EvalModLogScale = 5 }, "modular reduction prime of 5 bits"},
+	} {
+		p := booted()
+		c.corrupt(p)
+		err := Verify(p)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want an error containing %q", name, err, c.want)
+		}
+	}
+}

@@ -18,6 +18,9 @@ func Dump(w io.Writer, p *Program) error {
 		fmt.Fprintf(&b, "  slots %d = %d blocks x %d, depth %d, %d diagonals\n",
 			p.Params.Slots(), p.Batch, p.BlockSize, p.Depth(), p.DiagonalCount())
 	}
+	if p.Boot != nil {
+		fmt.Fprintf(&b, "  bootstrapping: %s, depth %d, outputs level %d\n", p.Boot, p.Boot.Depth(), p.BootstrapLevel())
+	}
 	for _, in := range p.Inputs {
 		v := p.Values[in.Value]
 		fmt.Fprintf(&b, "  input  v%d = encrypt(%q) %s level %d\n", in.Value, in.Name, v.Layout, v.Level)

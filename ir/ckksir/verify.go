@@ -20,6 +20,11 @@ func Verify(p *Program) error {
 	if p.BlockSize <= 0 || p.Batch <= 0 || p.BlockSize*p.Batch != p.Params.Slots() {
 		return fmt.Errorf("ckks program: %d blocks of %d slots do not fill %d slots", p.Batch, p.BlockSize, p.Params.Slots())
 	}
+	if p.Boot != nil {
+		if err := verifyBoot(p.Params, p.Boot); err != nil {
+			return err
+		}
+	}
 	defined := make([]bool, len(p.Values))
 	check := func(id int, what string) error {
 		if id < 0 || id >= len(p.Values) {
@@ -101,7 +106,21 @@ func Verify(p *Program) error {
 			cost = ins.Poly.Depth()
 		case OpMul, OpMulConst:
 			cost = 1
-		case OpAdd, OpAddConst, OpBootstrap:
+		case OpBootstrap:
+			if p.Boot == nil {
+				return fmt.Errorf("ckks program: %s bootstraps, but the program has no bootstrapping parameters", where)
+			}
+			if len(ins.In) != 1 {
+				return fmt.Errorf("ckks program: %s has %d inputs, want 1", where, len(ins.In))
+			}
+			if l := p.Values[ins.Out].Level; l != p.BootstrapLevel() {
+				return fmt.Errorf("ckks program: %s outputs level %d, a bootstrap outputs level %d", where, l, p.BootstrapLevel())
+			}
+			if !p.Values[ins.In[0]].Layout.Equal(p.Values[ins.Out].Layout) {
+				return fmt.Errorf("ckks program: %s maps layout %v to %v; a bootstrap keeps the layout", where,
+					p.Values[ins.In[0]].Layout, p.Values[ins.Out].Layout)
+			}
+		case OpAdd, OpAddConst:
 		default:
 			return fmt.Errorf("ckks program: %s has an unknown op", where)
 		}
@@ -169,4 +188,50 @@ func verifyLayout(l Layout, blockSize int) error {
 		used[s] = true
 	}
 	return nil
+}
+
+// verifyBoot checks that bootstrapping parameters are complete and
+// plausible for the program's parameters; Lattigo checks the rest when the
+// runtime instantiates them.
+func verifyBoot(params Params, b *BootParams) error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("ckks program: bootstrapping parameters %s: %s", b, fmt.Sprintf(format, args...))
+	}
+	primes := func(what string, logQ []int, lo, hi int) error {
+		for _, q := range logQ {
+			if q < lo || q > hi {
+				return bad("a %s prime of %d bits (want %d to %d)", what, q, lo, hi)
+			}
+		}
+		return nil
+	}
+	switch {
+	case b.SecretWeight < 0 || b.SecretWeight > 1<<params.LogN:
+		return bad("secret Hamming weight %d outside [0, N]", b.SecretWeight)
+	case b.EphemeralWeight < 0 || b.EphemeralWeight > 1<<params.LogN:
+		return bad("ephemeral Hamming weight %d outside [0, N]", b.EphemeralWeight)
+	case len(b.CoeffsToSlotsLogQ) == 0 || len(b.CoeffsToSlotsLogQ) > params.LogN-1:
+		return bad("%d CoeffsToSlots levels (want 1 to LogN-1 = %d)", len(b.CoeffsToSlotsLogQ), params.LogN-1)
+	case len(b.SlotsToCoeffsLogQ) == 0 || len(b.SlotsToCoeffsLogQ) > params.LogN-1:
+		return bad("%d SlotsToCoeffs levels (want 1 to LogN-1 = %d)", len(b.SlotsToCoeffsLogQ), params.LogN-1)
+	case len(b.LogP) == 0:
+		return bad("no key-switching prime")
+	case b.K < 1 || b.Mod1Degree < 2*(b.K-1) || b.Mod1Degree > 1<<10 || b.DoubleAngle < 0 || b.DoubleAngle > 16 ||
+		b.Mod1InvDegree < 0 || b.Mod1InvDegree > 1<<10:
+		return bad("modular reduction K=%d degree %d double angle %d inverse degree %d (want K >= 1, 2K-2 <= degree <= 1024)",
+			b.K, b.Mod1Degree, b.DoubleAngle, b.Mod1InvDegree)
+	case b.LogMessageRatio < 1 || len(params.LogQ) == 0 || params.LogQ[0]-params.LogScale < b.LogMessageRatio:
+		return bad("message ratio 2^%d does not fit between the scale 2^%d and Q[0] (want 1 <= ratio <= LogQ[0]-LogScale)",
+			b.LogMessageRatio, params.LogScale)
+	}
+	if err := primes("CoeffsToSlots", b.CoeffsToSlotsLogQ, 20, 61); err != nil {
+		return err
+	}
+	if err := primes("SlotsToCoeffs", b.SlotsToCoeffsLogQ, 20, 61); err != nil {
+		return err
+	}
+	if err := primes("modular reduction", []int{b.EvalModLogScale}, 20, 61); err != nil {
+		return err
+	}
+	return primes("key-switching", b.LogP, 20, 61)
 }

@@ -111,7 +111,7 @@ func parallelEfficiency(p ckksir.Params, reps int) (eff float64, err error) {
 		return 1, nil
 	}
 	err = protect("parallel calibration", func() error {
-		params, err := newParams(p)
+		params, err := newParams(p, 0)
 		if err != nil {
 			return err
 		}
@@ -181,7 +181,7 @@ func spread(top, n int) []int {
 // calibrateRing measures one parameter set.
 func calibrateRing(p ckksir.Params, levels []int, opts CalibrateOptions, step func(string)) (ring *cost.Ring, err error) {
 	err = protect("calibration", func() error {
-		params, err := newParams(p)
+		params, err := newParams(p, 0)
 		if err != nil {
 			return err
 		}

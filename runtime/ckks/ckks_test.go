@@ -141,6 +141,8 @@ func refBlocks(p *ckksir.Program, inputs map[string][]float64) map[string][]floa
 					out[j] = vals[ins.In[0]][j] * ins.Vector[j]
 				}
 			}
+		case ckksir.OpBootstrap:
+			copy(out, vals[ins.In[0]])
 		}
 		vals[ins.Out] = out
 	}
@@ -715,7 +717,7 @@ func TestEncodingMatchesLattigoInsecureSmallRing(t *testing.T) {
 		p := &ckksir.Program{Params: smallParams(2), BlockSize: bs, Batch: 2048 / bs}
 		pl := &plan{prog: p, slots: 2048}
 		var err error
-		if pl.params, err = newParams(p.Params); err != nil {
+		if pl.params, err = newParams(p.Params, 0); err != nil {
 			t.Fatal(err)
 		}
 		mp := matrixPlan{level: 2, diags: fullDiagonalIndices(m, bs, 2048)}
@@ -883,7 +885,7 @@ func TestEncryptErrorsInsecureSmallRing(t *testing.T) {
 
 func TestRunErrorsInsecureSmallRing(t *testing.T) {
 	m := buildMainProgram(rand.New(rand.NewSource(7)))
-	c, _, e := setup(t, m.p)
+	c, evk, e := setup(t, m.p)
 	cts, err := c.Encrypt("x", ir.NewFloat(ir.Shape{1, 4, 5}, nil))
 	if err != nil {
 		t.Fatal(err)
@@ -899,13 +901,15 @@ func TestRunErrorsInsecureSmallRing(t *testing.T) {
 	if _, err := e.Run(map[string][]*Ciphertext{"x": {low}}); err == nil || !strings.Contains(err.Error(), "level 3") {
 		t.Errorf("Run on a low-level ciphertext: %v", err)
 	}
-	// Bootstrapping is refused up front.
+	// A bootstrapping program is refused keys without bootstrapping keys,
+	// naming the instruction.
 	p := *m.p
 	p.Instrs = append([]ckksir.Instr(nil), m.p.Instrs...)
 	p.Values = append([]ckksir.Value(nil), m.p.Values...)
 	p.Values = append(p.Values, ckksir.Value{Layout: p.Values[9].Layout, Level: 8})
 	p.Instrs = append(p.Instrs, ckksir.Instr{Op: ckksir.OpBootstrap, Out: len(p.Values) - 1, In: []int{9}, Layer: "btp"})
-	if _, err := NewEvaluator(&p, &EvaluationKeys{set: rlwe.NewMemEvaluationKeySet(nil)}); err == nil || !strings.Contains(err.Error(), "not supported yet") {
+	p.Boot = ckksir.DefaultBootParams()
+	if _, err := NewEvaluator(&p, evk); err == nil || !strings.Contains(err.Error(), "instruction 10 (bootstrap, layer btp): the evaluation keys lack the bootstrapping keys") {
 		t.Errorf("NewEvaluator with bootstrapping: %v", err)
 	}
 }

@@ -15,6 +15,12 @@
 // Paterson-Stockmeyer evaluation plus one for the change of variable when
 // the interval is not [-1, 1].
 //
+// A bootstrap (ckksir.OpBootstrap) refreshes a ciphertext to the top of the
+// program's chain, which is the residual chain of Lattigo's bootstrapping
+// parameters (see bootstrap.go and BootstrapExtraLogQP); the program's
+// secret key then has the Hamming weight ckksir.BootParams.SecretWeight, and
+// the evaluation keys carry the bootstrapping keys.
+//
 // Scales are planned once, exactly: instructions with a plaintext operand
 // (linear, mul-const) and polynomials return to the default scale 2^LogScale;
 // a ciphertext product leaves the scale s0*s1/q (q the prime rescaled away),
@@ -33,11 +39,13 @@ import (
 	"io"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ciphercut/ciphercut/ir"
 	"github.com/ciphercut/ciphercut/ir/ckksir"
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
 	"github.com/tuneinsight/lattigo/v5/he/hefloat"
+	"github.com/tuneinsight/lattigo/v5/he/hefloat/bootstrapping"
 )
 
 // Client is the data owner's side: it holds the secret key of one program's
@@ -73,22 +81,26 @@ func NewClient(p *ckksir.Program) (*Client, error) {
 
 // EvaluationKeys are the public keys a worker needs to run one program: the
 // relinearization key (when the program multiplies ciphertexts or evaluates
-// a polynomial of degree 2 or more) and the Galois keys of exactly the
-// rotations its linear transformations use.
+// a polynomial of degree 2 or more), the Galois keys of exactly the
+// rotations its linear transformations use and, when it bootstraps, the
+// bootstrapping keys.
 type EvaluationKeys struct {
-	set *rlwe.MemEvaluationKeySet
+	set  *rlwe.MemEvaluationKeySet
+	boot *bootstrapping.EvaluationKeys // nil unless the program bootstraps
 }
 
 // EvaluationKeys generates the program's evaluation keys, calling progress
-// (when not nil) after each key with the number done and the total. Keys are
-// generated in parallel on all cores; progress calls are serialized.
+// (when not nil) after each key with the number done and the total
+// (bootstrapping keys included). Keys are generated in parallel on all
+// cores; progress calls are serialized.
 func (c *Client) EvaluationKeys(progress func(done, total int)) (*EvaluationKeys, error) {
 	pl := c.plan
 	galEls := pl.galEls
-	total := len(galEls)
+	n := len(galEls)
 	if pl.needRelin {
-		total++
+		n++
 	}
+	total := n + pl.bootKeyCount()
 	var (
 		mu   sync.Mutex
 		done int
@@ -104,46 +116,70 @@ func (c *Client) EvaluationKeys(progress func(done, total int)) (*EvaluationKeys
 	}
 	set := &rlwe.MemEvaluationKeySet{GaloisKeys: map[uint64]*rlwe.GaloisKey{}}
 	gks := make([]*rlwe.GaloisKey, len(galEls))
-	workers := min(runtime.NumCPU(), max(1, len(galEls)))
+	at := func(g uint64) rlwe.EvaluationKeyParameters {
+		levelQ, levelP := pl.keyLevel(g), pl.params.MaxLevelP()
+		return rlwe.EvaluationKeyParameters{LevelQ: &levelQ, LevelP: &levelP}
+	}
+	err := generateKeys(pl.params, n, func(kgen *rlwe.KeyGenerator, i int) {
+		if i == len(galEls) {
+			set.RelinearizationKey = kgen.GenRelinearizationKeyNew(c.sk, at(0))
+			return
+		}
+		gks[i] = kgen.GenGaloisKeyNew(galEls[i], c.sk, at(galEls[i]))
+	}, tick)
+	if err != nil {
+		return nil, err
+	}
+	for _, gk := range gks {
+		set.GaloisKeys[gk.GaloisElement] = gk
+	}
+	keys := &EvaluationKeys{set: set}
+	if pl.needBoot {
+		if keys.boot, err = c.genBootKeys(tick); err != nil {
+			return nil, err
+		}
+	}
+	return keys, nil
+}
+
+// generateKeys runs gen(kgen, i) for i in [0, n) on all cores, each worker
+// with its own key generator for params, calling tick after each.
+func generateKeys(params rlwe.ParameterProvider, n int, gen func(kgen *rlwe.KeyGenerator, i int), tick func()) error {
+	workers := min(runtime.NumCPU(), max(1, n))
 	errs := make([]error, workers)
+	var next atomic.Int64
 	var wg sync.WaitGroup
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
 			errs[w] = protect("evaluation key generation", func() error {
-				kgen := rlwe.NewKeyGenerator(pl.params)
-				at := func(g uint64) rlwe.EvaluationKeyParameters {
-					levelQ, levelP := pl.keyLevel(g), pl.params.MaxLevelP()
-					return rlwe.EvaluationKeyParameters{LevelQ: &levelQ, LevelP: &levelP}
-				}
-				if w == 0 && pl.needRelin {
-					set.RelinearizationKey = kgen.GenRelinearizationKeyNew(c.sk, at(0))
+				kgen := rlwe.NewKeyGenerator(params)
+				for {
+					i := int(next.Add(1)) - 1
+					if i >= n {
+						return nil
+					}
+					gen(kgen, i)
 					tick()
 				}
-				for i := w; i < len(galEls); i += workers {
-					gks[i] = kgen.GenGaloisKeyNew(galEls[i], c.sk, at(galEls[i]))
-					tick()
-				}
-				return nil
 			})
 		}(w)
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	for _, gk := range gks {
-		set.GaloisKeys[gk.GaloisElement] = gk
-	}
-	return &EvaluationKeys{set: set}, nil
+	return errors.Join(errs...)
 }
 
 // Count is the number of Galois (rotation) keys.
 func (k *EvaluationKeys) Count() (galois int) { return len(k.set.GaloisKeys) }
 
 // Bytes is the serialized size in bytes (what MarshalBinary returns).
-func (k *EvaluationKeys) Bytes() int64 { return int64(len(evkMagic) + k.set.BinarySize()) }
+func (k *EvaluationKeys) Bytes() int64 {
+	return int64(len(evkMagic)+k.set.BinarySize()) + bootKeysSize(k.boot)
+}
+
+// HasBootstrapping reports whether the keys include bootstrapping keys.
+func (k *EvaluationKeys) HasBootstrapping() bool { return k.boot != nil }
 
 var (
 	evkMagic = []byte("ccEVK\x01")
@@ -152,7 +188,7 @@ var (
 
 // MarshalBinary serializes the keys; UnmarshalEvaluationKeys reads them back.
 func (k *EvaluationKeys) MarshalBinary() ([]byte, error) {
-	return marshalWithMagic(evkMagic, k.Bytes(), k.set, "evaluation keys")
+	return marshalWithMagic(evkMagic, k.Bytes(), keyStream{k}, "evaluation keys")
 }
 
 // readStrict decodes data into dst through a bufio.Reader, whose Peek

@@ -15,6 +15,7 @@ import (
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
 	"github.com/tuneinsight/lattigo/v5/he"
 	"github.com/tuneinsight/lattigo/v5/he/hefloat"
+	"github.com/tuneinsight/lattigo/v5/he/hefloat/bootstrapping"
 	"github.com/tuneinsight/lattigo/v5/ring/ringqp"
 	"github.com/tuneinsight/lattigo/v5/utils"
 	"github.com/tuneinsight/lattigo/v5/utils/bignum"
@@ -28,6 +29,7 @@ type Evaluator struct {
 	plan     *plan
 	evk      *rlwe.MemEvaluationKeySet
 	base     *hefloat.Evaluator
+	boot     *bootstrapping.Evaluator // nil unless the program bootstraps; lanes use copies
 	instrs   []compiled
 	scales   []rlwe.Scale // planned scale of every value after its instruction
 	lastUse  []int        // last instruction reading each value; len(Instrs) for outputs
@@ -81,7 +83,8 @@ type linTrans struct {
 // needs, and encodes every linear transformation (at the level it runs, with
 // the scale that brings its output back exactly to the default scale after
 // the rescale) and every bias and constant vector. Encoding runs on all
-// cores. Bootstrapping instructions are refused (not supported yet).
+// cores. When the program bootstraps, evk must hold the bootstrapping keys,
+// and the bootstrapping circuit's matrices are encoded too.
 func NewEvaluator(p *ckksir.Program, evk *EvaluationKeys) (*Evaluator, error) {
 	return NewEvaluatorWithBudget(p, evk, -1)
 }
@@ -99,22 +102,24 @@ func NewEvaluatorWithBudget(p *ckksir.Program, evk *EvaluationKeys, budget int64
 		return nil, fmt.Errorf("ckks: nil evaluation keys")
 	}
 	params := pl.params
-	for i := range p.Instrs {
-		if p.Instrs[i].Op == ckksir.OpBootstrap {
-			return nil, fmt.Errorf("ckks: %s: bootstrapping is not supported yet", where(p, i))
-		}
-	}
 	if err := checkKeys(pl, evk.set); err != nil {
 		return nil, err
 	}
 	e := &Evaluator{plan: pl, evk: evk.set}
+	if pl.needBoot {
+		if e.boot, err = newBootEvaluator(pl, evk.boot); err != nil {
+			return nil, err
+		}
+	}
 	if err := protect("evaluator", func() error {
 		e.base = hefloat.NewEvaluator(params, evk.set)
 		return nil
 	}); err != nil {
 		return nil, err
 	}
-	e.planScales()
+	if err := e.planScales(); err != nil {
+		return nil, err
+	}
 	e.lastUse = make([]int, len(p.Values))
 	for i := range e.lastUse {
 		e.lastUse[i] = -1
@@ -241,31 +246,55 @@ func runJobs(pl *plan, jobs []encodeJob) error {
 // checkKeys verifies that the key set matches the parameters and holds
 // every key the program needs.
 func checkKeys(pl *plan, set *rlwe.MemEvaluationKeySet) error {
-	params := pl.params
-	levelP := params.MaxLevelP()
-	nthRoot := params.RingQ().NthRoot()
-	if pl.needRelin {
-		rlk, err := set.GetRelinearizationKey()
-		if err != nil {
-			return fmt.Errorf("ckks: the evaluation keys lack the relinearization key the program needs")
-		}
-		if rlk.LevelQ() != pl.keyLevel(0) || rlk.LevelP() != levelP || len(rlk.Value) == 0 || len(rlk.Value[0]) == 0 || rlk.Value[0][0][0].Q.N() != params.N() {
-			return fmt.Errorf("ckks: the relinearization key does not match the program's parameters")
-		}
-	}
 	for _, mp := range pl.matrices {
 		for _, g := range mp.galEls {
-			gk, err := set.GetGaloisKey(g)
-			if err != nil {
+			if _, err := set.GetGaloisKey(g); err != nil {
 				return fmt.Errorf("ckks: %s: the evaluation keys lack the Galois key %d (rotation by %d)",
-					where(pl.prog, mp.instr), g, rotationOf(params, g))
+					where(pl.prog, mp.instr), g, rotationOf(pl.params, g))
 			}
-			if gk.NthRoot != nthRoot || gk.LevelQ() != pl.keyLevel(g) || gk.LevelP() != levelP || len(gk.Value) == 0 || len(gk.Value[0]) == 0 || gk.Value[0][0][0].Q.N() != params.N() {
-				return fmt.Errorf("ckks: the Galois key %d does not match the program's parameters", g)
-			}
+		}
+	}
+	if err := checkKeySet(pl.keySpec(), set); err != nil {
+		return fmt.Errorf("ckks: %w", err)
+	}
+	return nil
+}
+
+// checkKeySet verifies that a key set holds every key of spec, each of the
+// shape spec's parameters give it at its level.
+func checkKeySet(spec keySetSpec, set *rlwe.MemEvaluationKeySet) error {
+	params := spec.params
+	if spec.relin {
+		rlk, err := set.GetRelinearizationKey()
+		if err != nil {
+			return fmt.Errorf("the evaluation keys lack the %srelinearization key the program needs", spec.what)
+		}
+		if !keyMatches(params, &rlk.EvaluationKey, spec.level(0)) {
+			return fmt.Errorf("the %srelinearization key does not match the program's parameters", spec.what)
+		}
+	}
+	nthRoot := params.RingQ().NthRoot()
+	for _, g := range spec.galEls {
+		gk, err := set.GetGaloisKey(g)
+		if err != nil {
+			return fmt.Errorf("the evaluation keys lack the %sGalois key %d (rotation by %d)", spec.what, g, rotationOf(params, g))
+		}
+		if gk.NthRoot != nthRoot || gk.GaloisElement != g || !keyMatches(params, &gk.EvaluationKey, spec.level(g)) {
+			return fmt.Errorf("the %sGalois key %d does not match the program's parameters", spec.what, g)
 		}
 	}
 	return nil
+}
+
+// keyMatches reports whether a switching key has the shape of a key
+// generated over params at levelQ and every P prime, without base-two
+// decomposition.
+func keyMatches(params hefloat.Parameters, k *rlwe.EvaluationKey, levelQ int) bool {
+	if k == nil || len(k.Value) == 0 || len(k.Value[0]) == 0 || len(k.Value[0][0]) == 0 {
+		return false
+	}
+	return k.BaseTwoDecomposition == 0 && k.LevelQ() == levelQ && k.LevelP() == params.MaxLevelP() &&
+		k.Value[0][0][0].Q.N() == params.N()
 }
 
 // rotationOf returns the slot rotation of a Galois element (for messages).
@@ -281,17 +310,19 @@ func rotationOf(params hefloat.Parameters, g uint64) int {
 // planScales fixes the scale of every value. Instructions with a plaintext
 // operand (linear, mul-const) choose its scale so that their output is
 // exactly the default scale after the rescale; polynomials target the
-// default scale; add-const keeps its input's scale; add takes the larger
-// scale (Lattigo's rule); a ciphertext product has the product of its
-// inputs' scales divided by the prime it rescales away.
-func (e *Evaluator) planScales() {
+// default scale; a bootstrap's output has the default scale corrected by
+// the rounding of its scale-down (see bootScale); add-const keeps its
+// input's scale; add takes the larger scale (Lattigo's rule); a ciphertext
+// product has the product of its inputs' scales divided by the prime it
+// rescales away.
+func (e *Evaluator) planScales() error {
 	p, params := e.plan.prog, e.plan.params
 	def := params.DefaultScale()
 	e.scales = make([]rlwe.Scale, len(p.Values))
 	for i := range e.scales {
 		e.scales[i] = def
 	}
-	for _, ins := range p.Instrs {
+	for i, ins := range p.Instrs {
 		switch ins.Op {
 		case ckksir.OpAdd:
 			e.scales[ins.Out] = e.scales[ins.In[0]].Max(e.scales[ins.In[1]])
@@ -300,10 +331,17 @@ func (e *Evaluator) planScales() {
 		case ckksir.OpMul:
 			level := min(p.Values[ins.In[0]].Level, p.Values[ins.In[1]].Level)
 			e.scales[ins.Out] = e.scales[ins.In[0]].Mul(e.scales[ins.In[1]]).Div(rlwe.NewScale(params.Q()[level]))
+		case ckksir.OpBootstrap:
+			s, err := e.bootScale(p.Values[ins.In[0]].Level, e.scales[ins.In[0]])
+			if err != nil {
+				return fmt.Errorf("ckks: %s: %w", where(p, i), err)
+			}
+			e.scales[ins.Out] = s
 		default:
 			e.scales[ins.Out] = def
 		}
 	}
+	return nil
 }
 
 // vectorJob encodes a block vector, replicated in every block, at a level
@@ -448,7 +486,8 @@ type laneState struct {
 	prerot []*rlwe.Element[ringqp.Poly]
 	rotMap map[int]*rlwe.Element[ringqp.Poly]
 	pool   []*rlwe.Ciphertext
-	lazy   []*lazyBuffers // per evaluator, for lazily encoded matrices
+	lazy   []*lazyBuffers           // per evaluator, for lazily encoded matrices
+	boot   *bootstrapping.Evaluator // the lane's copy, made on first use
 }
 
 // state returns an idle lane state with at least n evaluators.
@@ -775,7 +814,7 @@ func (e *Evaluator) exec(st *laneState, c *compiled, vals []*rlwe.Ciphertext) (*
 	case ckksir.OpPoly:
 		return e.poly(st, c, in(0))
 	case ckksir.OpBootstrap:
-		return nil, fmt.Errorf("bootstrapping is not supported yet")
+		return e.bootstrap(st, c, in(0))
 	}
 	return nil, fmt.Errorf("unknown op %s", ins.Op)
 }

@@ -305,7 +305,7 @@ func (e *Evaluator) execFeature(st *laneState, c *compiled, vals [][]*rlwe.Ciphe
 	case ckksir.OpPoly:
 		return e.poly(st, c, in(0, r))
 	case ckksir.OpBootstrap:
-		return nil, fmt.Errorf("bootstrapping is not supported yet")
+		return e.bootstrap(st, c, in(0, r))
 	}
 	return nil, fmt.Errorf("unknown op %s", ins.Op)
 }

@@ -20,8 +20,16 @@ type KeyPlan struct {
 	// KeyBytes is the size of the largest switching key (keys are
 	// generated at the level they are used, so deeper ones are smaller).
 	KeyBytes int64
-	// TotalBytes is the size of the whole evaluation key set.
+	// TotalBytes is the size of the whole evaluation key set, bootstrapping
+	// keys included.
 	TotalBytes int64
+	// BootstrapKeys is the number of bootstrapping switching keys (Galois
+	// keys of the bootstrapping circuit, its relinearization key, and the
+	// two encapsulation keys with an ephemeral secret), all over the
+	// bootstrapping modulus; 0 when the program does not bootstrap.
+	// BootstrapBytes is their size.
+	BootstrapKeys  int
+	BootstrapBytes int64
 	// EncodedBytes is the memory the evaluator's pre-encoded diagonals take
 	// (each a plaintext over the Q primes of its level and the P primes).
 	EncodedBytes int64
@@ -33,7 +41,8 @@ type KeyPlan struct {
 }
 
 // PlanKeys derives the evaluation keys a program needs: the exact rotation
-// set of its linear transformations and the key sizes its parameters imply.
+// set of its linear transformations, the bootstrapping keys, and the key
+// sizes its parameters imply.
 func PlanKeys(p *ckksir.Program) (*KeyPlan, error) {
 	pl, err := newPlan(p)
 	if err != nil {
@@ -48,7 +57,7 @@ func PlanKeys(p *ckksir.Program) (*KeyPlan, error) {
 			r -= pl.slots // report left rotations as negative
 		}
 		rots = append(rots, rot{r, pl.keyLevel(g)})
-		b := pl.keyBytes(pl.keyLevel(g))
+		b := keyBytes(pl.params, pl.keyLevel(g))
 		kp.TotalBytes += b
 		kp.KeyBytes = max(kp.KeyBytes, b)
 	}
@@ -58,8 +67,16 @@ func PlanKeys(p *ckksir.Program) (*KeyPlan, error) {
 		kp.RotationLevels = append(kp.RotationLevels, x.level)
 	}
 	if kp.Relinearization {
-		b := pl.keyBytes(pl.relinLevel)
+		b := keyBytes(pl.params, pl.relinLevel)
 		kp.TotalBytes += b
+		kp.KeyBytes = max(kp.KeyBytes, b)
+	}
+	if pl.needBoot {
+		bp := pl.boot.BootstrappingParameters
+		b := keyBytes(bp, bp.MaxLevelQ())
+		kp.BootstrapKeys = pl.bootKeyCount()
+		kp.BootstrapBytes = int64(kp.BootstrapKeys) * b
+		kp.TotalBytes += kp.BootstrapBytes
 		kp.KeyBytes = max(kp.KeyBytes, b)
 	}
 	for _, mp := range pl.matrices {

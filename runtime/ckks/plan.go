@@ -7,6 +7,7 @@ import (
 	"github.com/ciphercut/ciphercut/ir/ckksir"
 	"github.com/tuneinsight/lattigo/v5/he"
 	"github.com/tuneinsight/lattigo/v5/he/hefloat"
+	"github.com/tuneinsight/lattigo/v5/he/hefloat/bootstrapping"
 	"github.com/tuneinsight/lattigo/v5/ring"
 )
 
@@ -47,6 +48,13 @@ type plan struct {
 	// used only deep in the circuit make much cheaper.
 	galLevel   map[uint64]int
 	relinLevel int
+
+	// boot is the bootstrapping parameters (nil when the program has no
+	// Boot); needBoot is set when the program bootstraps, bootGalEls are
+	// the Galois elements of the bootstrapping keys, sorted.
+	boot       *bootstrapping.Parameters
+	needBoot   bool
+	bootGalEls []uint64
 }
 
 // where names instruction i for error messages.
@@ -60,14 +68,16 @@ func where(p *ckksir.Program, i int) string {
 
 // newParams converts the program's parameters into Lattigo's, on the
 // standard ring (N/2 complex slots, real values encoded with a zero
-// imaginary part) with the default ternary secret.
-func newParams(p ckksir.Params) (params hefloat.Parameters, err error) {
+// imaginary part) with the uniform ternary secret, or the ternary secret of
+// Hamming weight secretWeight when it is positive.
+func newParams(p ckksir.Params, secretWeight int) (params hefloat.Parameters, err error) {
 	err = protect("parameters", func() error {
 		var e error
 		params, e = hefloat.NewParametersFromLiteral(hefloat.ParametersLiteral{
 			LogN:            p.LogN,
 			LogQ:            p.LogQ,
 			LogP:            p.LogP,
+			Xs:              secretDistribution(secretWeight),
 			LogDefaultScale: p.LogScale,
 			RingType:        ring.Standard,
 		})
@@ -93,11 +103,18 @@ func newPlan(p *ckksir.Program) (*plan, error) {
 	if err := ckksir.Verify(p); err != nil {
 		return nil, fmt.Errorf("ckks: %w", err)
 	}
-	params, err := newParams(p.Params)
+	weight := 0
+	if p.Boot != nil {
+		weight = p.Boot.SecretWeight
+	}
+	params, err := newParams(p.Params, weight)
 	if err != nil {
 		return nil, err
 	}
 	pl := &plan{prog: p, params: params, slots: p.Params.Slots(), galLevel: map[uint64]int{}}
+	if err := pl.planBoot(); err != nil {
+		return nil, err
+	}
 	union := map[uint64]bool{}
 	identity := params.GaloisElement(0)
 	for i := range p.Instrs {
@@ -287,12 +304,11 @@ func (pl *plan) keyLevel(g uint64) int {
 	return pl.galLevel[g]
 }
 
-// keyBytes is the size of a switching key at levelQ: a gadget ciphertext of
-// ceil((levelQ+1)/|P|) RNS digits, each two polynomials over the levelQ+1 Q
-// primes and the P primes, N coefficients of 8 bytes each (headers are
-// negligible).
-func (pl *plan) keyBytes(levelQ int) int64 {
-	params := pl.params
+// keyBytes is the size of a switching key at levelQ over the parameters'
+// P primes: a gadget ciphertext of ceil((levelQ+1)/|P|) RNS digits, each
+// two polynomials over the levelQ+1 Q primes and the P primes, N
+// coefficients of 8 bytes each (headers are negligible).
+func keyBytes(params hefloat.Parameters, levelQ int) int64 {
 	levelP := params.MaxLevelP()
 	digits := int64(params.BaseRNSDecompositionVectorSize(levelQ, levelP))
 	return digits * 2 * int64(params.N()) * int64(levelQ+1+levelP+1) * 8

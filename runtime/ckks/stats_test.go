@@ -120,7 +120,7 @@ func (c *countingEvaluator) MulThenAdd(a *rlwe.Ciphertext, b rlwe.Operand, out *
 // TestPolyProductsMatchLattigoInsecureSmallRing checks polyProducts against
 // the products Lattigo's polynomial evaluator really performs.
 func TestPolyProductsMatchLattigoInsecureSmallRing(t *testing.T) {
-	params, err := newParams(smallParams(7))
+	params, err := newParams(smallParams(7), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

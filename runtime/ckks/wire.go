@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 
 	"github.com/ciphercut/ciphercut/ir/ckksir"
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
+	"github.com/tuneinsight/lattigo/v5/he/hefloat"
+	"github.com/tuneinsight/lattigo/v5/he/hefloat/bootstrapping"
 )
 
 // unmarshalCiphertext decodes a serialized ciphertext of the plan's ring.
@@ -113,9 +116,11 @@ func (pl *plan) walkCiphertext(b []byte) (degree, level int, err error) {
 // length fields claim and overflows the stack on truncated data. It accepts
 // exactly the key set Client.EvaluationKeys generates for p: the
 // relinearization key if and only if p needs one and one Galois key for each
-// rotation p uses, no more, every key at the maximum Q and P levels without
-// base-two decomposition. The program is verified and its plan derived on
-// every call (cheap next to key decoding).
+// rotation p uses, no more, every key at the level the plan generates it
+// and every P prime without base-two decomposition; and, exactly when p
+// bootstraps, the bootstrapping keys (see walkEvaluationKeys). The program
+// is verified and its plan derived on every call (cheap next to key
+// decoding).
 func UnmarshalEvaluationKeys(p *ckksir.Program, data []byte) (*EvaluationKeys, error) {
 	pl, err := newPlan(p)
 	if err != nil {
@@ -129,35 +134,117 @@ func (pl *plan) unmarshalEvaluationKeys(data []byte) (*EvaluationKeys, error) {
 		return nil, fmt.Errorf("ckks: not serialized evaluation keys (bad header)")
 	}
 	body := data[len(evkMagic):]
-	if err := pl.walkEvaluationKeys(body); err != nil {
+	lay, err := pl.walkEvaluationKeys(body)
+	if err != nil {
 		return nil, fmt.Errorf("ckks: malformed evaluation keys: %w", err)
 	}
-	set := &rlwe.MemEvaluationKeySet{}
-	err := protect("reading evaluation keys", func() error { return readStrict(set, body) })
+	set, err := readKeySet(body[lay.set[0]:lay.set[1]])
 	if err != nil {
+		return nil, err
+	}
+	// The walk already guarantees what follows; check the decoded set
+	// anyway, so that a divergence between walker and decoder cannot pass.
+	if err := checkExactSet(pl.keySpec(), set); err != nil {
+		return nil, err
+	}
+	if err := checkKeys(pl, set); err != nil {
+		return nil, err
+	}
+	keys := &EvaluationKeys{set: set}
+	if !pl.needBoot {
+		return keys, nil
+	}
+	bk := &bootstrapping.EvaluationKeys{}
+	if lay.encapsulation {
+		bk.EvkDenseToSparse, bk.EvkSparseToDense = new(rlwe.EvaluationKey), new(rlwe.EvaluationKey)
+		for i, k := range []*rlwe.EvaluationKey{bk.EvkDenseToSparse, bk.EvkSparseToDense} {
+			if err := protect("reading a bootstrapping key", func() error { return readStrict(k, body[lay.enc[i][0]:lay.enc[i][1]]) }); err != nil {
+				return nil, fmt.Errorf("ckks: reading a bootstrapping encapsulation key: %w", err)
+			}
+		}
+	}
+	if bk.MemEvaluationKeySet, err = readKeySet(body[lay.boot[0]:lay.boot[1]]); err != nil {
+		return nil, err
+	}
+	if err := checkExactSet(pl.bootKeySpec(), bk.MemEvaluationKeySet); err != nil {
+		return nil, err
+	}
+	if err := checkBootKeys(pl, bk); err != nil {
+		return nil, fmt.Errorf("ckks: %w", err)
+	}
+	keys.boot = bk
+	return keys, nil
+}
+
+// readKeySet decodes a walked key set.
+func readKeySet(b []byte) (*rlwe.MemEvaluationKeySet, error) {
+	set := &rlwe.MemEvaluationKeySet{}
+	if err := protect("reading evaluation keys", func() error { return readStrict(set, b) }); err != nil {
 		return nil, fmt.Errorf("ckks: reading evaluation keys: %w", err)
 	}
 	if set.GaloisKeys == nil {
 		set.GaloisKeys = map[uint64]*rlwe.GaloisKey{}
 	}
-	// The walk already guarantees what follows; check the decoded set
-	// anyway, so that a divergence between walker and decoder cannot pass.
-	if (set.RelinearizationKey != nil) != pl.needRelin {
-		return nil, fmt.Errorf("ckks: the evaluation keys hold a relinearization key: %v, the program needs one: %v",
-			set.RelinearizationKey != nil, pl.needRelin)
+	return set, nil
+}
+
+// checkExactSet checks that a decoded key set holds exactly the keys of
+// spec: the relinearization key if and only if spec needs it, and its
+// Galois keys, no more.
+func checkExactSet(spec keySetSpec, set *rlwe.MemEvaluationKeySet) error {
+	if (set.RelinearizationKey != nil) != spec.relin {
+		return fmt.Errorf("ckks: the evaluation keys hold a %srelinearization key: %v, the program needs one: %v",
+			spec.what, set.RelinearizationKey != nil, spec.relin)
 	}
-	if len(set.GaloisKeys) != len(pl.galEls) {
-		return nil, fmt.Errorf("ckks: the evaluation keys hold %d Galois keys, the program needs %d", len(set.GaloisKeys), len(pl.galEls))
+	if len(set.GaloisKeys) != len(spec.galEls) {
+		return fmt.Errorf("ckks: the evaluation keys hold %d %sGalois keys, the program needs %d", len(set.GaloisKeys), spec.what, len(spec.galEls))
 	}
-	for _, g := range pl.galEls {
+	for _, g := range spec.galEls {
 		if gk := set.GaloisKeys[g]; gk == nil || gk.GaloisElement != g {
-			return nil, fmt.Errorf("ckks: the evaluation keys lack the Galois key %d (rotation by %d)", g, rotationOf(pl.params, g))
+			return fmt.Errorf("ckks: the evaluation keys lack the %sGalois key %d (rotation by %d)", spec.what, g, rotationOf(spec.params, g))
 		}
 	}
-	if err := checkKeys(pl, set); err != nil {
-		return nil, err
+	return nil
+}
+
+// keyStream writes evaluation keys: the key set (rlwe.MemEvaluationKeySet)
+// then, when there are bootstrapping keys, uint8 has-encapsulation (0|1) |
+// [EvaluationKey dense-to-sparse | EvaluationKey sparse-to-dense] | the
+// bootstrapping key set (rlwe.MemEvaluationKeySet).
+type keyStream struct{ k *EvaluationKeys }
+
+// WriteTo implements io.WriterTo.
+func (s keyStream) WriteTo(w io.Writer) (int64, error) {
+	n, err := s.k.set.WriteTo(w)
+	if err != nil || s.k.boot == nil {
+		return n, err
 	}
-	return &EvaluationKeys{set: set}, nil
+	bk := s.k.boot
+	parts := []io.WriterTo{bytes.NewReader([]byte{0})}
+	if bk.EvkDenseToSparse != nil && bk.EvkSparseToDense != nil {
+		parts = []io.WriterTo{bytes.NewReader([]byte{1}), bk.EvkDenseToSparse, bk.EvkSparseToDense}
+	}
+	parts = append(parts, bk.MemEvaluationKeySet)
+	for _, part := range parts {
+		m, err := part.WriteTo(w)
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// bootKeysSize is the size of the bootstrapping section keyStream writes.
+func bootKeysSize(bk *bootstrapping.EvaluationKeys) int64 {
+	if bk == nil {
+		return 0
+	}
+	n := int64(1 + bk.MemEvaluationKeySet.BinarySize())
+	if bk.EvkDenseToSparse != nil && bk.EvkSparseToDense != nil {
+		n += int64(bk.EvkDenseToSparse.BinarySize() + bk.EvkSparseToDense.BinarySize())
+	}
+	return n
 }
 
 // wireReader reads little-endian fields off a byte slice, erring (never
@@ -213,70 +300,144 @@ func (r *wireReader) expect(want uint64, what string) error {
 	return nil
 }
 
-// walkEvaluationKeys checks the layout rlwe.MemEvaluationKeySet.WriteTo
-// produces (Lattigo v5.0.7, all integers little-endian):
+// keySetSpec is what a key set must hold: over params, the
+// relinearization key when relin is set and a Galois key per element of
+// galEls (sorted), the key for g generated at level(g) (level(0) for the
+// relinearization key). what prefixes key names in errors.
+type keySetSpec struct {
+	params hefloat.Parameters
+	relin  bool
+	galEls []uint64
+	level  func(g uint64) int
+	what   string
+}
+
+// keySpec is the key set the program's own instructions need.
+func (pl *plan) keySpec() keySetSpec {
+	return keySetSpec{params: pl.params, relin: pl.needRelin, galEls: pl.galEls, level: pl.keyLevel}
+}
+
+// keyLayout gives the byte ranges of the parts of serialized evaluation
+// keys (see keyStream): the key set, and for a bootstrapping program the
+// two encapsulation keys (when encapsulation is set) and the bootstrapping
+// key set.
+type keyLayout struct {
+	set, boot     [2]int
+	encapsulation bool
+	enc           [2][2]int
+}
+
+// walkEvaluationKeys checks the layout keyStream produces (see
+// walkKeySet): the program's key set and, exactly when the program
+// bootstraps, the bootstrapping section: uint8 has-encapsulation, 1 exactly
+// when the bootstrapping parameters use an ephemeral secret, then the two
+// encapsulation keys at the bootstrapping parameters' top level (see
+// walkEvaluationKey), then the bootstrapping key set (relinearization key
+// and the bootstrapping circuit's Galois keys, all at the top level). No
+// trailing bytes.
+func (pl *plan) walkEvaluationKeys(b []byte) (keyLayout, error) {
+	var lay keyLayout
+	r := &wireReader{b: b}
+	if err := walkKeySet(r, pl.keySpec()); err != nil {
+		return lay, err
+	}
+	lay.set = [2]int{0, r.pos}
+	if pl.needBoot {
+		spec := pl.bootKeySpec()
+		enc, err := r.flag("bootstrapping encapsulation keys")
+		if err != nil {
+			return lay, err
+		}
+		if want := pl.boot.EphemeralSecretWeight > 0; enc != want {
+			return lay, fmt.Errorf("bootstrapping encapsulation keys present: %v, the bootstrapping parameters need them: %v", enc, want)
+		}
+		lay.encapsulation = enc
+		if enc {
+			for i, what := range []string{"dense-to-sparse key", "sparse-to-dense key"} {
+				start := r.pos
+				if err := walkEvaluationKey(r, spec.params, "bootstrapping "+what, spec.level(0)); err != nil {
+					return lay, err
+				}
+				lay.enc[i] = [2]int{start, r.pos}
+			}
+		}
+		start := r.pos
+		if err := walkKeySet(r, spec); err != nil {
+			return lay, err
+		}
+		lay.boot = [2]int{start, r.pos}
+	}
+	if r.pos != len(b) {
+		return lay, fmt.Errorf("%d trailing bytes", len(b)-r.pos)
+	}
+	return lay, nil
+}
+
+// flag reads a uint8 that must be 0 or 1.
+func (r *wireReader) flag(what string) (bool, error) {
+	f, err := r.u8(what)
+	if err != nil {
+		return false, err
+	}
+	if f > 1 {
+		return false, fmt.Errorf("bad %s flag %d", what, f)
+	}
+	return f == 1, nil
+}
+
+// walkKeySet checks the layout rlwe.MemEvaluationKeySet.WriteTo produces
+// (Lattigo v5.0.7, all integers little-endian):
 //
 //	uint8 has-relin (0|1) | [relin: EvaluationKey]
 //	uint8 has-galois (0|1) | [uint32 count | count x (uint64 map key |
 //	    uint64 GaloisElement | uint64 NthRoot | EvaluationKey)]
 //
 // with map keys strictly increasing (Lattigo writes them sorted), each equal
-// to its GaloisElement and in the plan's set, count equal to the number of
-// Galois keys the plan needs (has-galois 0 only when it needs none),
-// NthRoot that of the ring, has-relin 1 exactly when the plan needs
-// relinearization, and no trailing bytes. See walkEvaluationKey for a key.
-func (pl *plan) walkEvaluationKeys(b []byte) error {
-	r := &wireReader{b: b}
-	flag := func(what string) (bool, error) {
-		f, err := r.u8(what)
-		if err != nil {
-			return false, err
-		}
-		if f > 1 {
-			return false, fmt.Errorf("bad %s flag %d", what, f)
-		}
-		return f == 1, nil
-	}
-	hasRelin, err := flag("relinearization key")
+// to its GaloisElement and in spec's set, count equal to the number of
+// Galois keys spec needs (has-galois 0 only when it needs none), NthRoot
+// that of the ring, has-relin 1 exactly when spec needs relinearization.
+// See walkEvaluationKey for a key.
+func walkKeySet(r *wireReader, spec keySetSpec) error {
+	hasRelin, err := r.flag(spec.what + "relinearization key")
 	if err != nil {
 		return err
 	}
-	if hasRelin != pl.needRelin {
-		return fmt.Errorf("relinearization key present: %v, the program needs one: %v", hasRelin, pl.needRelin)
+	if hasRelin != spec.relin {
+		return fmt.Errorf("%srelinearization key present: %v, the program needs one: %v", spec.what, hasRelin, spec.relin)
 	}
 	if hasRelin {
-		if err := pl.walkEvaluationKey(r, "relinearization key", pl.keyLevel(0)); err != nil {
+		if err := walkEvaluationKey(r, spec.params, spec.what+"relinearization key", spec.level(0)); err != nil {
 			return err
 		}
 	}
-	hasGalois, err := flag("Galois keys")
+	hasGalois, err := r.flag(spec.what + "Galois keys")
 	if err != nil {
 		return err
 	}
 	if hasGalois {
-		count, err := r.u32("Galois key count")
+		count, err := r.u32(spec.what + "Galois key count")
 		if err != nil {
 			return err
 		}
-		if uint64(count) != uint64(len(pl.galEls)) {
-			return fmt.Errorf("%d Galois keys, the program needs %d", count, len(pl.galEls))
+		if uint64(count) != uint64(len(spec.galEls)) {
+			return fmt.Errorf("%d %sGalois keys, the program needs %d", count, spec.what, len(spec.galEls))
 		}
 		want := map[uint64]bool{}
-		for _, g := range pl.galEls {
+		for _, g := range spec.galEls {
 			want[g] = true
 		}
-		nthRoot := pl.params.RingQ().NthRoot()
+		nthRoot := spec.params.RingQ().NthRoot()
 		var prev uint64
 		for i := uint32(0); i < count; i++ {
-			key, err := r.u64("Galois key index")
+			key, err := r.u64(spec.what + "Galois key index")
 			if err != nil {
 				return err
 			}
 			if !want[key] {
-				return fmt.Errorf("Galois key %d: element %d is not one the program uses", i, key)
+				return fmt.Errorf("%sGalois key %d: element %d is not one the program uses", spec.what, i, key)
 			}
 			if i > 0 && key <= prev {
-				return fmt.Errorf("Galois key %d: element %d out of order or repeated", i, key)
+				return fmt.Errorf("%sGalois key %d: element %d out of order or repeated", spec.what, i, key)
 			}
 			prev = key
 			if err := r.expect(key, "Galois element"); err != nil {
@@ -285,15 +446,12 @@ func (pl *plan) walkEvaluationKeys(b []byte) error {
 			if err := r.expect(nthRoot, "Galois key NthRoot"); err != nil {
 				return err
 			}
-			if err := pl.walkEvaluationKey(r, fmt.Sprintf("Galois key %d", key), pl.keyLevel(key)); err != nil {
+			if err := walkEvaluationKey(r, spec.params, fmt.Sprintf("%sGalois key %d", spec.what, key), spec.level(key)); err != nil {
 				return err
 			}
 		}
-	} else if len(pl.galEls) > 0 {
-		return fmt.Errorf("no Galois keys, the program needs %d", len(pl.galEls))
-	}
-	if r.pos != len(b) {
-		return fmt.Errorf("%d trailing bytes", len(b)-r.pos)
+	} else if len(spec.galEls) > 0 {
+		return fmt.Errorf("no %sGalois keys, the program needs %d", spec.what, len(spec.galEls))
 	}
 	return nil
 }
@@ -306,10 +464,9 @@ func (pl *plan) walkEvaluationKeys(b []byte) error {
 //
 // with digits = BaseRNSDecompositionVectorSize(levelQ, MaxLevelP), and
 // each part a ring.Poly: uint64 rows (levelQ+1, resp. MaxLevelP+1) | per
-// row: uint64 N | N uint64 coefficients. levelQ is the level the plan
-// generates the key at.
-func (pl *plan) walkEvaluationKey(r *wireReader, what string, levelQ int) error {
-	params := pl.params
+// row: uint64 N | N uint64 coefficients, over params. levelQ is the level
+// the key is generated at.
+func walkEvaluationKey(r *wireReader, params hefloat.Parameters, what string, levelQ int) error {
 	levelP := params.MaxLevelP()
 	n := uint64(params.N())
 	if err := r.expect(0, what+" base-two decomposition"); err != nil {
