@@ -132,6 +132,12 @@ func ckksKeySwitchSigma(p ckksir.Params, level int) float64 {
 	return n * ckksSigmaE * math.Sqrt(ratio2/24) * math.Ldexp(1, -p.LogScale)
 }
 
+// CKKSBootBits is the precision, in bits, assumed of a bootstrap on
+// messages within [-1, 1]: Lattigo's default circuit measures about 25 bits
+// at N=2^16 (a max error of 2.6e-8, BENCHMARKS.md); the bound keeps 5 bits
+// of margin for rings and inputs that do worse.
+const CKKSBootBits = 20
+
 // ckksGain bounds the map from one noise source to a value: r bounds the
 // 2-norm of its rows, o its operator norm.
 type ckksGain struct{ r, o float64 }
@@ -276,7 +282,16 @@ func AssignErrorBounds(p *ckksir.Program, mags [][]float64, safety float64) erro
 			}
 			addSource(g, math.Hypot(sigR, sigPt*lowerMaxAbs(mags[ins.In[0]])), ckksGain{1, 1})
 		case ckksir.OpBootstrap:
-			return fmt.Errorf("error bounds: bootstrapping is not modelled yet")
+			// The input, divided by Bound, is refreshed with an absolute
+			// error of about 2^-CKKSBootBits on [-1, 1].
+			inv := 1.0
+			if ins.Bound > 1 {
+				inv = 1 / ins.Bound
+			}
+			for s, gi := range in(0) {
+				g[s] = ckksGain{inv * gi.r, inv * gi.o}
+			}
+			addSource(g, math.Ldexp(1, -CKKSBootBits), ckksGain{1, 1})
 		default:
 			return fmt.Errorf("error bounds: unknown op %v", ins.Op)
 		}
@@ -326,6 +341,11 @@ func ckksGarbage(p *ckksir.Program) ([]float64, error) {
 				math.Abs(plain.Chebyshev(ins.Poly.Coeffs, (-2*x-a-b)/(b-a))))
 		case ckksir.OpMul:
 			g[ins.Out] = g[ins.In[0]] * g[ins.In[1]]
+		case ckksir.OpBootstrap:
+			g[ins.Out] = g[ins.In[0]]
+			if ins.Bound > 1 {
+				g[ins.Out] /= ins.Bound
+			}
 		case ckksir.OpAdd:
 			g[ins.Out] = g[ins.In[0]] + g[ins.In[1]]
 		case ckksir.OpAddConst, ckksir.OpMulConst:

@@ -47,6 +47,11 @@ type PlaceOptions struct {
 	// Naive bootstraps a value only when an instruction cannot run on it
 	// (too few levels left), instead of minimizing the total cost.
 	Naive bool
+	// Bounds, when set, gives per value of the program a bound on its
+	// magnitude: each bootstrap then reads its input divided by the
+	// smallest power of two B above the bound (Instr.Bound), outputs at
+	// BootLevel+1, and an OpMulConst by B restores the value at BootLevel.
+	Bounds []float64
 }
 
 // DefaultBootCost is the default time of one bootstrap, in the units of
@@ -282,9 +287,22 @@ func placeRewrite(p *ckksir.Program, chosen [][]int, opts PlaceOptions, cost flo
 			b := len(q.Values)
 			v := q.Values[current[a]]
 			v.Level = opts.BootLevel
+			boot := ckksir.Instr{Op: ckksir.OpBootstrap, Out: b, In: []int{current[a]}, Layer: ins.Layer}
+			if opts.Bounds == nil {
+				q.Values = append(q.Values, v)
+				q.Instrs = append(q.Instrs, boot)
+				current[a] = b
+				boots++
+				continue
+			}
+			boot.Bound = placeBound(opts.Bounds[a])
+			v.Level = opts.BootLevel + 1
 			q.Values = append(q.Values, v)
-			q.Instrs = append(q.Instrs, ckksir.Instr{Op: ckksir.OpBootstrap, Out: b, In: []int{current[a]}, Layer: ins.Layer})
-			current[a] = b
+			v.Level = opts.BootLevel
+			q.Values = append(q.Values, v)
+			restore := ckksir.Instr{Op: ckksir.OpMulConst, Out: b + 1, In: []int{b}, Vector: placeFill(&q, v.Layout, boot.Bound), Layer: ins.Layer}
+			q.Instrs = append(q.Instrs, boot, restore)
+			current[a] = b + 1
 			boots++
 		}
 		ins.In = append([]int(nil), ins.In...)
@@ -335,4 +353,27 @@ func placeSortedKeys(m map[string]*placeState) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// placeBound is the smallest power of two at least bound (and at least 1).
+func placeBound(bound float64) float64 {
+	b := 1.0
+	for b < bound && !math.IsInf(b, 0) {
+		b *= 2
+	}
+	return b
+}
+
+// placeFill is a constant vector of x over the elements of a value in
+// layout lay (zero elsewhere): one value per block slot, or per element in
+// feature packing.
+func placeFill(p *ckksir.Program, lay ckksir.Layout, x float64) []float64 {
+	if p.Packing == ckksir.PackFeature {
+		return lowerFill(lay.Size(), x)
+	}
+	v := make([]float64, p.BlockSize)
+	for k := range lay.Size() {
+		v[lay.Slot(k)] = x
+	}
+	return v
 }

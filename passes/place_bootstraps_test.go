@@ -19,7 +19,9 @@ func newPBProgram(top int) *pbProgram {
 	for i := range logQ {
 		logQ[i] = 30
 	}
-	p := &ckksir.Program{Params: ckksir.Params{LogN: 12, LogQ: logQ, LogP: []int{40}, LogScale: 30}, BlockSize: 4, Batch: 512}
+	logQ[0] = 40
+	p := &ckksir.Program{Params: ckksir.Params{LogN: 12, LogQ: logQ, LogP: []int{40}, LogScale: 30}, BlockSize: 4, Batch: 512,
+		Boot: ckksir.DefaultBootParams()}
 	b := &pbProgram{p: p}
 	x := b.value()
 	p.Inputs = []ckksir.IO{{Name: "x", Value: x}}
@@ -78,8 +80,8 @@ func pbCheck(t *testing.T, p *ckksir.Program, opts PlaceOptions) *Placement {
 	for _, ins := range pl.Program.Instrs {
 		if ins.Op == ckksir.OpBootstrap {
 			n++
-			if pl.Program.Values[ins.Out].Level != opts.BootLevel {
-				t.Errorf("bootstrap outputs level %d, want %d", pl.Program.Values[ins.Out].Level, opts.BootLevel)
+			if want := opts.BootLevel + min(1, len(opts.Bounds)); pl.Program.Values[ins.Out].Level != want {
+				t.Errorf("bootstrap outputs level %d, want %d", pl.Program.Values[ins.Out].Level, want)
 			}
 		}
 	}
@@ -230,4 +232,24 @@ func pbBruteForce(p *ckksir.Program, opts PlaceOptions) (float64, int) {
 		}
 	}
 	return best, bestBoots
+}
+
+// TestPlaceBootstrapsBounds checks the scaled form: a bootstrap reading its
+// input divided by a power of two above the value's bound, at the top level,
+// then a constant product restoring the value one level below.
+func TestPlaceBootstrapsBounds(t *testing.T) {
+	b := newPBProgram(5)
+	x := b.linear(b.linear(0))
+	p := b.output(b.poly(b.poly(x, 2), 2))
+	bounds := make([]float64, len(p.Values))
+	bounds[x] = 5.5
+	pl := pbCheck(t, p, PlaceOptions{InputLevel: 5, BootLevel: 4, Bounds: bounds})
+	if pl.Bootstraps != 1 {
+		t.Fatalf("%d bootstraps, want 1:\n%s", pl.Bootstraps, lcDump(t, pl.Program))
+	}
+	boot, restore := pl.Program.Instrs[2], pl.Program.Instrs[3]
+	if boot.Op != ckksir.OpBootstrap || boot.Bound != 8 || restore.Op != ckksir.OpMulConst || restore.Vector[0] != 8 ||
+		pl.Program.Values[restore.Out].Level != 4 || pl.Program.Instrs[4].In[0] != restore.Out {
+		t.Errorf("bootstrap and restore not as expected:\n%s", lcDump(t, pl.Program))
+	}
 }

@@ -328,6 +328,12 @@ type Instr struct {
 	Bias   []float64
 	Vector []float64
 	Poly   *Poly
+	// Bound (OpBootstrap) is a power of two bounding the input's magnitude:
+	// the runtime reads the input as divided by it (multiplying its scale,
+	// without computing) so that bootstrapping sees values within [-1, 1],
+	// where its modular reduction is accurate; the output holds the input
+	// divided by Bound. 0 or 1 means no division.
+	Bound float64
 	// Layer names the tensor-IR nodes this instruction implements, for
 	// reports and errors.
 	Layer string

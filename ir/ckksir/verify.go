@@ -1,6 +1,9 @@
 package ckksir
 
-import "fmt"
+import (
+	"fmt"
+	"math"
+)
 
 // Verify checks a program's invariants: values defined once before use,
 // inputs of every instruction at a level that can pay for it, layouts inside
@@ -112,6 +115,9 @@ func Verify(p *Program) error {
 			}
 			if len(ins.In) != 1 {
 				return fmt.Errorf("ckks program: %s has %d inputs, want 1", where, len(ins.In))
+			}
+			if frac, _ := math.Frexp(ins.Bound); ins.Bound != 0 && (ins.Bound < 1 || math.IsInf(ins.Bound, 0) || frac != 0.5) {
+				return fmt.Errorf("ckks program: %s has the message bound %g; want 0 or a power of two of at least 1", where, ins.Bound)
 			}
 			if l := p.Values[ins.Out].Level; l != p.BootstrapLevel() {
 				return fmt.Errorf("ckks program: %s outputs level %d, a bootstrap outputs level %d", where, l, p.BootstrapLevel())

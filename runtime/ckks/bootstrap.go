@@ -304,7 +304,11 @@ func (e *Evaluator) bootstrap(st *laneState, c *compiled, ct *rlwe.Ciphertext) (
 	if st.boot == nil {
 		st.boot = bootCopy(e.boot)
 	}
-	out, err := st.boot.Bootstrap(ct.CopyNew())
+	in := ct.CopyNew()
+	if b := c.ins.Bound; b > 1 {
+		in.Scale = in.Scale.Mul(rlwe.NewScale(b))
+	}
+	out, err := st.boot.Bootstrap(in)
 	if err != nil {
 		return nil, err
 	}
