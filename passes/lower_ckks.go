@@ -1,6 +1,7 @@
 package passes
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -47,6 +48,11 @@ type LowerOptions struct {
 	// Safety multiplies the error each instruction introduces in the
 	// predicted bounds; 0 means CKKSSafety.
 	Safety float64
+	// Boot, when set, lets a circuit too deep for any modulus chain run
+	// with bootstrapping: LowerCKKS then lowers onto a residual chain on
+	// the largest ring and places bootstraps (see lower_bootstrap.go). Nil
+	// makes such a circuit an error.
+	Boot *ckksir.BootParams
 	// Packing selects the slot layout: ckksir.PackSlot (default, whole
 	// samples in blocks of one ciphertext, linear maps by rotations) or
 	// ckksir.PackFeature (one sample per slot, one ciphertext per tensor
@@ -150,12 +156,20 @@ func LowerCKKS(g *ir.Graph, opts LowerOptions) (*ckksir.Program, error) {
 	if err := lw.emit(); err != nil {
 		return nil, err
 	}
-	if err := lw.assignLevels(); err != nil {
-		return nil, err
+	errLevels := lw.assignLevels()
+	var unsupported *ir.UnsupportedError
+	bootstrap := errLevels != nil && lw.opts.Boot != nil && errors.As(errLevels, &unsupported)
+	if errLevels != nil && !bootstrap {
+		return nil, errLevels
 	}
 	mags, err := lw.magnitudes()
 	if err != nil {
 		return nil, err
+	}
+	if bootstrap {
+		if mags, err = lw.lowerBootstrapped(mags); err != nil {
+			return nil, err
+		}
 	}
 	if err := AssignErrorBounds(lw.prog, mags, opts.Safety); err != nil {
 		return nil, err
@@ -477,6 +491,12 @@ func (lw *lowerer) checkDepth() error {
 		total = max(total, valueDepth(o))
 	}
 	params, err := ChooseParams(total, lw.blockSize, lw.opts)
+	var unsupported *ir.UnsupportedError
+	if err != nil && lw.opts.Boot != nil && errors.As(err, &unsupported) {
+		// Too deep: bootstrapping on the largest ring.
+		lw.slotLimit = (1 << (lw.opts.MaxLogN - 1)) / lw.opts.Batch
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("lowering %q: %w", lw.g.Name, err)
 	}
