@@ -17,6 +17,7 @@ import (
 
 func compileCmd() *cobra.Command {
 	var out, calib string
+	var bootstrap bool
 	var opts compiler.CompileOptions
 	cmd := &cobra.Command{
 		Use:   "compile MODEL.onnx -o PLAN",
@@ -45,6 +46,9 @@ func compileCmd() *cobra.Command {
 			}
 			opts.Calib = samples
 			opts.Log = os.Stderr
+			if bootstrap {
+				opts.Lower.Boot = ckksir.DefaultBootParams()
+			}
 			name := filepath.Base(filepath.Dir(args[0]))
 			plan, err := compiler.Compile(g, name, data, opts)
 			var ue *ir.UnsupportedError
@@ -70,6 +74,9 @@ func compileCmd() *cobra.Command {
 				fmt.Printf("plan %s: %s\n  packing slot, depth %d, %d samples per ciphertext, %d diagonals\n", out, prog.Params,
 					prog.Depth(), prog.Batch, prog.DiagonalCount())
 			}
+			if n := prog.Bootstraps(); n > 0 {
+				fmt.Printf("  %d bootstraps (%s)\n", n, prog.Boot)
+			}
 			return nil
 		},
 	}
@@ -80,6 +87,7 @@ func compileCmd() *cobra.Command {
 	cmd.Flags().Float64Var(&opts.Approx.Margin, "margin", 0.25, "widen each calibrated range by this fraction of its half-width on each side")
 	cmd.Flags().Var(&opts.Lower.Packing, "packing", "slot: whole samples per ciphertext (low latency); feature: one sample per slot, one ciphertext per tensor element, no rotations (throughput)")
 	cmd.Flags().IntVar(&opts.Lower.MaxLogN, "max-logn", 16, "largest ring degree 2^LOGN to consider")
+	cmd.Flags().BoolVar(&bootstrap, "bootstrap", true, "bootstrap a model too deep for any modulus chain (on N=2^16, with a sparse secret; bootstrapping keys take about 8 GB)")
 	return cmd
 }
 

@@ -513,3 +513,14 @@ func (p *Program) Depth() int {
 	}
 	return d
 }
+
+// Bootstraps is the number of bootstrapping instructions.
+func (p *Program) Bootstraps() int {
+	n := 0
+	for _, ins := range p.Instrs {
+		if ins.Op == OpBootstrap {
+			n++
+		}
+	}
+	return n
+}
