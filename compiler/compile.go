@@ -66,6 +66,9 @@ func Compile(model *ir.Graph, name string, modelBytes []byte, opts CompileOption
 	if lower.Calib == nil {
 		lower.Calib = opts.Calib
 	}
+	if lower.Log == nil {
+		lower.Log = opts.Log
+	}
 	prog, err := passes.LowerCKKS(g, lower)
 	if err != nil {
 		return nil, fmt.Errorf("compile %s: %w", name, err)

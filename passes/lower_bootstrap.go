@@ -46,9 +46,17 @@ func (lw *lowerer) lowerBootstrapped(mags [][]float64) ([][]float64, error) {
 		bounds[i] = lowerMaxAbs(m)
 	}
 	top := params.MaxLevel()
-	pl, err := PlaceBootstraps(p, PlaceOptions{InputLevel: top, BootLevel: top - 1, Bounds: bounds})
+	popts := PlaceOptions{InputLevel: top, BootLevel: top - 1, Bounds: bounds}
+	pl, err := PlaceBootstraps(p, popts)
 	if err != nil {
 		return nil, fmt.Errorf("lowering %q: %w", lw.g.Name, err)
+	}
+	if lw.opts.Log != nil {
+		popts.Naive = true
+		if naive, err := PlaceBootstraps(p, popts); err == nil {
+			fmt.Fprintf(lw.opts.Log, "bootstrap placement: %d bootstraps, predicted cost %.4g; naive (bootstrap when out of levels): %d bootstraps, %.4g\n",
+				pl.Bootstraps, pl.Cost, naive.Bootstraps, naive.Cost)
+		}
 	}
 	q := pl.Program
 	// The added values, in order: a bootstrap's holds its input divided by

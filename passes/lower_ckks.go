@@ -3,6 +3,7 @@ package passes
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -53,6 +54,9 @@ type LowerOptions struct {
 	// the largest ring and places bootstraps (see lower_bootstrap.go). Nil
 	// makes such a circuit an error.
 	Boot *ckksir.BootParams
+	// Log, when set, receives a line comparing the bootstrap placement with
+	// the naive policy (bootstrap when out of levels).
+	Log io.Writer
 	// Packing selects the slot layout: ckksir.PackSlot (default, whole
 	// samples in blocks of one ciphertext, linear maps by rotations) or
 	// ckksir.PackFeature (one sample per slot, one ciphertext per tensor

@@ -74,8 +74,8 @@ func compileCmd() *cobra.Command {
 				fmt.Printf("plan %s: %s\n  packing slot, depth %d, %d samples per ciphertext, %d diagonals\n", out, prog.Params,
 					prog.Depth(), prog.Batch, prog.DiagonalCount())
 			}
-			if n := prog.Bootstraps(); n > 0 {
-				fmt.Printf("  %d bootstraps (%s)\n", n, prog.Boot)
+			if n := plan.Program.Bootstraps(); n > 0 {
+				fmt.Printf("  %d bootstraps (%s)\n", n, plan.Program.Boot)
 			}
 			return nil
 		},
