@@ -3,6 +3,7 @@ package ckks
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"slices"
 
 	"github.com/ciphercut/ciphercut/ir/ckksir"
@@ -54,4 +55,15 @@ func (c *Client) LeaksSecretKey(data []byte) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// WriteTo streams the serialization MarshalBinary returns to w, without
+// building it in memory.
+func (k *EvaluationKeys) WriteTo(w io.Writer) (int64, error) {
+	n, err := w.Write(evkMagic)
+	if err != nil {
+		return int64(n), err
+	}
+	m, err := k.set.WriteTo(w)
+	return int64(n) + m, err
 }
