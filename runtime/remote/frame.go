@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // Frame types. Every stream of the protocol is a sequence of frames:
@@ -71,6 +72,9 @@ func readFrame(r *bufio.Reader, limits Limits) (byte, []byte, error) {
 	t, n := hdr[0], binary.LittleEndian.Uint32(hdr[1:])
 	max, ok := limits[t]
 	if !ok || max == 0 && t != FrameEnd {
+		if strings.HasPrefix(frameName(t), "unknown") {
+			return t, nil, fmt.Errorf("%s", frameName(t))
+		}
 		return t, nil, fmt.Errorf("unexpected %s frame", frameName(t))
 	}
 	if n > max {
