@@ -27,5 +27,6 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(demoCmd(), compileCmd(), runCmd(), evalCmd(), inspectCmd(), inferCmd(), conformanceCmd())
+	root.AddCommand(shardCmd(), workerCmd(), identityCmd())
 	return root
 }
