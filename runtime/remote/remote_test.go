@@ -357,3 +357,39 @@ func tamper(t *testing.T, s *segment.Shard) *segment.Shard {
 	t.Fatal("no bias to tamper with")
 	return nil
 }
+
+// TestDigitsCNNThreeWorkers runs digits-cnn (its 128-bit program on a
+// test-only N=2^13 ring, as testsuite/zoo's
+// TestEncryptedDigitsCNNInsecureSmallRing does) split in two segments
+// across three in-process workers found through the DHT, and checks it
+// against the single-process run.
+func TestDigitsCNNThreeWorkers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("digits-cnn encrypted takes tens of seconds; skipped in -short mode")
+	}
+	f, err := newFixture("../../testsuite/models/digits-cnn", 3, 13, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oh := ownerHost(t)
+	c := cluster(t, [][]*segment.Shard{{f.shards[0]}, {f.shards[1]}, {f.shards[1]}}, oh.ID())
+	d, err := NewDHT(context.Background(), oh, false, c.Bootstrap())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	owner, setup, err := NewOwner(oh, DHTProviders(d, f.planID, 1, 20*time.Second), f.prog, f.planID, f.segs, OwnerOptions{Log: logger(t, "owner: ")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, runs, err := owner.Infer(context.Background(), f.x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResult(t, f, y)
+	for _, r := range runs {
+		s := f.segs[r.Index]
+		t.Logf("segment %d (instructions [%d, %d) of %d) on %s: %v round trip, %v evaluating; keys %d bytes, sent %d, received %d",
+			r.Index, s.Start, s.End, len(f.prog.Instrs), r.Worker, r.Wall, r.Eval, setup.KeyBytes[r.Index], r.Sent, r.Received)
+	}
+}
