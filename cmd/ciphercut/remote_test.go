@@ -15,7 +15,7 @@ import (
 // workers, then with redundancy 2 on four, verifying both against the
 // plaintext reference.
 func TestRunOnWorkers(t *testing.T) {
-	_, plan, p, err := smallring.Compile(mlp, 0, 12)
+	_, plan, p, err := smallring.Compile(mlp, 0, 10)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,7 +15,7 @@ import (
 // its own evaluation keys, and checks the result against the whole
 // program's within the plan's error bound.
 func TestSplitRunsLikeWhole(t *testing.T) {
-	m, _, p, err := smallring.Compile("../../testsuite/models/cancer-mlp", 0, 12)
+	m, _, p, err := smallring.Compile("../../testsuite/models/cancer-mlp", 0, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
