@@ -133,6 +133,11 @@ type SegmentRun struct {
 	Failures []string
 }
 
+// set records the answer used.
+func (r *SegmentRun) set(res *result) {
+	r.Worker, r.Wall, r.Eval, r.Sent, r.Received = res.worker, res.att.wall, res.att.eval, res.att.sent, res.att.received
+}
+
 // Setup is what NewOwner measured.
 type Setup struct {
 	KeyGen   time.Duration
@@ -225,35 +230,60 @@ func (o *Owner) runSegment(ctx context.Context, s *segment.Segment, in map[strin
 	}
 	provs = o.preferUploaded(provs, s.Index)
 	req := newRequestID()
+	var mu sync.Mutex // guards next and run's failure and key counts
 	next := 0
+	take := func() (peer.AddrInfo, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if next >= len(provs) {
+			return peer.AddrInfo{}, false
+		}
+		next++
+		return provs[next-1], true
+	}
 	// one returns the next provider's answer, failing over until one works.
 	one := func() (*result, error) {
-		for next < len(provs) {
-			p := provs[next]
-			next++
+		for {
+			p, ok := take()
+			if !ok {
+				mu.Lock()
+				defer mu.Unlock()
+				return nil, fmt.Errorf("no provider of segment %d answered (%d tried): %v", s.Index, len(provs), run.Failures)
+			}
 			att, out, err := o.attempt(ctx, p, s, in, req)
+			mu.Lock()
 			run.KeyBytes += att.keyBytes
+			if err != nil {
+				line := fmt.Sprintf("worker %s: %v", p.ID, err)
+				run.Failures = append(run.Failures, line)
+				o.log.Printf("segment %d request %s: %s; trying another provider", s.Index, req, line)
+			}
+			mu.Unlock()
 			if err == nil {
 				return &result{p.ID, out, att}, nil
 			}
-			line := fmt.Sprintf("worker %s: %v", p.ID, err)
-			run.Failures = append(run.Failures, line)
-			o.log.Printf("segment %d request %s: %s; trying another provider", s.Index, req, line)
 		}
-		return nil, fmt.Errorf("no provider of segment %d answered (%d tried): %v", s.Index, len(provs), run.Failures)
 	}
-	first, err := one()
-	if err != nil {
-		return nil, err
-	}
-	run.Worker, run.Wall, run.Eval, run.Sent, run.Received = first.worker, first.att.wall, first.att.eval, first.att.sent, first.att.received
 	if o.opts.Redundancy < 2 {
+		first, err := one()
+		if err != nil {
+			return nil, err
+		}
+		run.set(first)
 		return first.out, nil
 	}
-	second, err := one()
-	if err != nil {
+	// Two workers at once, each failing over on its own.
+	var first, second *result
+	var err1, err2 error
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); first, err1 = one() }()
+	go func() { defer wg.Done(); second, err2 = one() }()
+	wg.Wait()
+	if err := errors.Join(err1, err2); err != nil {
 		return nil, fmt.Errorf("redundancy 2: %w", err)
 	}
+	run.set(first)
 	d12, tol, err := o.compare(s, first.out, second.out, n)
 	if err != nil {
 		return nil, err
@@ -280,7 +310,7 @@ func (o *Owner) runSegment(ctx context.Context, s *segment.Segment, in map[strin
 	case d13 <= tol:
 		run.Checked, run.Liar = []peer.ID{third.worker}, second.worker
 	case d23 <= tol:
-		run.Worker, run.Wall, run.Eval, run.Sent, run.Received = second.worker, second.att.wall, second.att.eval, second.att.sent, second.att.received
+		run.set(second)
 		run.Checked, run.Liar = []peer.ID{third.worker}, first.worker
 		first = second
 	default:
