@@ -23,7 +23,7 @@ import (
 type remoteFlags struct {
 	workers, segments, redundancy int
 	swarm                         []string
-	manifest, identity            string
+	manifest, identity, trust     string
 	timeout                       time.Duration
 }
 
@@ -34,6 +34,7 @@ func addRemoteFlags(cmd *cobra.Command) *remoteFlags {
 	f.StringArrayVar(&rf.swarm, "swarm", nil, "multiaddr (with /p2p/ID) of a DHT peer of the workers to use (repeatable)")
 	f.IntVar(&rf.segments, "segments", 0, "split the program into this many segments (default: the --manifest's, else 2 with --workers >= 2, else 1)")
 	f.StringVar(&rf.manifest, "manifest", "", "manifest.json written by `ciphercut shard` (the segments the workers serve)")
+	f.StringVar(&rf.trust, "trust", "", "peer id of the model owner: require the --manifest signed by it and use only the workers it lists")
 	f.IntVar(&rf.redundancy, "redundancy", 1, "workers per segment whose results are compared (2: detect and name a lying worker)")
 	f.StringVar(&rf.identity, "identity", "", "Ed25519 key file of the data owner's peer identity (created if missing; the workers' --allow)")
 	f.DurationVar(&rf.timeout, "worker-timeout", 10*time.Minute, "time after which a worker is considered stalled and the segment replayed elsewhere")
@@ -52,18 +53,32 @@ func identityKey(path string) (crypto.PrivKey, error) {
 	return remote.LoadIdentity(path)
 }
 
-// segments returns the plan's segments: the manifest's cuts, or an even
-// split.
-func (rf *remoteFlags) split(planPath, planID string, plan *compiler.Plan) ([]*segment.Segment, error) {
+// split returns the plan's segments (the manifest's cuts, or an even
+// split) and, with --trust, the workers the signed manifest lists.
+func (rf *remoteFlags) split(planPath, planID string, plan *compiler.Plan) ([]*segment.Segment, map[int][]peer.ID, error) {
+	if rf.trust != "" && rf.manifest == "" {
+		return nil, nil, fmt.Errorf("--trust needs the signed --manifest")
+	}
 	if rf.manifest != "" {
 		m, err := segment.ReadManifest(rf.manifest)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if m.PlanID != planID {
-			return nil, fmt.Errorf("%s is for plan %.12s, %s is %.12s", rf.manifest, m.PlanID, planPath, planID)
+			return nil, nil, fmt.Errorf("%s is for plan %.12s, %s is %.12s", rf.manifest, m.PlanID, planPath, planID)
 		}
-		return segment.SplitAt(plan.Program, m.Cuts)
+		var listed map[int][]peer.ID
+		if rf.trust != "" {
+			owner, err := peer.Decode(rf.trust)
+			if err != nil {
+				return nil, nil, fmt.Errorf("--trust %q: %w", rf.trust, err)
+			}
+			if listed, err = remote.VerifyManifest(m, owner); err != nil {
+				return nil, nil, fmt.Errorf("%s: %w", rf.manifest, err)
+			}
+		}
+		segs, err := segment.SplitAt(plan.Program, m.Cuts)
+		return segs, listed, err
 	}
 	n := rf.segments
 	if n == 0 {
@@ -72,7 +87,8 @@ func (rf *remoteFlags) split(planPath, planID string, plan *compiler.Plan) ([]*s
 			n = 2
 		}
 	}
-	return segment.Split(plan.Program, n)
+	segs, err := segment.Split(plan.Program, n)
+	return segs, nil, err
 }
 
 // run executes the plan on x through remote workers and prints where each
@@ -83,7 +99,7 @@ func (rf *remoteFlags) run(planPath string, plan *compiler.Plan, x *ir.Tensor) (
 		return nil, err
 	}
 	planID := segment.PlanID(data)
-	segs, err := rf.split(planPath, planID, plan)
+	segs, listed, err := rf.split(planPath, planID, plan)
 	if err != nil {
 		return nil, err
 	}
@@ -131,7 +147,8 @@ func (rf *remoteFlags) run(planPath string, plan *compiler.Plan, x *ir.Tensor) (
 	}
 	defer d.Close()
 	fmt.Printf("data owner %s\n", h.ID())
-	owner, setup, err := remote.NewOwner(h, remote.DHTProviders(d, planID, rf.redundancy, 30*time.Second), plan.Program, planID, segs,
+	find := remote.OnlyListed(remote.DHTProviders(d, planID, rf.redundancy, 30*time.Second), listed)
+	owner, setup, err := remote.NewOwner(h, find, plan.Program, planID, segs,
 		remote.OwnerOptions{Timeout: rf.timeout, Redundancy: rf.redundancy, KeyProgress: sessionProgress().Keys, Log: log.New(os.Stderr, "owner: ", log.LstdFlags)})
 	if err != nil {
 		return nil, err

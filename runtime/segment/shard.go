@@ -98,6 +98,13 @@ type Manifest struct {
 	// Cuts are the instruction indices the program is cut before.
 	Cuts   []int           `json:"cuts"`
 	Shards []ManifestShard `json:"shards"`
+	// Workers, when set, lists per segment index (decimal) the peer ids of
+	// the workers the model owner vouches for; Signer is the model owner's
+	// peer id and Signature its signature of the manifest (see
+	// runtime/remote's SignManifest).
+	Workers   map[string][]string `json:"workers,omitempty"`
+	Signer    string              `json:"signer,omitempty"`
+	Signature []byte              `json:"signature,omitempty"`
 }
 
 // ManifestShard is one shard file of a manifest.
@@ -134,11 +141,16 @@ func WriteShards(dir, planID, model string, segs []*Segment) (*Manifest, error) 
 		sum := sha256.Sum256(data)
 		m.Shards = append(m.Shards, ManifestShard{Index: s.Index, Start: s.Start, End: s.End, File: name, SHA256: fmt.Sprintf("%x", sum)})
 	}
+	return m, WriteManifest(filepath.Join(dir, ManifestFile), m)
+}
+
+// WriteManifest writes a manifest file atomically.
+func WriteManifest(path string, m *Manifest) error {
 	data, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return m, writeAtomic(filepath.Join(dir, ManifestFile), append(data, '\n'))
+	return writeAtomic(path, append(data, '\n'))
 }
 
 // ReadManifest reads a manifest file.
