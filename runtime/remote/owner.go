@@ -12,6 +12,7 @@ import (
 	"log"
 	"math"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -384,18 +385,34 @@ func (o *Owner) attempt(ctx context.Context, p peer.AddrInfo, s *segment.Segment
 	if err := o.host.Connect(ctx, p); err != nil {
 		return att, nil, err
 	}
-	kb, err := o.ensureKeys(ctx, p.ID, s)
-	att.keyBytes = kb
-	if err != nil {
-		return att, nil, err
+	for try := 0; ; try++ {
+		kb, err := o.ensureKeys(ctx, p.ID, s)
+		att.keyBytes += kb
+		if err != nil {
+			return att, nil, err
+		}
+		out, err := o.evaluate(ctx, p.ID, s, in, req, &att)
+		var we *WorkerError
+		if try == 0 && errors.As(err, &we) && strings.HasPrefix(we.Msg, unknownKeys) {
+			// The worker evicted our keys from its cache: upload again.
+			o.mu.Lock()
+			delete(o.uploaded[p.ID], o.per[s.Index].hash)
+			o.mu.Unlock()
+			continue
+		}
+		return att, out, err
 	}
+}
+
+// evaluate sends one evaluation request to worker w and reads the outputs.
+func (o *Owner) evaluate(ctx context.Context, w peer.ID, s *segment.Segment, in map[string][]*ckks.Ciphertext, req string, att *attempt) (map[string][]*ckks.Ciphertext, error) {
 	start := time.Now()
 	hdr := &Header{Op: "eval", Plan: o.planID, Segment: s.Index, Keys: o.per[s.Index].hash, Request: req}
 	for _, io := range s.Program.Inputs {
 		hdr.Inputs = append(hdr.Inputs, Tensor{Name: io.Name, Count: len(in[io.Name])})
 	}
 	out := map[string][]*ckks.Ciphertext{}
-	err = o.exchange(ctx, p.ID, func(bw *bufio.Writer) error {
+	err := o.exchange(ctx, w, func(bw *bufio.Writer) error {
 		if err := writeHeader(bw, hdr); err != nil {
 			return err
 		}
@@ -448,7 +465,7 @@ func (o *Owner) attempt(ctx context.Context, p peer.AddrInfo, s *segment.Segment
 		return nil
 	})
 	att.wall = time.Since(start)
-	return att, out, err
+	return out, err
 }
 
 // inputSize and outputSize are the ciphertexts per batch of a segment's

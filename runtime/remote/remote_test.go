@@ -415,3 +415,34 @@ func TestDigitsCNNThreeWorkers(t *testing.T) {
 			r.Index, s.Start, s.End, len(f.prog.Instrs), r.Worker, r.Wall, r.Eval, setup.KeyBytes[r.Index], r.Sent, r.Received)
 	}
 }
+
+// TestReuploadAfterEviction serves both segments from one worker whose key
+// cache holds only one segment's keys: the second inference finds the
+// first segment's keys evicted and uploads them again.
+func TestReuploadAfterEviction(t *testing.T) {
+	f := mlp(t)
+	oh := ownerHost(t)
+	var c *Cluster
+	find := func(ctx context.Context, index int) ([]peer.AddrInfo, error) { return c.Bootstrap(), nil }
+	owner, setup, err := NewOwner(oh, find, f.prog, f.planID, f.segs, OwnerOptions{Log: logger(t, "owner: ")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	quota := max(setup.KeyBytes[0], setup.KeyBytes[1]) + 1
+	c, err = StartCluster(context.Background(), [][]*segment.Shard{f.shards}, WorkerOptions{Allow: []peer.ID{oh.ID()}, CacheDir: t.TempDir(),
+		CacheQuota: quota, Log: logger(t, "worker: ")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := 0; i < 2; i++ {
+		y, runs, err := owner.Infer(context.Background(), f.x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkResult(t, f, y)
+		if runs[0].KeyBytes != setup.KeyBytes[0] {
+			t.Errorf("inference %d: segment 0 uploaded %d key bytes, want %d", i, runs[0].KeyBytes, setup.KeyBytes[0])
+		}
+	}
+}

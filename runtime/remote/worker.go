@@ -157,6 +157,11 @@ func ctLimit(p *ckksir.Program) uint32 {
 	return uint32(size)
 }
 
+// unknownKeys opens the refusal of a request whose keys the worker does not
+// hold (never uploaded, or evicted from its cache): the owner uploads them
+// again.
+const unknownKeys = "unknown evaluation keys"
+
 // refusal is an error to report to the peer.
 type refusal struct{ msg string }
 
@@ -332,7 +337,7 @@ func (w *Worker) evaluator(sh *segment.Shard, key shardKey, hash string) (*ckks.
 	e.once.Do(func() {
 		data, err := w.cache.Read(hash)
 		if err != nil {
-			e.err = fmt.Errorf("unknown evaluation keys %.12s: upload them first", hash)
+			e.err = fmt.Errorf("%s %.12s: upload them first", unknownKeys, hash)
 			return
 		}
 		evk, err := ckks.UnmarshalEvaluationKeys(sh.Program, data)
@@ -356,7 +361,7 @@ func (w *Worker) evaluator(sh *segment.Shard, key shardKey, hash string) (*ckks.
 func (w *Worker) eval(remote peer.ID, sh *segment.Shard, key shardKey, h *Header, r *bufio.Reader, bw *bufio.Writer) error {
 	p := sh.Program
 	if !w.cache.Has(h.Keys) {
-		return refuse("unknown evaluation keys %.12s: upload them first (op keys)", h.Keys)
+		return refuse("%s %.12s: upload them first (op keys)", unknownKeys, h.Keys)
 	}
 	if len(h.Inputs) != len(p.Inputs) {
 		return refuse("segment %d takes %d inputs, the request sends %d", sh.Index, len(p.Inputs), len(h.Inputs))
