@@ -439,10 +439,10 @@ func (o *Owner) evaluate(ctx context.Context, w peer.ID, s *segment.Segment, in 
 		}
 		att.eval = time.Duration(h.EvalMillis) * time.Millisecond
 		lanes := len(in[s.Program.Inputs[0].Name])
-		limits := Limits{FrameCiphertext: ctLimit(s.Program)}
 		sc := o.per[s.Index].client
 		for i, t := range h.Outputs {
 			io := s.Program.Outputs[i]
+			limits := Limits{FrameCiphertext: ctLimitAt(s.Program, s.Program.Values[io.Value].Level)}
 			if t.Name != io.Name || t.Count != lanes/max(1, inputSize(s.Program))*outputSize(s.Program, i) {
 				return fmt.Errorf("reply announces output %q with %d ciphertexts, want %q", t.Name, t.Count, io.Name)
 			}

@@ -22,7 +22,12 @@ import (
 func TestRefusals(t *testing.T) {
 	f := mlp(t)
 	oh := ownerHost(t)
-	c := cluster(t, [][]*segment.Shard{{f.shards[0]}}, oh.ID())
+	c, err := StartCluster(context.Background(), [][]*segment.Shard{{f.shards[0]}}, WorkerOptions{Allow: []peer.ID{oh.ID()},
+		CacheDir: t.TempDir(), MemoryBudget: 8 << 20, Log: logger(t, "worker: ")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
 	w := c.Bootstrap()[0]
 	owner, _, err := NewOwner(oh, StaticProviders(nil, []peer.AddrInfo{w}), f.prog, f.planID, f.segs[:1], OwnerOptions{Timeout: time.Minute, Log: logger(t, "owner: ")})
 	if err != nil {
@@ -65,6 +70,8 @@ func TestRefusals(t *testing.T) {
 	unknownKeys.Keys = strings.Repeat("ab", 32)
 	wrongInput := evalHeader()
 	wrongInput.Inputs[0].Name = "nope"
+	tooMany := evalHeader()
+	tooMany.Inputs[0].Count = 100
 	cases := []struct {
 		name string
 		send []byte
@@ -77,6 +84,7 @@ func TestRefusals(t *testing.T) {
 		{"unknown frame type", frame('X', nil), "unknown frame type"},
 		{"unknown keys", header(unknownKeys), "unknown evaluation keys"},
 		{"wrong input", header(wrongInput), `the request sends "nope"`},
+		{"over the memory budget", header(tooMany), "exceeds this worker's memory budget"},
 		{"not a ciphertext", append(header(evalHeader()), frame(FrameCiphertext, []byte("hello"))...), "not a serialized ciphertext"},
 	}
 	for _, tc := range cases {

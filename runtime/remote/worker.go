@@ -37,6 +37,10 @@ type WorkerOptions struct {
 	// MaxCiphertexts bounds the ciphertexts of one input of a request
 	// (default 4096).
 	MaxCiphertexts int
+	// MemoryBudget bounds the bytes of input ciphertexts held by the
+	// requests in flight together (default 4 GiB): a request announcing
+	// more is refused, one that does not fit beside the others waits.
+	MemoryBudget int64
 	// Evaluators is the number of evaluators (keys decoded, plaintexts
 	// encoded) kept in memory (default 4).
 	Evaluators int
@@ -54,6 +58,7 @@ type Worker struct {
 	allow  map[peer.ID]bool
 	cache  *KeyCache
 	sem    chan struct{}
+	mem    *budget
 	opts   WorkerOptions
 	log    *log.Logger
 
@@ -92,6 +97,9 @@ func NewWorker(h host.Host, shards []*segment.Shard, opts WorkerOptions) (*Worke
 	if opts.MaxCiphertexts <= 0 {
 		opts.MaxCiphertexts = 4096
 	}
+	if opts.MemoryBudget <= 0 {
+		opts.MemoryBudget = 4 << 30
+	}
 	if opts.Evaluators <= 0 {
 		opts.Evaluators = 4
 	}
@@ -106,7 +114,7 @@ func NewWorker(h host.Host, shards []*segment.Shard, opts WorkerOptions) (*Worke
 		return nil, err
 	}
 	w := &Worker{host: h, shards: map[shardKey]*segment.Shard{}, allow: map[peer.ID]bool{}, cache: cache,
-		sem: make(chan struct{}, opts.Concurrency), opts: opts, log: opts.Log, evs: map[evKey]*evEntry{}}
+		sem: make(chan struct{}, opts.Concurrency), mem: newBudget(opts.MemoryBudget), opts: opts, log: opts.Log, evs: map[evKey]*evEntry{}}
 	for _, s := range shards {
 		w.shards[shardKey{s.PlanID, s.Index}] = s
 	}
@@ -144,17 +152,53 @@ func (w *Worker) Announce(ctx context.Context, d *dht.IpfsDHT) {
 	}
 }
 
-// ctLimit bounds a serialized ciphertext of the program's ring: magic,
-// metadata and two polynomials of MaxLevel+1 rows of N coefficients, with
-// slack for the metadata's encoding.
-func ctLimit(p *ckksir.Program) uint32 {
+// ctLimit bounds a serialized ciphertext of the program's ring at its top
+// level (see ctLimitAt).
+func ctLimit(p *ckksir.Program) uint32 { return ctLimitAt(p, p.Params.MaxLevel()) }
+
+// ctLimitAt bounds a serialized ciphertext of the program's ring at a
+// level: magic, metadata and two polynomials of level+1 rows of N
+// coefficients, with slack for the metadata's encoding.
+func ctLimitAt(p *ckksir.Program, level int) uint32 {
 	n := int64(1) << p.Params.LogN
-	rows := int64(p.Params.MaxLevel() + 1)
+	rows := int64(level + 1)
 	size := 4096 + 8 + 2*(8+rows*(8+8*n))
 	if size > 1<<32-1 {
 		size = 1<<32 - 1
 	}
 	return uint32(size)
+}
+
+// budget is a byte budget shared by the requests in flight.
+type budget struct {
+	mu    sync.Mutex
+	cond  *sync.Cond
+	free  int64
+	total int64
+}
+
+func newBudget(total int64) *budget {
+	b := &budget{free: total, total: total}
+	b.cond = sync.NewCond(&b.mu)
+	return b
+}
+
+// acquire waits until n bytes are free and takes them; n must not exceed
+// the total.
+func (b *budget) acquire(n int64) {
+	b.mu.Lock()
+	for b.free < n {
+		b.cond.Wait()
+	}
+	b.free -= n
+	b.mu.Unlock()
+}
+
+func (b *budget) release(n int64) {
+	b.mu.Lock()
+	b.free += n
+	b.mu.Unlock()
+	b.cond.Broadcast()
 }
 
 // unknownKeys opens the refusal of a request whose keys the worker does not
@@ -374,16 +418,28 @@ func (w *Worker) eval(remote peer.ID, sh *segment.Shard, key shardKey, h *Header
 			return refuse("input %q: %d ciphertexts, this worker takes 1 to %d", in.Name, in.Count, w.opts.MaxCiphertexts)
 		}
 	}
+	// The inputs' ciphertexts are at their values' levels: bound each, and
+	// the request, by that.
+	need := int64(0)
+	for i, in := range h.Inputs {
+		need += int64(in.Count) * int64(ctLimitAt(p, p.Values[p.Inputs[i].Value].Level))
+	}
+	if need > w.opts.MemoryBudget {
+		return refuse("a request of up to %.1f MiB of ciphertexts exceeds this worker's memory budget of %.1f MiB",
+			float64(need)/(1<<20), float64(w.opts.MemoryBudget)/(1<<20))
+	}
 	ev, err := w.evaluator(sh, key, h.Keys)
 	if err != nil {
 		return refuse("%v", err)
 	}
 	w.sem <- struct{}{}
 	defer func() { <-w.sem }()
-	limits := Limits{FrameCiphertext: ctLimit(p)}
+	w.mem.acquire(need)
+	defer w.mem.release(need)
 	inputs := map[string][]*ckks.Ciphertext{}
 	var received int64
-	for _, in := range h.Inputs {
+	for i, in := range h.Inputs {
+		limits := Limits{FrameCiphertext: ctLimitAt(p, p.Values[p.Inputs[i].Value].Level)}
 		cts := make([]*ckks.Ciphertext, in.Count)
 		for k := range cts {
 			_, payload, err := readFrame(r, limits)
