@@ -18,7 +18,7 @@ import (
 func workerCmd() *cobra.Command {
 	var shards, allow, bootstrap []string
 	var listen, identity, cacheDir string
-	var quotaGiB, budgetGiB float64
+	var quotaGiB, budgetGiB, encodeGiB float64
 	var concurrency int
 	cmd := &cobra.Command{
 		Use:   "worker --shard FILE... --allow PEERID... [--listen MULTIADDR] [--identity KEYFILE] [--bootstrap MULTIADDR...]",
@@ -74,7 +74,8 @@ func workerCmd() *cobra.Command {
 			}
 			defer d.Close()
 			w, err := remote.NewWorker(h, served, remote.WorkerOptions{Allow: allowed, CacheDir: cacheDir,
-				CacheQuota: int64(quotaGiB * (1 << 30)), Concurrency: concurrency, MemoryBudget: int64(budgetGiB * (1 << 30)), Log: log.New(os.Stderr, "worker: ", log.LstdFlags)})
+				CacheQuota: int64(quotaGiB * (1 << 30)), Concurrency: concurrency, MemoryBudget: int64(budgetGiB * (1 << 30)),
+				EncodeBudget: int64(encodeGiB * (1 << 30)), Log: log.New(os.Stderr, "worker: ", log.LstdFlags)})
 			if err != nil {
 				return err
 			}
@@ -100,6 +101,7 @@ func workerCmd() *cobra.Command {
 	f.Float64Var(&quotaGiB, "cache-quota", 8, "key cache quota in GiB")
 	f.IntVar(&concurrency, "concurrency", 1, "requests evaluated at once")
 	f.Float64Var(&budgetGiB, "memory-budget", 4, "GiB of input ciphertexts held by the requests in flight together")
+	f.Float64Var(&encodeGiB, "encode-budget", 0, "GiB of matrix diagonals each evaluator keeps encoded; the rest is encoded at each use (0: all)")
 	return cmd
 }
 

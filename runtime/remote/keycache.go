@@ -55,13 +55,15 @@ func (c *KeyCache) Has(hash string) bool {
 	return os.Chtimes(c.path(hash), now, now) == nil
 }
 
-// Read returns the cached keys of that hash, marking them used.
-func (c *KeyCache) Read(hash string) ([]byte, error) {
+// Map returns the cached keys of that hash, memory-mapped read-only where
+// the system allows it, marking them used; call release when done with
+// the bytes.
+func (c *KeyCache) Map(hash string) (data []byte, release func(), err error) {
 	if !validHash(hash) {
-		return nil, fmt.Errorf("key cache: %q is not a SHA-256", hash)
+		return nil, nil, fmt.Errorf("key cache: %q is not a SHA-256", hash)
 	}
 	c.Has(hash)
-	return os.ReadFile(c.path(hash))
+	return mapFile(c.path(hash))
 }
 
 // Store copies exactly size bytes from r into the cache under hash,

@@ -44,6 +44,10 @@ type WorkerOptions struct {
 	// Evaluators is the number of evaluators (keys decoded, plaintexts
 	// encoded) kept in memory (default 4).
 	Evaluators int
+	// EncodeBudget bounds the bytes of matrix diagonals an evaluator keeps
+	// encoded; the largest matrices beyond it are encoded at each use
+	// (ckks.NewEvaluatorWithBudget). 0 or negative: keep all encoded.
+	EncodeBudget int64
 	// RequestTimeout bounds the time a peer has to send a request (default
 	// 30 minutes).
 	RequestTimeout time.Duration
@@ -102,6 +106,9 @@ func NewWorker(h host.Host, shards []*segment.Shard, opts WorkerOptions) (*Worke
 	}
 	if opts.Evaluators <= 0 {
 		opts.Evaluators = 4
+	}
+	if opts.EncodeBudget <= 0 {
+		opts.EncodeBudget = -1
 	}
 	if opts.RequestTimeout <= 0 {
 		opts.RequestTimeout = 30 * time.Minute
@@ -379,17 +386,18 @@ func (w *Worker) evaluator(sh *segment.Shard, key shardKey, hash string) (*ckks.
 	e.used = time.Now()
 	w.mu.Unlock()
 	e.once.Do(func() {
-		data, err := w.cache.Read(hash)
+		data, release, err := w.cache.Map(hash)
 		if err != nil {
 			e.err = fmt.Errorf("%s %.12s: upload them first", unknownKeys, hash)
 			return
 		}
 		evk, err := ckks.UnmarshalEvaluationKeys(sh.Program, data)
+		release() // the decoded keys do not alias the mapped bytes
 		if err != nil {
 			e.err = err
 			return
 		}
-		e.ev, e.err = ckks.NewEvaluator(sh.Program, evk)
+		e.ev, e.err = ckks.NewEvaluatorWithBudget(sh.Program, evk, w.opts.EncodeBudget)
 	})
 	if e.err != nil {
 		w.mu.Lock()
