@@ -18,6 +18,7 @@ import (
 func runCmd() *cobra.Command {
 	var input, output, profile string
 	var verify bool
+	var rmt *remoteFlags
 	cmd := &cobra.Command{
 		Use:   "run PLAN --input X.npy [-o OUT.npy] [--verify] [--profile M.json]",
 		Short: "Run a plan on encrypted inputs",
@@ -41,6 +42,13 @@ func runCmd() *cobra.Command {
 			}
 			if !x.DType.IsFloat() {
 				return fmt.Errorf("%s holds %s data; the model's input %q takes real numbers", input, x.DType, ref.Inputs[0].Name)
+			}
+			if rmt.enabled() {
+				y, err := rmt.run(args[0], plan, x)
+				if err != nil {
+					return fmt.Errorf("%s: %w", args[0], err)
+				}
+				return finishRun(ref, plan, x, y, output, verify)
 			}
 			sess, err := local.NewSession(plan.Program, sessionProgress())
 			if err != nil {
@@ -78,6 +86,7 @@ func runCmd() *cobra.Command {
 	cmd.Flags().StringVarP(&output, "output", "o", "", "output file (.npy or .pb)")
 	cmd.Flags().StringVar(&profile, "profile", "", "write measured per-layer times and errors to this JSON file (for `ciphercut report --measured`)")
 	cmd.Flags().BoolVar(&verify, "verify", false, "compare with the plaintext reference within the plan's predicted bound")
+	rmt = addRemoteFlags(cmd)
 	return cmd
 }
 

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# p2p-loopback.sh: the remote-worker scenario as separate processes on
+# loopback. It compiles a bundled model, splits its plan into two shards
+# under a manifest the model owner signs (vouching for workers w1, w2, w3),
+# starts the three `ciphercut worker` processes (segment 1, segment 2, and a
+# spare serving both) and a fourth, w4, that serves segment 1 without being
+# vouched for, runs the plan from the data owner's side through the DHT
+# (w4 is never used), then kills w1 and runs again: segment 1 fails over to
+# the spare. See docs/p2p.md.
+#
+# Usage: scripts/p2p-loopback.sh [MODEL_DIR] [WORKDIR]
+#   MODEL_DIR defaults to testsuite/models/cancer-mlp; WORKDIR to a fresh
+#   temporary directory (kept, with the workers' logs).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+model=${1:-$root/testsuite/models/cancer-mlp}
+work=${2:-$(mktemp -d -t ciphercut-p2p-XXXXXX)}
+mkdir -p "$work"
+bin=$work/ciphercut
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do
+		kill "$p" 2>/dev/null || true
+	done
+}
+trap cleanup EXIT
+
+echo "== building into $work"
+(cd "$root" && go build -o "$bin" ./cmd/ciphercut)
+"$bin" compile "$model/model.onnx" -o "$work/model.plan" >/dev/null 2>&1
+for w in w1 w2 w3 w4; do
+	eval "${w}_id=$("$bin" identity "$work/$w.key")"
+done
+model_owner=$("$bin" identity "$work/model-owner.key")
+"$bin" shard "$work/model.plan" --segments 2 -o "$work/shards" --sign "$work/model-owner.key" \
+	--worker "0=$w1_id" --worker "0=$w3_id" --worker "1=$w2_id" --worker "1=$w3_id"
+owner=$("$bin" identity "$work/owner.key")
+echo "== data owner $owner, model owner $model_owner"
+
+# start_worker NAME ARGS...: starts a worker, waits for its address.
+start_worker() {
+	local name=$1
+	shift
+	"$bin" worker --identity "$work/$name.key" --allow "$owner" --cache-dir "$work/cache-$name" "$@" \
+		>"$work/$name.out" 2>"$work/$name.log" &
+	pids+=($!)
+	eval "${name}_pid=$!"
+	for _ in $(seq 100); do
+		if grep -q '^listening on' "$work/$name.out" 2>/dev/null; then
+			addr=$(grep -m1 '^listening on' "$work/$name.out" | cut -d' ' -f3)
+			echo "== $name: $addr ($(grep '^serving' "$work/$name.out" | cut -d' ' -f2-3 | paste -sd, -))"
+			return
+		fi
+		sleep 0.1
+	done
+	echo "$name did not start:" >&2
+	cat "$work/$name.log" >&2
+	exit 1
+}
+
+start_worker w1 --shard "$work/shards/shard-0.bin"
+boot=$addr
+start_worker w2 --shard "$work/shards/shard-1.bin" --bootstrap "$boot"
+start_worker w3 --shard "$work/shards/shard-0.bin" --shard "$work/shards/shard-1.bin" --bootstrap "$boot"
+start_worker w4 --shard "$work/shards/shard-0.bin" --bootstrap "$boot"
+sleep 1 # let the announcements spread
+
+# The data owner bootstraps from the spare, which stays up throughout.
+spare=$(grep -m1 '^listening on' "$work/w3.out" | cut -d' ' -f3)
+run() {
+	"$bin" run "$work/model.plan" -i "$model/inputs.npy" -o "$work/out.npy" --verify \
+		--swarm "$spare" --manifest "$work/shards/manifest.json" --trust "$model_owner" \
+		--identity "$work/owner.key" --worker-timeout 60s "$@" 2>"$work/owner.log"
+}
+echo "== run 1: all workers up"
+run
+echo "== killing w1 (pid $w1_pid), run 2: segment 1 must go to the spare w3 ($w3_id)"
+kill "$w1_pid"
+run
+grep 'trying another provider' "$work/owner.log" || true
+echo "== worker logs: $work/w{1,2,3,4}.log (w4, not vouched for, served nothing)"
+tail -n 3 "$work"/w*.log
