@@ -177,7 +177,7 @@ func PlaceBootstraps(p *ckksir.Program, opts PlaceOptions) (*Placement, error) {
 		for k, v := range prevLive {
 			pos[v] = k
 		}
-		inputs := placeDistinct(ins.In)
+		inputs := distinct(ins.In)
 		cost := lowerCost(&ins)
 		next := map[string]*placeState{}
 		for _, key := range placeSortedKeys(steps[i]) {
@@ -318,21 +318,6 @@ func placeRewrite(p *ckksir.Program, chosen [][]int, opts PlaceOptions, cost flo
 		q.Instrs = append(q.Instrs, ins)
 	}
 	return &Placement{Program: &q, Bootstraps: boots, Cost: cost}, nil
-}
-
-// placeDistinct returns the distinct values of ins, in order.
-func placeDistinct(ins []int) []int {
-	var out []int
-	for _, a := range ins {
-		dup := false
-		for _, b := range out {
-			dup = dup || a == b
-		}
-		if !dup {
-			out = append(out, a)
-		}
-	}
-	return out
 }
 
 // placeKey encodes a state's levels as a map key.

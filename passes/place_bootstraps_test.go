@@ -195,7 +195,7 @@ func pbBruteForce(p *ckksir.Program, opts PlaceOptions) (float64, int) {
 	type use struct{ instr, value int }
 	var uses []use
 	for i, ins := range p.Instrs {
-		for _, a := range placeDistinct(ins.In) {
+		for _, a := range distinct(ins.In) {
 			uses = append(uses, use{i, a})
 		}
 	}
@@ -209,7 +209,7 @@ func pbBruteForce(p *ckksir.Program, opts PlaceOptions) (float64, int) {
 		for i := range p.Instrs {
 			ins := &p.Instrs[i]
 			lo := math.MaxInt
-			for range placeDistinct(ins.In) {
+			for range distinct(ins.In) {
 				a := uses[u].value
 				if mask&(1<<u) != 0 {
 					level[a] = opts.BootLevel

@@ -44,18 +44,23 @@ func newConst(name string, t *ir.Tensor) *ir.Value {
 
 // users returns the distinct nodes reading v, in node order.
 func users(uses map[*ir.Value][]*ir.Node, v *ir.Value) []*ir.Node {
-	ns := uses[v]
-	if len(ns) < 2 {
-		return ns
+	return distinct(uses[v])
+}
+
+// distinct returns the distinct elements of xs, in order of first
+// appearance (xs itself when it has fewer than two).
+func distinct[T comparable](xs []T) []T {
+	if len(xs) < 2 {
+		return xs
 	}
-	var out []*ir.Node
-	for _, n := range ns {
+	var out []T
+	for _, x := range xs {
 		dup := false
-		for _, m := range out {
-			dup = dup || m == n
+		for _, y := range out {
+			dup = dup || x == y
 		}
 		if !dup {
-			out = append(out, n)
+			out = append(out, x)
 		}
 	}
 	return out
