@@ -161,8 +161,7 @@ func LowerCKKS(g *ir.Graph, opts LowerOptions) (*ckksir.Program, error) {
 		return nil, err
 	}
 	errLevels := lw.assignLevels()
-	var unsupported *ir.UnsupportedError
-	bootstrap := errLevels != nil && lw.opts.Boot != nil && errors.As(errLevels, &unsupported)
+	bootstrap := lw.bootstrapInstead(errLevels)
 	if errLevels != nil && !bootstrap {
 		return nil, errLevels
 	}
@@ -440,6 +439,15 @@ func lowerClassify(n *ir.Node, opset int64) (lowerKind, error) {
 var lowerFreeOps = map[string]bool{"Add": true, "Sum": true, "Identity": true, "Reshape": true, "Flatten": true,
 	"Squeeze": true, "Unsqueeze": true}
 
+// bootstrapInstead reports whether err, from choosing parameters, means a
+// circuit too deep for any chain that bootstrapping (opts.Boot) can run:
+// a capacity error while the blocks fit the largest ring.
+func (lw *lowerer) bootstrapInstead(err error) bool {
+	var unsupported *ir.UnsupportedError
+	return err != nil && lw.opts.Boot != nil && errors.As(err, &unsupported) &&
+		lw.blockSize*lw.opts.Batch <= 1<<(lw.opts.MaxLogN-1)
+}
+
 // checkDepth computes, before the costly probing, a lower bound on the
 // circuit's depth (regions made only of sums and reshapes taken as free,
 // foldable changes of variable folded) and fails when no parameters hold
@@ -495,8 +503,7 @@ func (lw *lowerer) checkDepth() error {
 		total = max(total, valueDepth(o))
 	}
 	params, err := ChooseParams(total, lw.blockSize, lw.opts)
-	var unsupported *ir.UnsupportedError
-	if err != nil && lw.opts.Boot != nil && errors.As(err, &unsupported) {
+	if lw.bootstrapInstead(err) {
 		// Too deep: bootstrapping on the largest ring.
 		lw.slotLimit = (1 << (lw.opts.MaxLogN - 1)) / lw.opts.Batch
 		return nil
