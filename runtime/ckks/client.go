@@ -39,7 +39,6 @@ import (
 	"io"
 	"runtime"
 	"sync"
-	"sync/atomic"
 
 	"github.com/ciphercut/ciphercut/ir"
 	"github.com/ciphercut/ciphercut/ir/ckksir"
@@ -145,29 +144,12 @@ func (c *Client) EvaluationKeys(progress func(done, total int)) (*EvaluationKeys
 // generateKeys runs gen(kgen, i) for i in [0, n) on all cores, each worker
 // with its own key generator for params, calling tick after each.
 func generateKeys(params rlwe.ParameterProvider, n int, gen func(kgen *rlwe.KeyGenerator, i int), tick func()) error {
-	workers := min(runtime.NumCPU(), max(1, n))
-	errs := make([]error, workers)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func(w int) {
-			defer wg.Done()
-			errs[w] = protect("evaluation key generation", func() error {
-				kgen := rlwe.NewKeyGenerator(params)
-				for {
-					i := int(next.Add(1)) - 1
-					if i >= n {
-						return nil
-					}
-					gen(kgen, i)
-					tick()
-				}
-			})
-		}(w)
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return parallelFor(n, "evaluation key generation", func() *rlwe.KeyGenerator { return rlwe.NewKeyGenerator(params) },
+		func(kgen *rlwe.KeyGenerator, i int) error {
+			gen(kgen, i)
+			tick()
+			return nil
+		})
 }
 
 // Count is the number of Galois (rotation) keys.

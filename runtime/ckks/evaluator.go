@@ -213,7 +213,24 @@ type encodeJob func(ecd *hefloat.Encoder, buf []float64) error
 
 // runJobs runs the encoding jobs on all cores.
 func runJobs(pl *plan, jobs []encodeJob) error {
-	workers := min(runtime.NumCPU(), max(1, len(jobs)))
+	type scratch struct {
+		ecd *hefloat.Encoder
+		buf []float64
+	}
+	err := parallelFor(len(jobs), "encoding the program's plaintexts",
+		func() scratch { return scratch{hefloat.NewEncoder(pl.params), make([]float64, 2*pl.slots)} },
+		func(s scratch, j int) error { return jobs[j](s.ecd, s.buf) })
+	if err != nil {
+		return fmt.Errorf("ckks: %w", err)
+	}
+	return nil
+}
+
+// parallelFor runs f(state, i) for i in [0, n) on all cores, each worker
+// with its own state from newState, taking the next i as it finishes one;
+// a panic becomes an error naming what (see protect).
+func parallelFor[S any](n int, what string, newState func() S, f func(s S, i int) error) error {
+	workers := min(runtime.NumCPU(), max(1, n))
 	errs := make([]error, workers)
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -221,15 +238,14 @@ func runJobs(pl *plan, jobs []encodeJob) error {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			errs[w] = protect("encoding the program's plaintexts", func() error {
-				ecd := hefloat.NewEncoder(pl.params)
-				buf := make([]float64, 2*pl.slots)
+			errs[w] = protect(what, func() error {
+				s := newState()
 				for {
-					j := int(next.Add(1)) - 1
-					if j >= len(jobs) {
+					i := int(next.Add(1)) - 1
+					if i >= n {
 						return nil
 					}
-					if err := jobs[j](ecd, buf); err != nil {
+					if err := f(s, i); err != nil {
 						return err
 					}
 				}
@@ -237,10 +253,7 @@ func runJobs(pl *plan, jobs []encodeJob) error {
 		}(w)
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("ckks: %w", err)
-	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // checkKeys verifies that the key set matches the parameters and holds
