@@ -44,7 +44,7 @@ func demoCmd() *cobra.Command {
 			}
 			fmt.Print(plan.Approximations)
 			fmt.Printf("plan: %s, depth %d, compiled in %v\n\n", plan.Program.Params, plan.Program.Depth(), time.Since(start).Round(time.Millisecond))
-			sess, err := local.NewSession(plan.Program, sessionProgress())
+			sess, err := local.NewSession(plan.Program, sessionProgress(plan.Program))
 			if err != nil {
 				return err
 			}

@@ -149,7 +149,7 @@ func (rf *remoteFlags) run(planPath string, plan *compiler.Plan, x *ir.Tensor) (
 	fmt.Printf("data owner %s\n", h.ID())
 	find := remote.OnlyListed(remote.DHTProviders(d, planID, rf.redundancy, 30*time.Second), listed)
 	owner, setup, err := remote.NewOwner(h, find, plan.Program, planID, segs,
-		remote.OwnerOptions{Timeout: rf.timeout, Redundancy: rf.redundancy, KeyProgress: sessionProgress().Keys, Log: log.New(os.Stderr, "owner: ", log.LstdFlags)})
+		remote.OwnerOptions{Timeout: rf.timeout, Redundancy: rf.redundancy, KeyProgress: sessionProgress(nil).Keys, Log: log.New(os.Stderr, "owner: ", log.LstdFlags)})
 	if err != nil {
 		return nil, err
 	}
