@@ -395,16 +395,7 @@ func TestBootstrapMeasureN16(t *testing.T) {
 	if os.Getenv("CIPHERCUT_BOOT_N16") != "1" {
 		t.Skip("set CIPHERCUT_BOOT_N16=1 to measure bootstrapping at N=2^16 (about 15 GB)")
 	}
-	lay := ckksir.Layout{Shape: ir.Shape{16}}
-	p := &ckksir.Program{
-		Params:    ckksir.Params{LogN: 16, LogQ: []int{60, 40, 40, 40, 40, 40, 40, 40, 40, 40}, LogP: []int{61, 61}, LogScale: 40},
-		BlockSize: 16, Batch: 1 << 15 / 16,
-		Inputs:  []ckksir.IO{{Name: "x", Value: 0}},
-		Outputs: []ckksir.IO{{Name: "y", Value: 1}},
-		Values:  []ckksir.Value{{Layout: lay, Level: 0}, {Layout: lay, Level: 9}},
-		Instrs:  []ckksir.Instr{{Op: ckksir.OpBootstrap, Out: 1, In: []int{0}}},
-		Boot:    ckksir.DefaultBootParams(),
-	}
+	p := BootstrapProgram(ckksir.Params{LogN: 16, LogQ: []int{60, 40, 40, 40, 40, 40, 40, 40, 40, 40}, LogP: []int{61, 61}, LogScale: 40})
 	extra, err := BootstrapExtraLogQP(p.Params, p.Boot)
 	if err != nil {
 		t.Fatal(err)
