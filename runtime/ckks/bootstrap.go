@@ -24,6 +24,7 @@ import (
 
 	"github.com/ciphercut/ciphercut/ir/ckksir"
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
+	"github.com/tuneinsight/lattigo/v5/he"
 	"github.com/tuneinsight/lattigo/v5/he/hefloat"
 	"github.com/tuneinsight/lattigo/v5/he/hefloat/bootstrapping"
 	"github.com/tuneinsight/lattigo/v5/ring"
@@ -137,30 +138,36 @@ func (pl *plan) planBoot() error {
 }
 
 // bootKeyLevels gives each Galois key of the bootstrapping circuit the
-// highest level it is used at. CoeffsToSlots runs at the top of the
-// bootstrapping chain; SlotsToCoeffs runs last, just above the residual
-// chain, so a rotation only SlotsToCoeffs uses gets a key at that
-// transform's first level: at N=2^16 about a third of the size (fewer RNS
-// digits, each over fewer primes). Every other key (CoeffsToSlots, the
-// conjugation splitting real and imaginary parts) stays at the top.
+// highest level it is used at. Each factor of CoeffsToSlots and
+// SlotsToCoeffs runs one level below the previous one, from the top of the
+// bootstrapping chain for CoeffsToSlots and from just above the residual
+// chain for SlotsToCoeffs: a rotation gets its key at the highest level of
+// a factor that uses it (a key over fewer primes is smaller: at N=2^16 a
+// SlotsToCoeffs key is about a third of a top-level one). Keys no factor
+// uses (the conjugation splitting real and imaginary parts) stay at the
+// top.
 func bootKeyLevels(btp bootstrapping.Parameters, galEls []uint64) map[uint64]int {
 	params := btp.BootstrappingParameters
-	top := params.MaxLevelQ()
-	stc := map[uint64]bool{}
-	for _, g := range btp.SlotsToCoeffsParameters.GaloisElements(params) {
-		stc[g] = true
-	}
-	for _, g := range btp.CoeffsToSlotsParameters.GaloisElements(params) {
-		delete(stc, g)
-	}
 	levels := make(map[uint64]int, len(galEls))
-	for _, g := range galEls {
-		levels[g] = top
-		if stc[g] {
-			levels[g] = btp.SlotsToCoeffsParameters.LevelStart
+	for _, d := range []hefloat.DFTMatrixLiteral{btp.CoeffsToSlotsParameters, btp.SlotsToCoeffsParameters} {
+		for i, diags := range dftDiagonals(params.LogN(), d) {
+			level := d.LevelStart - i // one factor per level (bootLiteral)
+			for _, g := range he.GaloisElementsForLinearTransformation(params, diags, 1<<d.LogSlots, d.LogBSGSRatio) {
+				if l, ok := levels[g]; !ok || level > l {
+					levels[g] = level
+				}
+			}
 		}
 	}
-	return levels
+	top := params.MaxLevelQ()
+	out := make(map[uint64]int, len(galEls))
+	for _, g := range galEls {
+		out[g] = top
+		if l, ok := levels[g]; ok {
+			out[g] = l
+		}
+	}
+	return out
 }
 
 // bootKeyCount is the number of bootstrapping switching keys: the Galois
@@ -389,8 +396,8 @@ func (pl *plan) bootMatrixBytes() int64 {
 	total := int64(0)
 	for _, d := range []hefloat.DFTMatrixLiteral{pl.boot.CoeffsToSlotsParameters, pl.boot.SlotsToCoeffsParameters} {
 		level := d.LevelStart
-		for _, n := range dftDiagonals(params.LogN(), d) {
-			total += int64(n) * int64(params.N()) * int64(level+1+params.PCount()) * 8
+		for _, diags := range dftDiagonals(params.LogN(), d) {
+			total += int64(len(diags)) * int64(params.N()) * int64(level+1+params.PCount()) * 8
 			level-- // one level per factor (bootLiteral)
 		}
 	}
@@ -399,21 +406,21 @@ func (pl *plan) bootMatrixBytes() int64 {
 
 // dftDiagonalsMemo caches dftDiagonals: Lattigo derives the diagonals
 // from the matrices themselves, seconds of big-float work at N=2^16.
-var dftDiagonalsMemo sync.Map // string -> []int
+var dftDiagonalsMemo sync.Map // string -> [][]int
 
-// dftDiagonals is the number of non-zero diagonals of each factor of the
-// DFT d on a ring of degree 2^logN.
-func dftDiagonals(logN int, d hefloat.DFTMatrixLiteral) []int {
+// dftDiagonals lists the non-zero diagonals of each factor of the DFT d on
+// a ring of degree 2^logN.
+func dftDiagonals(logN int, d hefloat.DFTMatrixLiteral) [][]int {
 	key := fmt.Sprintf("%d %+v", logN, d)
 	if v, ok := dftDiagonalsMemo.Load(key); ok {
-		return v.([]int)
+		return v.([][]int)
 	}
-	var counts []int
+	var diags [][]int
 	for _, m := range d.GenMatrices(logN, 53) {
-		counts = append(counts, len(m))
+		diags = append(diags, m.DiagonalsIndexList())
 	}
-	dftDiagonalsMemo.Store(key, counts)
-	return counts
+	dftDiagonalsMemo.Store(key, diags)
+	return diags
 }
 
 // bootLaneBytes estimates the working memory a lane's bootstrapping

@@ -44,6 +44,9 @@ type KeyPlan struct {
 	// use, and the ciphertexts alive at once, all at the top level, plus
 	// the buffers of the lane's bootstrapping evaluator.
 	LaneBytes int64
+	// WorkerBytes estimates what each core beyond the first adds to a lane
+	// that spreads its linear transformations over several cores.
+	WorkerBytes int64
 }
 
 // PlanKeys derives the evaluation keys a program needs: the exact rotation
@@ -89,5 +92,6 @@ func PlanKeys(p *ckksir.Program) (*KeyPlan, error) {
 		kp.EncodedBytes += pl.encodedBytes(mp)
 	}
 	kp.LaneBytes = pl.laneBytes() + pl.bootLaneBytes()
+	kp.WorkerBytes = pl.workerBytes()
 	return kp, nil
 }

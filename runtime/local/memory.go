@@ -30,7 +30,7 @@ type MemoryPlan struct {
 	// diagonals at each use.
 	Weights int64
 	// Lanes is the number of ciphertexts evaluated at once, each with
-	// LaneBytes of working memory.
+	// LaneBytes of working memory (its cores' share included).
 	Lanes     int
 	LaneBytes int64
 	// Encoded is the memory of the diagonals kept encoded; EncodedAll is
@@ -77,7 +77,7 @@ func (m MemoryPlan) String() string {
 
 // PlanMemory chooses, for the keys and working memory kp describes and
 // weights bytes of plaintext program data, how to run within limit bytes on
-// cpus cores: as many lanes as cores (parallel
+// cpus cores (a lane gets cpus/lanes of them, each adding kp.WorkerBytes): as many lanes as cores (parallel
 // lanes are the largest speed-up, since a bootstrap runs on one core) as
 // long as the keys, the bootstrapping matrices, the lanes and the runtime
 // fit, then as many encoded diagonals as the rest allows, largest matrices
@@ -85,8 +85,11 @@ func (m MemoryPlan) String() string {
 // lane without any encoded diagonal does not fit.
 func PlanMemory(kp *ckks.KeyPlan, weights, limit int64, cpus int) (MemoryPlan, error) {
 	m := MemoryPlan{Limit: limit, Keys: kp.TotalBytes, BootMatrices: kp.BootstrapMatrixBytes, Weights: weights,
-		LaneBytes: kp.LaneBytes, EncodedAll: kp.EncodedBytes, Overhead: RuntimeOverhead}
-	for m.Lanes = max(cpus, 1); m.Lanes >= 1; m.Lanes-- {
+		EncodedAll: kp.EncodedBytes, Overhead: RuntimeOverhead}
+	cpus = max(cpus, 1)
+	for m.Lanes = cpus; m.Lanes >= 1; m.Lanes-- {
+		// The cores are shared among the lanes (ckks.Evaluator.SetLanes).
+		m.LaneBytes = kp.LaneBytes + int64(cpus/m.Lanes-1)*kp.WorkerBytes
 		if left := limit - m.Peak(); left >= 0 {
 			m.Encoded = min(left, m.EncodedAll)
 			return m, nil

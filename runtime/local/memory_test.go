@@ -38,6 +38,13 @@ func TestPlanMemory(t *testing.T) {
 			t.Errorf("limit %d GiB: budget %d with %d of %d encoded", c.limit/gib, m.Budget(), m.Encoded, kp.EncodedBytes)
 		}
 	}
+	// A lane alone gets both cores, each beyond the first adding
+	// WorkerBytes; weights count too.
+	kw := *kp
+	kw.WorkerBytes = gib
+	if m, err := PlanMemory(&kw, gib, 15*gib, 2); err != nil || m.Lanes != 1 || m.LaneBytes != 3*gib || m.Encoded != 0 || m.Peak() != 15*gib {
+		t.Errorf("workers: %d lanes of %d bytes, %d encoded, peak %d, err %v; want 1 lane of 3 GiB, peak 15 GiB", m.Lanes, m.LaneBytes, m.Encoded, m.Peak(), err)
+	}
 	_, err := PlanMemory(kp, 0, 12*gib, 2)
 	var ue *ir.UnsupportedError
 	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "8.0 GiB of evaluation keys") || !strings.Contains(err.Error(), "12.0 GiB memory limit") {
