@@ -78,3 +78,59 @@ func TestRunOnWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRunOwnerPlan runs the data-owner plan `shard` writes (no weights):
+// on in-process workers serving the shards beside it, by the signed
+// manifest; --verify is refused when the model owner did not reveal the
+// plaintext reference and works when it did; a full plan is not needed.
+func TestRunOwnerPlan(t *testing.T) {
+	_, plan, p, err := smallring.Compile(mlp, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan.Program = p
+	dir := t.TempDir()
+	planPath := filepath.Join(dir, "small.plan")
+	if err := compiler.WritePlan(planPath, plan); err != nil {
+		t.Fatal(err)
+	}
+	modelKey := filepath.Join(dir, "model-owner.key")
+	priv, err := remote.LoadIdentity(modelKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	modelOwner, err := peer.IDFromPrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	split := filepath.Join(dir, "split")
+	if err := run("shard", planPath, "--segments", "2", "-o", split, "--sign", modelKey); err != nil {
+		t.Fatal(err)
+	}
+	ownerPlan := filepath.Join(split, segment.OwnerPlanFile)
+	in := filepath.Join(mlp, "inputs.npy")
+	out := filepath.Join(dir, "out.npy")
+	if err := run("run", ownerPlan, "-i", in, "-o", out, "--workers", "3", "--manifest", filepath.Join(split, segment.ManifestFile),
+		"--trust", modelOwner.String()); err != nil {
+		t.Fatal(err)
+	}
+	err = run("run", ownerPlan, "-i", in, "--workers", "2", "--verify")
+	if err == nil || !strings.Contains(err.Error(), "holds no plaintext reference") {
+		t.Errorf("--verify without a revealed reference: %v", err)
+	}
+	err = run("run", ownerPlan, "-i", in)
+	if err == nil || !strings.Contains(err.Error(), "holds no weights") {
+		t.Errorf("a data-owner plan run locally: %v", err)
+	}
+	err = run("run", ownerPlan, "-i", in, "--workers", "2", "--shards", dir)
+	if err == nil || !strings.Contains(err.Error(), "shard-0.bin") {
+		t.Errorf("--workers without the shards: %v", err)
+	}
+	revealed := filepath.Join(dir, "revealed")
+	if err := run("shard", planPath, "--segments", "2", "-o", revealed, "--reveal-reference"); err != nil {
+		t.Fatal(err)
+	}
+	if err := run("run", filepath.Join(revealed, segment.OwnerPlanFile), "-i", in, "-o", out, "--workers", "2", "--verify"); err != nil {
+		t.Fatal(err)
+	}
+}

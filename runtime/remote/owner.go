@@ -145,27 +145,28 @@ type Setup struct {
 	KeyBytes []int64 // per segment
 }
 
-// NewOwner draws a secret key for prog, generates each segment's
-// evaluation keys and prepares to run segs (from segment.Split or SplitAt
-// of prog) on the workers find returns. planID is the hex SHA-256 of the
-// plan file.
-func NewOwner(h host.Host, find Finder, prog *ckksir.Program, planID string, segs []*segment.Segment, opts OwnerOptions) (*Owner, *Setup, error) {
+// NewOwner draws a secret key for the data-owner plan op (see
+// segment.OwnerPlan: the program's interface and each segment's interface
+// and key needs, no weights), generates each segment's evaluation keys and
+// prepares to run its segments on the workers find returns.
+func NewOwner(h host.Host, find Finder, op *segment.OwnerPlan, opts OwnerOptions) (*Owner, *Setup, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 10 * time.Minute
 	}
 	if opts.Log == nil {
 		opts.Log = log.New(os.Stderr, "owner: ", log.LstdFlags)
 	}
-	client, err := ckks.NewClient(prog)
+	client, err := ckks.NewInterfaceClient(op.Program, &ckks.KeyNeeds{})
 	if err != nil {
 		return nil, nil, err
 	}
+	prog, planID, segs := op.Program, op.PlanID, op.Split()
 	o := &Owner{host: h, find: find, prog: prog, planID: planID, segs: segs, client: client, opts: opts, log: opts.Log,
 		uploaded: map[peer.ID]map[string]bool{}}
 	st := &Setup{}
 	start := time.Now()
-	for _, s := range segs {
-		sc, err := client.ForProgram(s.Program)
+	for i, s := range segs {
+		sc, err := client.ForInterface(s.Program, op.Segments[i].Keys)
 		if err != nil {
 			return nil, nil, fmt.Errorf("segment %d: %w", s.Index, err)
 		}

@@ -36,7 +36,9 @@ type fixture struct {
 	planID string
 	segs   []*segment.Segment
 	shards []*segment.Shard
-	x      *ir.Tensor
+	// owner is the data-owner plan of the split (no weights).
+	owner *segment.OwnerPlan
+	x     *ir.Tensor
 	// want is the single-process run (tolerance twice the plan's bound:
 	// both runs are within the bound of the plaintext reference), or the
 	// plan's plaintext reference itself (tolerance the bound).
@@ -86,6 +88,9 @@ func newFixture(dir string, precision, logN, samples int, local bool) (*fixture,
 	}
 	for _, s := range f.segs {
 		f.shards = append(f.shards, segment.NewShard(f.planID, plan.ModelName, s))
+	}
+	if f.owner, err = segment.NewOwnerPlan(f.planID, plan.ModelName, p, f.segs, nil, false); err != nil {
+		return nil, err
 	}
 	if !local {
 		ref, err := ir.UnmarshalGraph(plan.Graph)
@@ -181,7 +186,7 @@ func TestPipelineThreeWorkers(t *testing.T) {
 	}
 	defer d.Close()
 	cap := &captured{bytes: map[peer.ID]*bytes.Buffer{}}
-	owner, setup, err := NewOwner(oh, DHTProviders(d, f.planID, 1, 20*time.Second), f.prog, f.planID, f.segs,
+	owner, setup, err := NewOwner(oh, DHTProviders(d, f.planID, 1, 20*time.Second), f.owner,
 		OwnerOptions{Tap: cap.tap, Log: logger(t, "owner: ")})
 	if err != nil {
 		t.Fatal(err)
@@ -314,7 +319,7 @@ func TestFailover(t *testing.T) {
 	real := c.Bootstrap()
 	dies, stalls := fakeWorker(t, true), fakeWorker(t, false)
 	find := StaticProviders(map[int][]peer.AddrInfo{0: {dies, real[0]}, 1: {stalls, real[1]}}, nil)
-	owner, _, err := NewOwner(oh, find, f.prog, f.planID, f.segs, OwnerOptions{Timeout: 3 * time.Second, Log: logger(t, "owner: ")})
+	owner, _, err := NewOwner(oh, find, f.owner, OwnerOptions{Timeout: 3 * time.Second, Log: logger(t, "owner: ")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,7 +345,7 @@ func TestRedundancyNamesLiar(t *testing.T) {
 	c := cluster(t, [][]*segment.Shard{{f.shards[0]}, {bad}, {f.shards[1]}, {f.shards[0], f.shards[1]}}, oh.ID())
 	ws := c.Bootstrap()
 	find := StaticProviders(map[int][]peer.AddrInfo{0: {ws[0], ws[3]}, 1: {ws[1], ws[2], ws[3]}}, nil)
-	owner, _, err := NewOwner(oh, find, f.prog, f.planID, f.segs, OwnerOptions{Redundancy: 2, Log: logger(t, "owner: ")})
+	owner, _, err := NewOwner(oh, find, f.owner, OwnerOptions{Redundancy: 2, Log: logger(t, "owner: ")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,7 +416,7 @@ func TestDigitsCNNThreeWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	owner, setup, err := NewOwner(oh, DHTProviders(d, f.planID, 1, 20*time.Second), f.prog, f.planID, f.segs, OwnerOptions{Log: logger(t, "owner: ")})
+	owner, setup, err := NewOwner(oh, DHTProviders(d, f.planID, 1, 20*time.Second), f.owner, OwnerOptions{Log: logger(t, "owner: ")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -435,7 +440,7 @@ func TestReuploadAfterEviction(t *testing.T) {
 	oh := ownerHost(t)
 	var c *Cluster
 	find := func(ctx context.Context, index int) ([]peer.AddrInfo, error) { return c.Bootstrap(), nil }
-	owner, setup, err := NewOwner(oh, find, f.prog, f.planID, f.segs, OwnerOptions{Log: logger(t, "owner: ")})
+	owner, setup, err := NewOwner(oh, find, f.owner, OwnerOptions{Log: logger(t, "owner: ")})
 	if err != nil {
 		t.Fatal(err)
 	}
