@@ -27,7 +27,7 @@ type remoteFlags struct {
 	workers, segments, redundancy int
 	swarm                         []string
 	manifest, identity, trust     string
-	shards                        string
+	shards, token                 string
 	timeout                       time.Duration
 }
 
@@ -37,6 +37,7 @@ func addRemoteFlags(cmd *cobra.Command) *remoteFlags {
 	f.IntVar(&rf.workers, "workers", 0, "run the encrypted segments on N worker hosts started in this process, over libp2p on loopback")
 	f.StringArrayVar(&rf.swarm, "swarm", nil, "multiaddr (with /p2p/ID) of a DHT peer of the workers to use (repeatable)")
 	f.IntVar(&rf.segments, "segments", 0, "split the program into this many segments (default: the --manifest's, else 2 with --workers >= 2, else 1)")
+	f.StringVar(&rf.token, "token", "", "token file from the model owner (`ciphercut token`), presented to workers that do not --allow this data owner")
 	f.StringVar(&rf.shards, "shards", "", "with a data-owner plan and --workers: the directory of the worker shards (default: the plan's)")
 	f.StringVar(&rf.manifest, "manifest", "", "manifest.json written by `ciphercut shard` (the segments the workers serve)")
 	f.StringVar(&rf.trust, "trust", "", "peer id of the model owner: require the --manifest signed by it and use only the workers it lists")
@@ -250,6 +251,22 @@ func (rf *remoteFlags) execute(job *remoteJob, x *ir.Tensor) (*ir.Tensor, error)
 			return nil, err
 		}
 	}
+	var token *remote.Token
+	if rf.token != "" {
+		if token, err = remote.ReadToken(rf.token); err != nil {
+			return nil, err
+		}
+		self, err := peer.IDFromPrivateKey(priv)
+		if err != nil {
+			return nil, err
+		}
+		if token.Peer != self.String() {
+			return nil, fmt.Errorf("%s is issued to peer %s, this data owner is %s (--identity)", rf.token, token.Peer, self)
+		}
+		if !time.Now().Before(token.ExpiresAt()) {
+			return nil, fmt.Errorf("%s expired at %s", rf.token, token.ExpiresAt().Format(time.RFC3339))
+		}
+	}
 	h, err := remote.NewHost(priv, "/ip4/127.0.0.1/tcp/0")
 	if err != nil {
 		return nil, err
@@ -266,8 +283,17 @@ func (rf *remoteFlags) execute(job *remoteJob, x *ir.Tensor) (*ir.Tensor, error)
 			return nil, err
 		}
 		defer os.RemoveAll(cacheDir)
-		c, err := remote.StartCluster(ctx, remote.RoundRobin(job.shards, rf.workers), remote.WorkerOptions{
-			Allow: []peer.ID{h.ID()}, CacheDir: cacheDir, Log: log.New(os.Stderr, "worker: ", log.LstdFlags)})
+		wo := remote.WorkerOptions{Allow: []peer.ID{h.ID()}, CacheDir: cacheDir, Log: log.New(os.Stderr, "worker: ", log.LstdFlags)}
+		if token != nil {
+			// The in-process workers admit the data owner by its token
+			// alone, as remote ones started with --token-issuer would.
+			issuer, err := peer.Decode(token.Issuer)
+			if err != nil {
+				return nil, err
+			}
+			wo.Allow, wo.TokenIssuers = nil, []peer.ID{issuer}
+		}
+		c, err := remote.StartCluster(ctx, remote.RoundRobin(job.shards, rf.workers), wo)
 		if err != nil {
 			return nil, err
 		}
@@ -283,7 +309,7 @@ func (rf *remoteFlags) execute(job *remoteJob, x *ir.Tensor) (*ir.Tensor, error)
 	fmt.Printf("data owner %s\n", h.ID())
 	find := remote.OnlyListed(remote.DHTProviders(d, planID, rf.redundancy, 30*time.Second), job.listed)
 	owner, setup, err := remote.NewOwner(h, find, op,
-		remote.OwnerOptions{Timeout: rf.timeout, Redundancy: rf.redundancy, KeyProgress: sessionProgress().Keys, Log: log.New(os.Stderr, "owner: ", log.LstdFlags)})
+		remote.OwnerOptions{Token: token, Timeout: rf.timeout, Redundancy: rf.redundancy, KeyProgress: sessionProgress().Keys, Log: log.New(os.Stderr, "owner: ", log.LstdFlags)})
 	if err != nil {
 		return nil, err
 	}

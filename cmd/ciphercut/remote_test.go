@@ -126,6 +126,32 @@ func TestRunOwnerPlan(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "shard-0.bin") {
 		t.Errorf("--workers without the shards: %v", err)
 	}
+	// A token of the model owner admits the data owner (the in-process
+	// workers accept the token's issuer only); one for another peer is
+	// refused before any work.
+	ownerKey := filepath.Join(dir, "owner.key")
+	priv, err = remote.LoadIdentity(ownerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataOwner, err := peer.IDFromPrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := filepath.Join(dir, "owner.token")
+	if err := run("token", "--identity", modelKey, "--peer", dataOwner.String(), "--ttl", "1h", "-o", token); err != nil {
+		t.Fatal(err)
+	}
+	if err := run("run", ownerPlan, "-i", in, "-o", out, "--workers", "2", "--token", token, "--identity", ownerKey); err != nil {
+		t.Fatal(err)
+	}
+	err = run("run", ownerPlan, "-i", in, "--workers", "2", "--token", token)
+	if err == nil || !strings.Contains(err.Error(), "is issued to peer "+dataOwner.String()) {
+		t.Errorf("a token of another peer: %v", err)
+	}
+	if err := run("token", "--identity", filepath.Join(dir, "missing.key"), "--peer", dataOwner.String(), "-o", token); err == nil {
+		t.Error("a token signed by a missing key file")
+	}
 	revealed := filepath.Join(dir, "revealed")
 	if err := run("shard", planPath, "--segments", "2", "-o", revealed, "--reveal-reference"); err != nil {
 		t.Fatal(err)

@@ -56,7 +56,7 @@ func LoadIdentity(path string) (crypto.PrivKey, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := os.WriteFile(path, b, 0o600); err != nil {
+		if err := writeFileAtomic(path, b, 0o600); err != nil {
 			return nil, fmt.Errorf("identity: %w", err)
 		}
 		return priv, nil

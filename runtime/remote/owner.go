@@ -88,6 +88,10 @@ type OwnerOptions struct {
 	Tap func(worker peer.ID, b []byte)
 	// Log receives failover and redundancy notes (default: stderr).
 	Log *log.Logger
+	// Token, if set, is presented in every request: the model owner's
+	// permission, for workers that do not list this data owner with
+	// --allow.
+	Token *Token
 }
 
 // Owner is the data owner: it holds the secret key and runs a split
@@ -408,7 +412,7 @@ func (o *Owner) attempt(ctx context.Context, p peer.AddrInfo, s *segment.Segment
 // evaluate sends one evaluation request to worker w and reads the outputs.
 func (o *Owner) evaluate(ctx context.Context, w peer.ID, s *segment.Segment, in map[string][]*ckks.Ciphertext, req string, att *attempt) (map[string][]*ckks.Ciphertext, error) {
 	start := time.Now()
-	hdr := &Header{Op: "eval", Plan: o.planID, Segment: s.Index, Keys: o.per[s.Index].hash, Request: req}
+	hdr := &Header{Op: "eval", Plan: o.planID, Segment: s.Index, Keys: o.per[s.Index].hash, Request: req, Token: o.opts.Token}
 	for _, io := range s.Program.Inputs {
 		hdr.Inputs = append(hdr.Inputs, Tensor{Name: io.Name, Count: len(in[io.Name])})
 	}
@@ -497,7 +501,7 @@ func (o *Owner) ensureKeys(ctx context.Context, w peer.ID, s *segment.Segment) (
 		return 0, nil
 	}
 	var sent int64
-	hdr := &Header{Op: "keys", Plan: o.planID, Segment: s.Index, Keys: ks.hash, KeyBytes: ks.size}
+	hdr := &Header{Op: "keys", Plan: o.planID, Segment: s.Index, Keys: ks.hash, KeyBytes: ks.size, Token: o.opts.Token}
 	stream, err := o.open(ctx, w)
 	if err != nil {
 		return 0, err
