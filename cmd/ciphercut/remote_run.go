@@ -100,12 +100,9 @@ type remoteJob struct {
 // fromPlan splits a full plan (the manifest's cuts, or an even split) into
 // a job: the data owner runs from the derived data-owner plan, as it would
 // from owner.plan.
-func (rf *remoteFlags) fromPlan(planPath string, plan *compiler.Plan) (*remoteJob, error) {
-	data, err := os.ReadFile(planPath)
-	if err != nil {
-		return nil, err
-	}
-	planID := segment.PlanID(data)
+// planPath names the plan in errors; planID is its id (segment.PlanID of
+// its file).
+func (rf *remoteFlags) fromPlan(planPath, planID string, plan *compiler.Plan) (*remoteJob, error) {
 	cuts, listed, err := rf.trusted(planPath, planID)
 	if err != nil {
 		return nil, err
@@ -230,7 +227,11 @@ func (rf *remoteFlags) runOwnerPlan(path, input, output string, verify bool) err
 
 // run executes the full plan on x through remote workers.
 func (rf *remoteFlags) run(planPath string, plan *compiler.Plan, x *ir.Tensor) (*ir.Tensor, error) {
-	job, err := rf.fromPlan(planPath, plan)
+	data, err := os.ReadFile(planPath)
+	if err != nil {
+		return nil, err
+	}
+	job, err := rf.fromPlan(planPath, segment.PlanID(data), plan)
 	if err != nil {
 		return nil, err
 	}

@@ -160,3 +160,14 @@ func TestRunOwnerPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestDemoWorkers runs the demo's encrypted part (cancer-mlp, 128-bit, N=2^15)
+// through two in-process libp2p workers, the path of `run --workers`.
+func TestDemoWorkers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("encrypted run at N=2^15 on two workers; skipped in -short mode")
+	}
+	if err := run("demo", "--workers", "2", "--samples", "2"); err != nil {
+		t.Fatal(err)
+	}
+}
