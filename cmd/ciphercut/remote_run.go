@@ -27,7 +27,7 @@ type remoteFlags struct {
 	workers, segments, redundancy int
 	swarm                         []string
 	manifest, identity, trust     string
-	shards, token                 string
+	shards, token, keys           string
 	timeout                       time.Duration
 }
 
@@ -37,6 +37,7 @@ func addRemoteFlags(cmd *cobra.Command) *remoteFlags {
 	f.IntVar(&rf.workers, "workers", 0, "run the encrypted segments on N worker hosts started in this process, over libp2p on loopback")
 	f.StringArrayVar(&rf.swarm, "swarm", nil, "multiaddr (with /p2p/ID) of a DHT peer of the workers to use (repeatable)")
 	f.IntVar(&rf.segments, "segments", 0, "split the program into this many segments (default: the --manifest's, else 2 with --workers >= 2, else 1)")
+	f.StringVar(&rf.keys, "keys", "", "directory keeping the data owner's secret key (secret.key, mode 0600) and evaluation keys between runs, so that workers holding them need no upload (with --workers, the in-process workers' key caches too)")
 	f.StringVar(&rf.token, "token", "", "token file from the model owner (`ciphercut token`), presented to workers that do not --allow this data owner")
 	f.StringVar(&rf.shards, "shards", "", "with a data-owner plan and --workers: the directory of the worker shards (default: the plan's)")
 	f.StringVar(&rf.manifest, "manifest", "", "manifest.json written by `ciphercut shard` (the segments the workers serve)")
@@ -279,11 +280,17 @@ func (rf *remoteFlags) execute(job *remoteJob, x *ir.Tensor) (*ir.Tensor, error)
 		return nil, err
 	}
 	if rf.workers > 0 {
-		cacheDir, err := os.MkdirTemp("", "ciphercut-workers-")
-		if err != nil {
-			return nil, err
+		var cacheDir string
+		if rf.keys != "" {
+			// The in-process workers' caches persist beside the data
+			// owner's keys, as remote workers' do on their disks.
+			cacheDir = filepath.Join(rf.keys, "worker-caches")
+		} else {
+			if cacheDir, err = os.MkdirTemp("", "ciphercut-workers-"); err != nil {
+				return nil, err
+			}
+			defer os.RemoveAll(cacheDir)
 		}
-		defer os.RemoveAll(cacheDir)
 		wo := remote.WorkerOptions{Allow: []peer.ID{h.ID()}, CacheDir: cacheDir, Log: log.New(os.Stderr, "worker: ", log.LstdFlags)}
 		if token != nil {
 			// The in-process workers admit the data owner by its token
@@ -310,11 +317,22 @@ func (rf *remoteFlags) execute(job *remoteJob, x *ir.Tensor) (*ir.Tensor, error)
 	fmt.Printf("data owner %s\n", h.ID())
 	find := remote.OnlyListed(remote.DHTProviders(d, planID, rf.redundancy, 30*time.Second), job.listed)
 	owner, setup, err := remote.NewOwner(h, find, op,
-		remote.OwnerOptions{Token: token, Timeout: rf.timeout, Redundancy: rf.redundancy, KeyProgress: sessionProgress().Keys, Log: log.New(os.Stderr, "owner: ", log.LstdFlags)})
+		remote.OwnerOptions{KeyDir: rf.keys, Token: token, Timeout: rf.timeout, Redundancy: rf.redundancy, KeyProgress: sessionProgress().Keys, Log: log.New(os.Stderr, "owner: ", log.LstdFlags)})
 	if err != nil {
 		return nil, err
 	}
-	fmt.Printf("keys: %v for %d segments\n", setup.KeyGen.Round(time.Millisecond), len(segs))
+	how := "generated"
+	if setup.SecretKeyLoaded {
+		how = "secret key read from " + filepath.Join(rf.keys, remote.SecretKeyFile) + ", evaluation keys "
+		loaded := 0
+		for _, l := range setup.KeysLoaded {
+			if l {
+				loaded++
+			}
+		}
+		how += fmt.Sprintf("read for %d of %d segments", loaded, len(segs))
+	}
+	fmt.Printf("keys: %v for %d segments (%s)\n", setup.KeyGen.Round(time.Millisecond), len(segs), how)
 	start := time.Now()
 	y, runs, err := owner.Infer(ctx, x)
 	if err != nil {

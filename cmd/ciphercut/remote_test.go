@@ -152,6 +152,25 @@ func TestRunOwnerPlan(t *testing.T) {
 	if err := run("token", "--identity", filepath.Join(dir, "missing.key"), "--peer", dataOwner.String(), "-o", token); err == nil {
 		t.Error("a token signed by a missing key file")
 	}
+	// With --keys, a second run reads the secret key and the evaluation
+	// keys, and the workers (their caches kept in the key directory) have
+	// them: nothing is uploaded.
+	keys := filepath.Join(dir, "keys")
+	first, err := runCaptured(t, "run", ownerPlan, "-i", in, "--workers", "2", "--keys", keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := runCaptured(t, "run", ownerPlan, "-i", in, "--workers", "2", "--keys", keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(first, "keys uploaded 0.0 MiB") || strings.Count(second, "keys uploaded 0.0 MiB") != 2 ||
+		!strings.Contains(second, "evaluation keys read for 2 of 2 segments") {
+		t.Errorf("first run:\n%s\nsecond run:\n%s\nwant the second to read the keys and upload none", first, second)
+	}
+	if info, err := os.Stat(filepath.Join(keys, remote.SecretKeyFile)); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("secret key file: %v, mode %v", err, info.Mode())
+	}
 	revealed := filepath.Join(dir, "revealed")
 	if err := run("shard", planPath, "--segments", "2", "-o", revealed, "--reveal-reference"); err != nil {
 		t.Fatal(err)
@@ -170,4 +189,23 @@ func TestDemoWorkers(t *testing.T) {
 	if err := run("demo", "--workers", "2", "--samples", "2"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// runCaptured runs the command with its standard output captured.
+func runCaptured(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	f, err := os.CreateTemp(t.TempDir(), "stdout-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	stdout := os.Stdout
+	os.Stdout = f
+	err = run(args...)
+	os.Stdout = stdout
+	out, rerr := os.ReadFile(f.Name())
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	return string(out), err
 }

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -186,8 +188,9 @@ func TestPipelineThreeWorkers(t *testing.T) {
 	}
 	defer d.Close()
 	cap := &captured{bytes: map[peer.ID]*bytes.Buffer{}}
+	keyDir := filepath.Join(t.TempDir(), "keys")
 	owner, setup, err := NewOwner(oh, DHTProviders(d, f.planID, 1, 20*time.Second), f.owner,
-		OwnerOptions{Tap: cap.tap, Log: logger(t, "owner: ")})
+		OwnerOptions{Tap: cap.tap, KeyDir: keyDir, Log: logger(t, "owner: ")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,6 +217,44 @@ func TestPipelineThreeWorkers(t *testing.T) {
 		if r.KeyBytes != 0 {
 			t.Errorf("second inference: segment %d uploaded %d key bytes again", r.Index, r.KeyBytes)
 		}
+	}
+	// A second data owner process with the same key directory reuses the
+	// secret key and the evaluation keys: the workers' caches hold them,
+	// nothing is uploaded.
+	again, setup2, err := NewOwner(oh, DHTProviders(d, f.planID, 1, 20*time.Second), f.owner,
+		OwnerOptions{Tap: cap.tap, KeyDir: keyDir, Log: logger(t, "owner: ")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !setup2.SecretKeyLoaded || !setup2.KeysLoaded[0] || !setup2.KeysLoaded[1] || setup.SecretKeyLoaded {
+		t.Errorf("key directory: first run loaded %v, second run loaded secret key %v, evaluation keys %v", setup.SecretKeyLoaded, setup2.SecretKeyLoaded, setup2.KeysLoaded)
+	}
+	y3, runs3, err := again.Infer(ctx, f.x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResult(t, f, y3)
+	for _, r := range runs3 {
+		if r.KeyBytes != 0 {
+			t.Errorf("second run with the key directory: segment %d uploaded %d key bytes", r.Index, r.KeyBytes)
+		}
+	}
+	skPath := filepath.Join(keyDir, SecretKeyFile)
+	info, err := os.Stat(skPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Mode().Perm() != 0o600 {
+		t.Errorf("%s has mode %04o, want 0600", skPath, info.Mode().Perm())
+	}
+	// The audit's detector finds the secret-key file's contents (so it
+	// would find them in the traffic), and neither owner sent them.
+	skFile, err := os.ReadFile(skPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leak, err := again.client.LeaksSecretKey(skFile); err != nil || !leak {
+		t.Fatalf("the secret-key detector misses the key file (%v)", err)
 	}
 	audit(t, owner, cap, map[string]bool{owner.per[0].hash: true, owner.per[1].hash: true})
 }
