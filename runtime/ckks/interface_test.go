@@ -102,3 +102,24 @@ func TestInterfaceClientInsecureSmallRing(t *testing.T) {
 		t.Error("truncated secret key accepted")
 	}
 }
+
+// FuzzSecretKey: NewInterfaceClientWithSecretKey on arbitrary bytes (seeded
+// with a valid key of the main test program's ring) returns an error or a
+// client, never panics, and allocates nothing a malformed layout announces.
+func FuzzSecretKey(f *testing.F) {
+	m := buildMainProgram(rand.New(rand.NewSource(1)))
+	iface := ckksir.Interface(m.p)
+	c, err := NewInterfaceClient(iface, &KeyNeeds{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	var sk bytes.Buffer
+	if err := c.WriteSecretKey(&sk); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(sk.Bytes())
+	f.Add(sk.Bytes()[:100])
+	f.Fuzz(func(t *testing.T, data []byte) {
+		NewInterfaceClientWithSecretKey(iface, &KeyNeeds{}, data)
+	})
+}

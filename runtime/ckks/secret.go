@@ -61,8 +61,21 @@ func NewInterfaceClientWithSecretKey(iface *ckksir.Program, keys *KeyNeeds, data
 	if desc, want := string(rest[:n]), pl.paramsDescription(); desc != want {
 		return nil, fmt.Errorf("ckks: the secret key belongs to the parameters %s, the program has %s", desc, want)
 	}
+	// Check the layout (a ring.Poly over the Q primes, one over the P
+	// primes, nothing after) before Lattigo allocates what it announces.
+	body := rest[n:]
+	r := &wireReader{b: body}
+	if err := r.poly(uint64(pl.params.N()), pl.params.MaxLevelQ()+1, "secret key (Q)"); err != nil {
+		return nil, fmt.Errorf("ckks: malformed secret key: %w", err)
+	}
+	if err := r.poly(uint64(pl.params.N()), pl.params.MaxLevelP()+1, "secret key (P)"); err != nil {
+		return nil, fmt.Errorf("ckks: malformed secret key: %w", err)
+	}
+	if r.pos != len(body) {
+		return nil, fmt.Errorf("ckks: malformed secret key: %d trailing bytes", len(body)-r.pos)
+	}
 	sk := rlwe.NewSecretKey(pl.params)
-	if err := protect("reading the secret key", func() error { return readStrict(sk, rest[n:]) }); err != nil {
+	if err := protect("reading the secret key", func() error { return readStrict(sk, body) }); err != nil {
 		return nil, fmt.Errorf("ckks: reading the secret key: %w", err)
 	}
 	if sk.Value.Q.N() != pl.params.N() || sk.LevelQ() != pl.params.MaxLevelQ() || sk.LevelP() != pl.params.MaxLevelP() {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/ciphercut/ciphercut/internal/atomicfile"
 	"github.com/ciphercut/ciphercut/runtime/ckks"
 	"github.com/ciphercut/ciphercut/runtime/segment"
 )
@@ -48,7 +49,7 @@ func ownerClient(dir string, op *segment.OwnerPlan) (c *ckks.Client, fingerprint
 		if err := c.WriteSecretKey(&buf); err != nil {
 			return nil, "", false, err
 		}
-		if err := writeFileAtomic(path, buf.Bytes(), 0o600); err != nil {
+		if err := atomicfile.Write(path, buf.Bytes(), 0o600); err != nil {
 			return nil, "", false, err
 		}
 		data = buf.Bytes()
@@ -107,35 +108,8 @@ func segmentKeys(dir, fingerprint, planID string, index int, sc *ckks.Client, pr
 		size, err = evk.WriteTo(h)
 		return evk, hex.EncodeToString(h.Sum(nil)), size, false, err
 	}
-	size, err = writeStreamAtomic(path, 0o600, func(w io.Writer) (int64, error) { return evk.WriteTo(io.MultiWriter(w, h)) })
+	size, err = atomicfile.WriteStream(path, 0o600, func(w io.Writer) (int64, error) { return evk.WriteTo(io.MultiWriter(w, h)) })
 	return evk, hex.EncodeToString(h.Sum(nil)), size, false, err
-}
-
-// writeStreamAtomic writes what write produces to a temporary file beside
-// path, with the given mode, and renames it over path.
-func writeStreamAtomic(path string, mode os.FileMode, write func(io.Writer) (int64, error)) (int64, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return 0, fmt.Errorf("writing %s: %w", path, err)
-	}
-	defer os.Remove(f.Name())
-	n, err := write(f)
-	if err == nil {
-		err = f.Chmod(mode)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		return n, fmt.Errorf("writing %s: %w", path, err)
-	}
-	return n, nil
 }
 
 // holdersFile, in a key directory, lists the workers that held the data
@@ -196,7 +170,7 @@ func (o *Owner) saveHolders() {
 	}
 	data, err := json.MarshalIndent(list, "", "  ")
 	if err == nil {
-		err = writeFileAtomic(filepath.Join(o.opts.KeyDir, holdersFile), append(data, '\n'), 0o600)
+		err = atomicfile.Write(filepath.Join(o.opts.KeyDir, holdersFile), append(data, '\n'), 0o600)
 	}
 	if err != nil {
 		o.log.Printf("saving the workers holding the keys: %v", err)

@@ -4,12 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/ciphercut/ciphercut/internal/atomicfile"
 )
 
 // Token is a model owner's permission for one data owner to use the
@@ -162,7 +163,7 @@ func WriteToken(path string, t *Token) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, b, 0o644)
+	return atomicfile.Write(path, b, 0o644)
 }
 
 // ReadToken reads a token file.
@@ -172,14 +173,4 @@ func ReadToken(path string) (*Token, error) {
 		return nil, fmt.Errorf("reading token: %w", err)
 	}
 	return DecodeToken(data, path)
-}
-
-// writeFileAtomic writes data to a temporary file beside path, with the
-// given mode, and renames it over path: readers never see a partial file.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	_, err := writeStreamAtomic(path, mode, func(w io.Writer) (int64, error) {
-		n, err := w.Write(data)
-		return int64(n), err
-	})
-	return err
 }

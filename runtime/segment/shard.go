@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/ciphercut/ciphercut/internal/atomicfile"
 	"github.com/ciphercut/ciphercut/ir/ckksir"
 )
 
@@ -184,26 +185,8 @@ func ReadManifest(path string) (*Manifest, error) {
 	return &m, nil
 }
 
-// writeAtomic writes data to a temporary file beside path and renames it
-// over path.
-func writeAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Chmod(f.Name(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
-}
+// writeAtomic writes a file readers may see, atomically.
+func writeAtomic(path string, data []byte) error { return atomicfile.Write(path, data, 0o644) }
 
 // PlanID is the id of a plan file's bytes: their hex SHA-256.
 func PlanID(planFile []byte) string {
