@@ -84,7 +84,7 @@ func demoCmd() *cobra.Command {
 // It returns the decrypted outputs and a function printing the timing.
 func demoEncrypted(plan *compiler.Plan, x *ir.Tensor, workers, segments int) (*ir.Tensor, func(), error) {
 	if workers <= 0 {
-		sess, err := local.NewSession(plan.Program, sessionProgress())
+		sess, err := local.NewSession(plan.Program, sessionProgress(plan.Program))
 		if err != nil {
 			return nil, nil, err
 		}

@@ -317,7 +317,7 @@ func (rf *remoteFlags) execute(job *remoteJob, x *ir.Tensor) (*ir.Tensor, error)
 	fmt.Printf("data owner %s\n", h.ID())
 	find := remote.OnlyListed(remote.DHTProviders(d, planID, rf.redundancy, 30*time.Second), job.listed)
 	owner, setup, err := remote.NewOwner(h, find, op,
-		remote.OwnerOptions{KeyDir: rf.keys, Token: token, Timeout: rf.timeout, Redundancy: rf.redundancy, KeyProgress: sessionProgress().Keys, Log: log.New(os.Stderr, "owner: ", log.LstdFlags)})
+		remote.OwnerOptions{KeyDir: rf.keys, Token: token, Timeout: rf.timeout, Redundancy: rf.redundancy, KeyProgress: sessionProgress(nil).Keys, Log: log.New(os.Stderr, "owner: ", log.LstdFlags)})
 	if err != nil {
 		return nil, err
 	}

@@ -19,6 +19,7 @@ func runCmd() *cobra.Command {
 	var input, output, profile string
 	var verify bool
 	var rmt *remoteFlags
+	var memLimit *string
 	cmd := &cobra.Command{
 		Use:   "run PLAN --input X.npy [-o OUT.npy] [--verify] [--profile M.json]",
 		Short: "Run a plan on encrypted inputs",
@@ -53,7 +54,7 @@ func runCmd() *cobra.Command {
 				}
 				return finishRun(ref, plan, x, y, output, verify)
 			}
-			sess, err := local.NewSession(plan.Program, sessionProgress())
+			sess, err := newSession(plan.Program, *memLimit)
 			if err != nil {
 				return err
 			}
@@ -90,6 +91,7 @@ func runCmd() *cobra.Command {
 	cmd.Flags().StringVar(&profile, "profile", "", "write measured per-layer times and errors to this JSON file (for `ciphercut report --measured`)")
 	cmd.Flags().BoolVar(&verify, "verify", false, "compare with the plaintext reference within the plan's predicted bound")
 	rmt = addRemoteFlags(cmd)
+	memLimit = memoryLimitFlag(cmd)
 	return cmd
 }
 

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"sync"
 
 	"github.com/ciphercut/ciphercut/ir/ckksir"
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
@@ -137,12 +138,40 @@ func (pl *plan) setupBoot() error {
 	}
 	sort.Slice(pl.bootGalEls, func(a, b int) bool { return pl.bootGalEls[a] < pl.bootGalEls[b] })
 	pl.boot = &btp
+	pl.bootGalLevel = bootKeyLevels(btp, pl.bootGalEls)
 	return nil
+}
+
+// bootKeyLevels gives each Galois key of the bootstrapping circuit the
+// highest level it is used at. CoeffsToSlots runs at the top of the
+// bootstrapping chain; SlotsToCoeffs runs last, just above the residual
+// chain, so a rotation only SlotsToCoeffs uses gets a key at that
+// transform's first level: at N=2^16 about a third of the size (fewer RNS
+// digits, each over fewer primes). Every other key (CoeffsToSlots, the
+// conjugation splitting real and imaginary parts) stays at the top.
+func bootKeyLevels(btp bootstrapping.Parameters, galEls []uint64) map[uint64]int {
+	params := btp.BootstrappingParameters
+	top := params.MaxLevelQ()
+	stc := map[uint64]bool{}
+	for _, g := range btp.SlotsToCoeffsParameters.GaloisElements(params) {
+		stc[g] = true
+	}
+	for _, g := range btp.CoeffsToSlotsParameters.GaloisElements(params) {
+		delete(stc, g)
+	}
+	levels := make(map[uint64]int, len(galEls))
+	for _, g := range galEls {
+		levels[g] = top
+		if stc[g] {
+			levels[g] = btp.SlotsToCoeffsParameters.LevelStart
+		}
+	}
+	return levels
 }
 
 // bootKeyCount is the number of bootstrapping switching keys: the Galois
 // keys, the relinearization key and, with an ephemeral secret, the two
-// encapsulation keys. All are at the bootstrapping parameters' top levels.
+// encapsulation keys. All but the SlotsToCoeffs rotations (see bootKeyLevels) are at the bootstrapping parameters' top level.
 func (pl *plan) bootKeyCount() int {
 	if !pl.needBoot {
 		return 0
@@ -156,9 +185,31 @@ func (pl *plan) bootKeyCount() int {
 
 // bootKeySpec is the key set the bootstrapping circuit needs.
 func (pl *plan) bootKeySpec() keySetSpec {
+	return keySetSpec{params: pl.boot.BootstrappingParameters, relin: true, galEls: pl.bootGalEls, level: pl.bootKeyLevel, what: "bootstrapping "}
+}
+
+// bootKeyLevel is the level the bootstrapping key for Galois element g (0:
+// the relinearization key, which the encapsulation keys share) is
+// generated at.
+func (pl *plan) bootKeyLevel(g uint64) int {
+	if lvl, ok := pl.bootGalLevel[g]; ok && g != 0 {
+		return lvl
+	}
+	return pl.boot.BootstrappingParameters.MaxLevelQ()
+}
+
+// bootKeyBytes is the size of the bootstrapping keys (see bootKeyCount).
+func (pl *plan) bootKeyBytes() int64 {
+	if !pl.needBoot {
+		return 0
+	}
 	params := pl.boot.BootstrappingParameters
-	top := params.MaxLevelQ()
-	return keySetSpec{params: params, relin: true, galEls: pl.bootGalEls, level: func(uint64) int { return top }, what: "bootstrapping "}
+	n := int64(pl.bootKeyCount() - len(pl.bootGalEls))
+	total := n * keyBytes(params, params.MaxLevelQ())
+	for _, g := range pl.bootGalEls {
+		total += keyBytes(params, pl.bootKeyLevel(g))
+	}
+	return total
 }
 
 // genBootKeys generates the bootstrapping keys under the client's secret
@@ -191,10 +242,12 @@ func (c *Client) genBootKeys(tick func()) (*bootstrapping.EvaluationKeys, error)
 	gks := make([]*rlwe.GaloisKey, len(galEls))
 	bk := &bootstrapping.EvaluationKeys{}
 	var rlk *rlwe.RelinearizationKey
+	levelP := params.MaxLevelP()
 	err = generateKeys(params, pl.bootKeyCount(), func(kgen *rlwe.KeyGenerator, i int) {
 		switch i - len(galEls) {
 		default: // i < len(galEls)
-			gks[i] = kgen.GenGaloisKeyNew(galEls[i], sk)
+			levelQ := pl.bootKeyLevel(galEls[i])
+			gks[i] = kgen.GenGaloisKeyNew(galEls[i], sk, rlwe.EvaluationKeyParameters{LevelQ: &levelQ, LevelP: &levelP})
 		case 0:
 			rlk = kgen.GenRelinearizationKeyNew(sk)
 		case 1:
@@ -308,7 +361,12 @@ func (e *Evaluator) bootstrap(st *laneState, c *compiled, ct *rlwe.Ciphertext) (
 		return nil, fmt.Errorf("no bootstrapping evaluator")
 	}
 	if st.boot == nil {
-		st.boot = bootCopy(e.boot)
+		e.mu.Lock()
+		st.boot, e.bootSpare = e.bootSpare, nil
+		e.mu.Unlock()
+		if st.boot == nil {
+			st.boot = bootCopy(e.boot)
+		}
 	}
 	in := ct.CopyNew()
 	if b := c.ins.Bound; b > 1 {
@@ -323,4 +381,59 @@ func (e *Evaluator) bootstrap(st *laneState, c *compiled, ct *rlwe.Ciphertext) (
 	}
 	out.Scale = c.outScale
 	return out, nil
+}
+
+// bootMatrixBytes is the memory the encoded DFT matrices of the
+// bootstrapping circuit take (CoeffsToSlots and SlotsToCoeffs; one copy,
+// which every lane's evaluator shares): one plaintext per diagonal over the
+// Q primes of its level and the bootstrapping P primes.
+func (pl *plan) bootMatrixBytes() int64 {
+	if !pl.needBoot {
+		return 0
+	}
+	params := pl.boot.BootstrappingParameters
+	total := int64(0)
+	for _, d := range []hefloat.DFTMatrixLiteral{pl.boot.CoeffsToSlotsParameters, pl.boot.SlotsToCoeffsParameters} {
+		level := d.LevelStart
+		for _, n := range dftDiagonals(params.LogN(), d) {
+			total += int64(n) * int64(params.N()) * int64(level+1+params.PCount()) * 8
+			level-- // one level per factor (bootLiteral)
+		}
+	}
+	return total
+}
+
+// dftDiagonalsMemo caches dftDiagonals: Lattigo derives the diagonals
+// from the matrices themselves, seconds of big-float work at N=2^16.
+var dftDiagonalsMemo sync.Map // string -> []int
+
+// dftDiagonals is the number of non-zero diagonals of each factor of the
+// DFT d on a ring of degree 2^logN.
+func dftDiagonals(logN int, d hefloat.DFTMatrixLiteral) []int {
+	key := fmt.Sprintf("%d %+v", logN, d)
+	if v, ok := dftDiagonalsMemo.Load(key); ok {
+		return v.([]int)
+	}
+	var counts []int
+	for _, m := range d.GenMatrices(logN, 53) {
+		counts = append(counts, len(m))
+	}
+	dftDiagonalsMemo.Store(key, counts)
+	return counts
+}
+
+// bootLaneBytes estimates the working memory a lane's bootstrapping
+// evaluator adds (see bootCopy): its key-switching buffers (one polynomial
+// over the bootstrapping QP per RNS digit, plus a few), the hoisted baby
+// steps of a DFT factor (up to 16 ciphertexts over QP) and a dozen
+// ciphertexts at the top of the bootstrapping chain.
+func (pl *plan) bootLaneBytes() int64 {
+	if !pl.needBoot {
+		return 0
+	}
+	params := pl.boot.BootstrappingParameters
+	n := int64(params.N()) * 8
+	qp := n * int64(params.QCount()+params.PCount())
+	digits := int64(params.BaseRNSDecompositionVectorSize(params.MaxLevelQ(), params.MaxLevelP()))
+	return (digits+6)*qp + 16*2*qp + 12*2*n*int64(params.QCount())
 }

@@ -109,6 +109,21 @@ func TestBootstrapInsecureSmallRing(t *testing.T) {
 	if kp.BootstrapKeys != pl.bootKeyCount() || kp.BootstrapBytes <= 0 {
 		t.Errorf("PlanKeys: %d bootstrapping keys of %d bytes, want %d", kp.BootstrapKeys, kp.BootstrapBytes, pl.bootKeyCount())
 	}
+	// SlotsToCoeffs-only rotations get keys at that transform's level,
+	// smaller than the top-level keys of CoeffsToSlots.
+	bp := pl.boot.BootstrappingParameters
+	lower := 0
+	for _, g := range pl.bootGalEls {
+		if pl.bootKeyLevel(g) < bp.MaxLevelQ() {
+			lower++
+		}
+	}
+	if top := int64(pl.bootKeyCount()) * keyBytes(bp, bp.MaxLevelQ()); lower == 0 || kp.BootstrapBytes >= top {
+		t.Errorf("bootstrapping keys: %d below the top level, %d bytes (all at the top: %d)", lower, kp.BootstrapBytes, top)
+	}
+	if kp.BootstrapMatrixBytes <= 0 {
+		t.Errorf("PlanKeys: bootstrapping matrices of %d bytes", kp.BootstrapMatrixBytes)
+	}
 	// The estimate counts coefficients only; headers add a little.
 	if d := float64(evk.Bytes()-kp.TotalBytes) / float64(evk.Bytes()); d < 0 || d > 0.01 {
 		t.Errorf("PlanKeys: %d bytes in all, the keys serialize to %d", kp.TotalBytes, evk.Bytes())

@@ -51,10 +51,12 @@ type plan struct {
 
 	// boot is the bootstrapping parameters (nil when the program has no
 	// Boot); needBoot is set when the program bootstraps, bootGalEls are
-	// the Galois elements of the bootstrapping keys, sorted.
-	boot       *bootstrapping.Parameters
-	needBoot   bool
-	bootGalEls []uint64
+	// the Galois elements of the bootstrapping keys, sorted, and
+	// bootGalLevel the level each of their keys is generated at.
+	boot         *bootstrapping.Parameters
+	needBoot     bool
+	bootGalEls   []uint64
+	bootGalLevel map[uint64]int
 }
 
 // where names instruction i for error messages.

@@ -351,7 +351,7 @@ type keyLayout struct {
 // when the bootstrapping parameters use an ephemeral secret, then the two
 // encapsulation keys at the bootstrapping parameters' top level (see
 // walkEvaluationKey), then the bootstrapping key set (relinearization key
-// and the bootstrapping circuit's Galois keys, all at the top level). No
+// and the bootstrapping circuit's Galois keys, at the levels bootKeyLevels gives). No
 // trailing bytes.
 func (pl *plan) walkEvaluationKeys(b []byte) (keyLayout, error) {
 	var lay keyLayout

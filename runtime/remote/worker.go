@@ -424,9 +424,9 @@ func (w *Worker) evaluator(sh *segment.Shard, key shardKey, hash string) (*ckks.
 		e.ev, e.err = ckks.NewEvaluatorWithBudget(sh.Program, evk, w.opts.EncodeBudget)
 		if e.err == nil {
 			// Progress in quarters, set once before any Run.
-			e.ev.SetProgress(func(done, total int, layer string) {
-				if total >= 4 && done*4/total != (done-1)*4/total {
-					w.log.Printf("segment %d/%d: %d%% evaluated (%s)", sh.Index+1, sh.Count, 100*done/total, layer)
+			e.ev.SetProgress(func(s ckks.Step) {
+				if s.Total >= 4 && s.Done*4/s.Total != (s.Done-1)*4/s.Total {
+					w.log.Printf("segment %d/%d: %d%% evaluated (%s)", sh.Index+1, sh.Count, 100*s.Done/s.Total, s.Layer)
 				}
 			})
 		}
