@@ -12,7 +12,8 @@
 #
 # Usage: scripts/p2p-loopback.sh [MODEL_DIR] [WORKDIR]
 #   MODEL_DIR defaults to testsuite/models/cancer-mlp; WORKDIR to a fresh
-#   temporary directory (kept, with the workers' logs).
+#   temporary directory (kept, with the workers' logs). PLAN=FILE uses that
+#   plan of the model instead of compiling one.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,7 +31,11 @@ trap cleanup EXIT
 
 echo "== building into $work"
 (cd "$root" && go build -o "$bin" ./cmd/ciphercut)
-"$bin" compile "$model/model.onnx" -o "$work/model.plan" >/dev/null 2>&1
+if [ -n "${PLAN:-}" ]; then
+	cp "$PLAN" "$work/model.plan" # a plan of the model compiled beforehand
+else
+	"$bin" compile "$model/model.onnx" -o "$work/model.plan" >/dev/null 2>&1
+fi
 for w in w1 w2 w3 w4; do
 	eval "${w}_id=$("$bin" identity "$work/$w.key")"
 done
