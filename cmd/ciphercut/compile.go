@@ -19,6 +19,8 @@ func compileCmd() *cobra.Command {
 	var out, calib string
 	var bootstrap bool
 	var opts compiler.CompileOptions
+	var splitOut string // --split-out: see shard.go
+	var split *splitFlags
 	cmd := &cobra.Command{
 		Use:   "compile MODEL.onnx -o PLAN",
 		Short: "Compile a model into a CKKS encrypted-execution plan",
@@ -77,6 +79,9 @@ func compileCmd() *cobra.Command {
 			if n := plan.Program.Bootstraps(); n > 0 {
 				fmt.Printf("  %d bootstraps (%s)\n", n, plan.Program.Boot)
 			}
+			if splitOut != "" {
+				return split.write(out, plan, splitOut)
+			}
 			return nil
 		},
 	}
@@ -88,6 +93,8 @@ func compileCmd() *cobra.Command {
 	cmd.Flags().Var(&opts.Lower.Packing, "packing", "slot: whole samples per ciphertext (low latency); feature: one sample per slot, one ciphertext per tensor element, no rotations (throughput)")
 	cmd.Flags().IntVar(&opts.Lower.MaxLogN, "max-logn", 16, "largest ring degree 2^LOGN to consider")
 	cmd.Flags().BoolVar(&bootstrap, "bootstrap", true, "bootstrap a model too deep for any modulus chain (on N=2^16, with a sparse secret; bootstrapping keys take about 8 GB)")
+	cmd.Flags().StringVar(&splitOut, "split-out", "", "also write the split plan into this directory: the data-owner plan (no worker weights), one worker shard per segment and the manifest (as `ciphercut shard`)")
+	split = addSplitFlags(cmd)
 	return cmd
 }
 

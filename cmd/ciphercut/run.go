@@ -33,6 +33,9 @@ func runCmd() *cobra.Command {
 			if input == "" {
 				return fmt.Errorf("missing --input X.npy")
 			}
+			if isOwnerPlan(args[0]) { // see remote_run.go
+				return rmt.runOwnerPlan(args[0], input, output, verify)
+			}
 			plan, ref, err := loadPlan(args[0])
 			if err != nil {
 				return err

@@ -107,12 +107,18 @@ func BootstrapExtraLogQP(p ckksir.Params, boot *ckksir.BootParams) (int, error) 
 // planBoot notes whether the program bootstraps and, if so, derives the
 // bootstrapping parameters and the Galois elements of their keys.
 func (pl *plan) planBoot() error {
-	p := pl.prog
-	for i := range p.Instrs {
-		if p.Instrs[i].Op == ckksir.OpBootstrap {
+	for i := range pl.prog.Instrs {
+		if pl.prog.Instrs[i].Op == ckksir.OpBootstrap {
 			pl.needBoot = true
 		}
 	}
+	return pl.setupBoot()
+}
+
+// setupBoot derives, when needBoot is set, the bootstrapping parameters and
+// the Galois elements of their keys.
+func (pl *plan) setupBoot() error {
+	p := pl.prog
 	if !pl.needBoot { // Verify refuses a bootstrap without p.Boot
 		return nil
 	}
