@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/ciphercut/ciphercut/compiler"
@@ -20,26 +21,8 @@ import (
 // then with redundancy 2 on four, verifying both against the plaintext
 // reference; a manifest signed by another key is refused.
 func TestRunOnWorkers(t *testing.T) {
-	_, plan, p, err := smallring.Compile(mlp, 0, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan.Program = p
-	dir := t.TempDir()
-	planPath := filepath.Join(dir, "small.plan")
-	if err := compiler.WritePlan(planPath, plan); err != nil {
-		t.Fatal(err)
-	}
+	dir, planPath, modelKey, modelOwner := smallPlanAndModelOwner(t)
 	shards := filepath.Join(dir, "shards")
-	modelKey := filepath.Join(dir, "model-owner.key")
-	priv, err := remote.LoadIdentity(modelKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	modelOwner, err := peer.IDFromPrivateKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if err := run("shard", planPath, "--segments", "2", "-o", shards, "--sign", modelKey); err != nil {
 		t.Fatal(err)
 	}
@@ -84,25 +67,9 @@ func TestRunOnWorkers(t *testing.T) {
 // manifest; --verify is refused when the model owner did not reveal the
 // plaintext reference and works when it did; a full plan is not needed.
 func TestRunOwnerPlan(t *testing.T) {
-	_, plan, p, err := smallring.Compile(mlp, 0, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan.Program = p
-	dir := t.TempDir()
-	planPath := filepath.Join(dir, "small.plan")
-	if err := compiler.WritePlan(planPath, plan); err != nil {
-		t.Fatal(err)
-	}
-	modelKey := filepath.Join(dir, "model-owner.key")
-	priv, err := remote.LoadIdentity(modelKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	modelOwner, err := peer.IDFromPrivateKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, planPath, modelKey, modelOwner := smallPlanAndModelOwner(t)
+	var priv crypto.PrivKey
+	var err error
 	split := filepath.Join(dir, "split")
 	if err := run("shard", planPath, "--segments", "2", "-o", split, "--sign", modelKey); err != nil {
 		t.Fatal(err)
@@ -208,4 +175,30 @@ func runCaptured(t *testing.T, args ...string) (string, error) {
 		t.Fatal(rerr)
 	}
 	return string(out), err
+}
+
+// smallPlanAndModelOwner writes cancer-mlp's plan on a test-only small ring
+// to a temporary directory and creates a model owner's identity there.
+func smallPlanAndModelOwner(t *testing.T) (dir, planPath, modelKey string, modelOwner peer.ID) {
+	t.Helper()
+	_, plan, p, err := smallring.Compile(mlp, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan.Program = p
+	dir = t.TempDir()
+	planPath = filepath.Join(dir, "small.plan")
+	if err := compiler.WritePlan(planPath, plan); err != nil {
+		t.Fatal(err)
+	}
+	modelKey = filepath.Join(dir, "model-owner.key")
+	priv, err := remote.LoadIdentity(modelKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	modelOwner, err = peer.IDFromPrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, planPath, modelKey, modelOwner
 }
