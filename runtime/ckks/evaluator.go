@@ -609,6 +609,12 @@ type Step struct {
 // each ciphertext. Calls are serialized.
 func (e *Evaluator) SetProgress(f func(Step)) { e.progress = f }
 
+// SetCores sets the number of cores Run uses (0, the default, is
+// runtime.NumCPU()): fewer cores take less working memory, since each core
+// a lane spreads a linear transformation over has its own scratch. It may
+// not race with Run.
+func (e *Evaluator) SetCores(n int) { e.cpus = max(n, 0) }
+
 // SetLanes caps the number of ciphertexts Run evaluates at once (each
 // lane has its own working memory, KeyPlan.LaneBytes); the cores are shared
 // among the lanes. 0, the default, is one lane per core. It may not race

@@ -75,7 +75,7 @@ func NewSessionWithin(prog *ckksir.Program, progress Progress, limit int64) (*Se
 	if limit <= 0 {
 		limit = memoryAvailable()
 	}
-	mem := MemoryPlan{Lanes: runtime.NumCPU(), Keys: need.TotalBytes, BootMatrices: need.BootstrapMatrixBytes, Weights: prog.WeightBytes(),
+	mem := MemoryPlan{Lanes: runtime.NumCPU(), Cores: runtime.NumCPU(), Keys: need.TotalBytes, BootMatrices: need.BootstrapMatrixBytes, Weights: prog.WeightBytes(),
 		LaneBytes: need.LaneBytes, Encoded: need.EncodedBytes, EncodedAll: need.EncodedBytes, Overhead: RuntimeOverhead}
 	if limit > 0 {
 		if mem, err = PlanMemory(need, prog.WeightBytes(), limit, runtime.NumCPU()); err != nil {
@@ -101,6 +101,7 @@ func NewSessionWithin(prog *ckksir.Program, progress Progress, limit int64) (*Se
 		return nil, err
 	}
 	worker.SetLanes(mem.Lanes)
+	worker.SetCores(mem.Cores)
 	if progress.Eval != nil {
 		worker.SetProgress(progress.Eval)
 	}

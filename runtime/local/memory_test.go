@@ -16,39 +16,43 @@ import (
 func TestPlanMemory(t *testing.T) {
 	const gib = 1 << 30
 	kp := &ckks.KeyPlan{TotalBytes: 8 * gib, BootstrapMatrixBytes: 2 * gib, LaneBytes: 2 * gib, EncodedBytes: 4 * gib}
+	o := RuntimeOverhead
 	for _, c := range []struct {
 		limit         int64
 		lanes         int
 		encoded, peak int64
 	}{
-		{40 * gib, 2, 4 * gib, 19 * gib}, // all fits
-		{17 * gib, 2, 2 * gib, 17 * gib}, // two lanes, half the diagonals
-		{15 * gib, 2, 0, 15 * gib},       // two lanes, no diagonal kept
-		{14 * gib, 1, 1 * gib, 14 * gib}, // one lane, some diagonals
-		{13 * gib, 1, 0, 13 * gib},       // one bare lane
+		{40 * gib, 2, 4 * gib, 18*gib + o},   // all fits
+		{16*gib + o, 2, 2 * gib, 16*gib + o}, // two lanes, half the diagonals
+		{14*gib + o, 2, 0, 14*gib + o},       // two lanes, no diagonal kept
+		{13*gib + o, 1, 1 * gib, 13*gib + o}, // one lane, some diagonals
+		{12*gib + o, 1, 0, 12*gib + o},       // one bare lane
 	} {
 		m, err := PlanMemory(kp, 0, c.limit, 2)
 		if err != nil {
 			t.Fatalf("limit %d GiB: %v", c.limit/gib, err)
 		}
-		if m.Lanes != c.lanes || m.Encoded != c.encoded || m.Peak() != c.peak || m.Peak() > c.limit {
-			t.Errorf("limit %d GiB: %d lanes, %d encoded, peak %d; want %d, %d, %d", c.limit/gib, m.Lanes, m.Encoded, m.Peak(), c.lanes, c.encoded, c.peak)
+		if m.Lanes != c.lanes || m.Cores != 2 || m.Encoded != c.encoded || m.Peak() != c.peak || m.Peak() > c.limit {
+			t.Errorf("limit %d GiB: %d lanes on %d cores, %d encoded, peak %d; want %d, 2, %d, %d", c.limit/gib, m.Lanes, m.Cores, m.Encoded, m.Peak(), c.lanes, c.encoded, c.peak)
 		}
 		if want := int64(-1); (m.Encoded == kp.EncodedBytes) != (m.Budget() == want) {
 			t.Errorf("limit %d GiB: budget %d with %d of %d encoded", c.limit/gib, m.Budget(), m.Encoded, kp.EncodedBytes)
 		}
 	}
 	// A lane alone gets both cores, each beyond the first adding
-	// WorkerBytes; weights count too.
+	// WorkerBytes (weights count too); short of that, one core.
 	kw := *kp
 	kw.WorkerBytes = gib
-	if m, err := PlanMemory(&kw, gib, 15*gib, 2); err != nil || m.Lanes != 1 || m.LaneBytes != 3*gib || m.Encoded != 0 || m.Peak() != 15*gib {
-		t.Errorf("workers: %d lanes of %d bytes, %d encoded, peak %d, err %v; want 1 lane of 3 GiB, peak 15 GiB", m.Lanes, m.LaneBytes, m.Encoded, m.Peak(), err)
+	if m, err := PlanMemory(&kw, gib, 14*gib+o, 2); err != nil || m.Lanes != 1 || m.Cores != 2 || m.LaneBytes != 3*gib || m.Encoded != 0 {
+		t.Errorf("workers: %d lanes on %d cores of %d bytes, %d encoded, err %v; want 1 lane on 2 cores of 3 GiB", m.Lanes, m.Cores, m.LaneBytes, m.Encoded, err)
 	}
-	_, err := PlanMemory(kp, 0, 12*gib, 2)
+	if m, err := PlanMemory(&kw, gib, 13*gib+o, 2); err != nil || m.Lanes != 1 || m.Cores != 1 || m.LaneBytes != 2*gib || m.Peak() != 13*gib+o {
+		t.Errorf("one core: %d lanes on %d cores of %d bytes, peak %d, err %v; want 1 lane on 1 core of 2 GiB", m.Lanes, m.Cores, m.LaneBytes, m.Peak(), err)
+	}
+	_, err := PlanMemory(kp, 0, 11*gib+o, 2)
 	var ue *ir.UnsupportedError
-	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "8.0 GiB of evaluation keys") || !strings.Contains(err.Error(), "12.0 GiB memory limit") {
-		t.Errorf("12 GiB: got %v, want a refusal naming the sizes", err)
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "8.0 GiB of evaluation keys") || !strings.Contains(err.Error(), "12.5 GiB memory limit") {
+		t.Errorf("12.5 GiB: got %v, want a refusal naming the sizes", err)
 	}
 	if m, _ := PlanMemory(kp, 0, 40*gib, 2); !strings.Contains(m.String(), "predicted peak") {
 		t.Errorf("String:\n%s", m)
