@@ -117,7 +117,8 @@ const (
 	OwnerMACsPerSecond = 1e9
 )
 
-func (l Link) withDefaults() Link {
+// WithDefaults fills the unset fields of l with their defaults.
+func (l Link) WithDefaults() Link {
 	if l.Bandwidth <= 0 {
 		l.Bandwidth = DefaultBandwidth
 	}
@@ -255,6 +256,25 @@ type SplitChoice struct {
 	Chain bool
 }
 
+// WithDefaults resolves the defaults of o: Cut "auto", the default
+// RevealSuffix, link, candidate and evaluation bounds.
+func (o SplitOptions) WithDefaults() SplitOptions {
+	if o.Cut == "" {
+		o.Cut = "auto"
+	}
+	if o.Policy.RevealSuffix < 0 {
+		o.Policy.RevealSuffix = DefaultRevealSuffix
+	}
+	if o.MaxCandidates <= 0 {
+		o.MaxCandidates = DefaultMaxSplitCandidates
+	}
+	if o.MaxEvaluations <= 0 {
+		o.MaxEvaluations = DefaultMaxSplitEvaluations
+	}
+	o.Link = o.Link.WithDefaults()
+	return o
+}
+
 // ChooseSplit enumerates the feasible splits of the canonical graph g under
 // opts.Policy, costs them with cost (encrypted stages) and opts.Link
 // (plaintext compute, transfers, round trips), and returns them cheapest
@@ -263,16 +283,7 @@ func ChooseSplit(g *ir.Graph, opts SplitOptions, cost StageCoster) (*SplitChoice
 	if opts.Policy.RevealPrefix < 0 {
 		return nil, fmt.Errorf("split %q: --reveal-prefix %d is negative", g.Name, opts.Policy.RevealPrefix)
 	}
-	if opts.Policy.RevealSuffix < 0 {
-		opts.Policy.RevealSuffix = DefaultRevealSuffix
-	}
-	if opts.MaxCandidates <= 0 {
-		opts.MaxCandidates = DefaultMaxSplitCandidates
-	}
-	if opts.MaxEvaluations <= 0 {
-		opts.MaxEvaluations = DefaultMaxSplitEvaluations
-	}
-	opts.Link = opts.Link.withDefaults()
+	opts = opts.WithDefaults()
 	sg, err := newSplitGraph(g)
 	if err != nil {
 		return nil, err

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/ciphercut/ciphercut/ir"
 )
 
 // splitEvaluator costs candidates, caching the cost of every encrypted
@@ -48,7 +50,7 @@ func (ev *splitEvaluator) stageCost(s StageSpec) (StageCost, error) {
 
 // evaluate costs one split: a pair and its client-aided nodes.
 func (ev *splitEvaluator) evaluate(pr splitPair, ca []bool) (*SplitCandidate, error) {
-	sg, link := ev.sg, ev.opts.Link
+	sg := ev.sg
 	c := &SplitCandidate{Label: pr.label, Stages: sg.stages(pr.prefix, pr.suffix, ca)}
 	for i, nd := range sg.nodes {
 		switch {
@@ -60,53 +62,80 @@ func (ev *splitEvaluator) evaluate(pr splitPair, ca []bool) (*SplitCandidate, er
 			c.ClientAided = append(c.ClientAided, nd.Name)
 		}
 	}
-	encrypted := 0
 	for _, s := range c.Stages {
+		if s.Kind == StageEncrypted {
+			c.Cut = s.Inputs
+			break
+		}
+	}
+	if len(c.Suffix) > 0 {
+		c.SuffixCut = sg.crossing(pr.suffix, false)
+	}
+	var err error
+	c.Cost, err = sg.cost(c.Stages, ev.opts.Link, ev.stageCost)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// CostSplit predicts the latency of running the stages of a split of g:
+// the data owner's plaintext stages at OwnerMACsPerSecond times
+// link.ClientSpeed, each encrypted stage's cost from cost (encryption and
+// decryption scaled by the client speed), its ciphertexts over
+// link.Bandwidth and one round trip per encrypted stage.
+func CostSplit(g *ir.Graph, stages []StageSpec, link Link, cost StageCoster) (SplitCost, error) {
+	sg, err := newSplitGraph(g)
+	if err != nil {
+		return SplitCost{}, err
+	}
+	return sg.cost(stages, link.WithDefaults(), cost)
+}
+
+func (sg *splitGraph) cost(stages []StageSpec, link Link, cost StageCoster) (SplitCost, error) {
+	var c SplitCost
+	for _, s := range stages {
 		if s.Kind != StageEncrypted {
 			macs := 0.0
 			for _, name := range s.Nodes {
-				macs += splitMACs(sg.nodes[sg.byName(name)])
+				i, ok := sg.byName(name)
+				if !ok {
+					return c, fmt.Errorf("split %q: stage %s runs node %q, not in the graph", sg.g.Name, s.Kind, name)
+				}
+				macs += splitMACs(sg.nodes[i])
 			}
-			c.Cost.Owner += macs / (OwnerMACsPerSecond * link.ClientSpeed)
+			c.Owner += macs / (OwnerMACsPerSecond * link.ClientSpeed)
 			continue
 		}
-		if encrypted == 0 {
-			c.Cut = s.Inputs
-		}
-		encrypted++
-		sc, err := ev.stageCost(s)
+		sc, err := cost(s)
 		if err != nil {
-			return nil, err
+			return c, err
 		}
-		c.Cost.Worker += sc.WorkerSeconds
-		c.Cost.Encrypt += sc.EncryptSeconds / link.ClientSpeed
-		c.Cost.Decrypt += sc.DecryptSeconds / link.ClientSpeed
-		c.Cost.UploadBytes += sc.UploadBytes
-		c.Cost.DownloadBytes += sc.DownloadBytes
-		c.Cost.Bootstraps += sc.Bootstraps
-		c.Cost.RoundTrips++
+		c.Worker += sc.WorkerSeconds
+		c.Encrypt += sc.EncryptSeconds / link.ClientSpeed
+		c.Decrypt += sc.DecryptSeconds / link.ClientSpeed
+		c.UploadBytes += sc.UploadBytes
+		c.DownloadBytes += sc.DownloadBytes
+		c.Bootstraps += sc.Bootstraps
+		c.RoundTrips++
 	}
-	if len(c.Suffix) > 0 {
-		set := make([]bool, len(sg.nodes))
-		copy(set, pr.suffix)
-		c.SuffixCut = sg.crossing(set, false)
-	}
-	c.Cost.Upload = float64(c.Cost.UploadBytes) * 8 / link.Bandwidth
-	c.Cost.Download = float64(c.Cost.DownloadBytes) * 8 / link.Bandwidth
-	c.Cost.RoundTrip = float64(c.Cost.RoundTrips) * link.RTT
-	c.Cost.Total = c.Cost.Owner + c.Cost.Encrypt + c.Cost.Upload + c.Cost.Worker + c.Cost.Download + c.Cost.Decrypt + c.Cost.RoundTrip
+	c.Upload = float64(c.UploadBytes) * 8 / link.Bandwidth
+	c.Download = float64(c.DownloadBytes) * 8 / link.Bandwidth
+	c.RoundTrip = float64(c.RoundTrips) * link.RTT
+	c.Total = c.Owner + c.Encrypt + c.Upload + c.Worker + c.Download + c.Decrypt + c.RoundTrip
 	return c, nil
 }
 
 // byName is the index of the node named name.
-func (sg *splitGraph) byName(name string) int {
+func (sg *splitGraph) byName(name string) (int, bool) {
 	if sg.names == nil {
 		sg.names = make(map[string]int, len(sg.nodes))
 		for i, nd := range sg.nodes {
 			sg.names[nd.Name] = i
 		}
 	}
-	return sg.names[name]
+	i, ok := sg.names[name]
+	return i, ok
 }
 
 // best costs a pair with its best client-aided nodes: none, or a greedy
