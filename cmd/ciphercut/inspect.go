@@ -55,19 +55,41 @@ func inspectCmd() *cobra.Command {
 	return cmd
 }
 
-// inspectPlan prints a plan: approximations, HE program and key summary.
+// inspectPlan prints a plan: approximations, HE program and key summary;
+// for a split plan, the stages and each encrypted stage's program.
 func inspectPlan(path string) error {
 	plan, _, err := loadPlan(path)
 	if err != nil {
 		return err
 	}
+	if plan.IsSplit() {
+		fmt.Printf("plan %s: model %s (sha256 %s), format v%d, split\n\n", path, plan.ModelName, plan.ModelSHA256, plan.FormatVersion)
+		fmt.Print(plan.Approximations)
+		fmt.Println()
+		printSplit(os.Stdout, path, plan)
+		for i, s := range plan.Stages {
+			if s.Program == nil {
+				continue
+			}
+			fmt.Printf("\nstage %d (%s), %s packing:\n", i, s.Kind, s.Program.Packing)
+			if err := inspectProgram(s.Program); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	fmt.Printf("plan %s: model %s (sha256 %s), format v%d, %s packing\n\n", path, plan.ModelName, plan.ModelSHA256, plan.FormatVersion, plan.Program.Packing)
 	fmt.Print(plan.Approximations)
 	fmt.Println()
-	if err := ckksir.Dump(os.Stdout, plan.Program); err != nil {
+	return inspectProgram(plan.Program)
+}
+
+// inspectProgram prints a CKKS program and its keys.
+func inspectProgram(prog *ckksir.Program) error {
+	if err := ckksir.Dump(os.Stdout, prog); err != nil {
 		return err
 	}
-	keys, err := ckks.PlanKeys(plan.Program)
+	keys, err := ckks.PlanKeys(prog)
 	if err != nil {
 		return err
 	}
