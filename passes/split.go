@@ -304,6 +304,21 @@ func ChooseSplit(g *ir.Graph, opts SplitOptions, cost StageCoster) (*SplitChoice
 	sort.SliceStable(choice.Candidates, func(i, j int) bool {
 		return choice.Candidates[i].Cost.Total < choice.Candidates[j].Cost.Total
 	})
+	// Two pairs may give the same stages (a client-aided activation next
+	// to the suffix joins it): keep the first.
+	seen := map[string]bool{}
+	kept := choice.Candidates[:0]
+	for _, c := range choice.Candidates {
+		var key strings.Builder
+		for _, s := range c.Stages {
+			fmt.Fprintf(&key, "%d:%s;", s.Kind, strings.Join(s.Nodes, ","))
+		}
+		if !seen[key.String()] {
+			seen[key.String()] = true
+			kept = append(kept, c)
+		}
+	}
+	choice.Candidates = kept
 	choice.Chosen = choice.Candidates[0]
 	return choice, nil
 }
