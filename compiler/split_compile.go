@@ -215,6 +215,9 @@ func compileSplit(canon, approx *ir.Graph, opts CompileOptions, logf func(string
 		prof = cost.DefaultProfile()
 	}
 	lower := opts.Lower
+	if lower.Probes == nil {
+		lower.Probes = passes.NewProbeCache()
+	}
 	sc := &splitCompiler{name: canon.Name, canon: canon, approx: approx, lower: lower,
 		prof: withBootstrapTime(prof), calib: opts.Calib, costs: map[string]passes.StageCost{}}
 	split := opts.Split.WithDefaults()

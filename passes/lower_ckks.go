@@ -62,6 +62,9 @@ type LowerOptions struct {
 	// Log, when set, receives a line comparing the bootstrap placement with
 	// the naive policy (bootstrap when out of levels).
 	Log io.Writer
+	// Probes, when set, caches probed affine regions across calls on
+	// subgraphs of one graph (see ProbeCache).
+	Probes *ProbeCache
 	// Packing selects the slot layout: ckksir.PackSlot (default, whole
 	// samples in blocks of one ciphertext, linear maps by rotations) or
 	// ckksir.PackFeature (one sample per slot, one ciphertext per tensor
@@ -628,7 +631,7 @@ func (lw *lowerer) probeRegion(outs []*ir.Value) ([]*lowerMap, error) {
 		return nil, fmt.Errorf("lowering %q: affine region %s computes %q from constants only; fold constants first", lw.g.Name, regionName, outs[0].Name)
 	}
 	sub := &ir.Graph{Name: lw.g.Name + "/probe", Opset: lw.g.Opset, Inputs: inputs, Nodes: nodes, Outputs: outs}
-	res, err := lowerProbe(sub, lw.opts.WholeTensor)
+	res, err := lw.opts.Probes.probe(sub, lw.opts.WholeTensor)
 	if err != nil {
 		return nil, fmt.Errorf("lowering %q: affine region %s: %w", lw.g.Name, regionName, err)
 	}
