@@ -3,6 +3,7 @@ package split_test
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/ciphercut/ciphercut/compiler"
@@ -106,5 +107,16 @@ func TestSplitDigitsCNNInsecureSmallRing(t *testing.T) {
 	}
 	if rep.RoundTrips != kinds[passes.StageEncrypted] || rep.Bootstraps != 0 {
 		t.Errorf("%d round trips, %d bootstraps; want %d and 0", rep.RoundTrips, rep.Bootstraps, kinds[passes.StageEncrypted])
+	}
+}
+
+// TestRunMissingValue checks that a stage reading a value no earlier stage
+// produced is an error naming the stage and the value.
+func TestRunMissingValue(t *testing.T) {
+	x := &ir.Tensor{DType: ir.Float64, Shape: ir.Shape{1, 2}, Float: []float64{1, 2}}
+	_, _, err := split.Run([]split.Stage{{Name: "suffix", Inputs: []string{"h"}, Outputs: []string{"y"}}},
+		map[string]*ir.Tensor{"x": x}, split.Options{})
+	if err == nil || !strings.Contains(err.Error(), `stage suffix reads "h"`) {
+		t.Errorf("error %v, want one naming the stage and the value", err)
 	}
 }
