@@ -221,6 +221,9 @@ func compileSplit(canon, approx *ir.Graph, opts CompileOptions, logf func(string
 	sc := &splitCompiler{name: canon.Name, canon: canon, approx: approx, lower: lower,
 		prof: withBootstrapTime(prof), calib: opts.Calib, costs: map[string]passes.StageCost{}}
 	split := opts.Split.WithDefaults()
+	if split.Log == nil {
+		split.Log = opts.Log
+	}
 	choice, err := passes.ChooseSplit(canon, split, sc.cost)
 	if err != nil {
 		return nil, nil, err

@@ -1,7 +1,9 @@
 package passes
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 
@@ -148,6 +150,8 @@ type SplitOptions struct {
 	// MaxEvaluations bounds the stage costings of the client-aided search
 	// per candidate; 0 means DefaultMaxSplitEvaluations.
 	MaxEvaluations int
+	// Log, when set, receives a line per candidate costed.
+	Log io.Writer
 }
 
 // Defaults of SplitOptions.
@@ -294,12 +298,26 @@ func ChooseSplit(g *ir.Graph, opts SplitOptions, cost StageCoster) (*SplitChoice
 	}
 	ev := &splitEvaluator{sg: sg, opts: opts, cost: cost, stages: map[string]StageCost{}}
 	choice := &SplitChoice{Chain: sg.chain}
-	for _, pr := range pairs {
+	var failed []error
+	for k, pr := range pairs {
 		c, err := ev.best(pr)
 		if err != nil {
-			return nil, err
+			// A candidate whose stage cannot be lowered (a value too large
+			// for any ring, say) is left out; only when every one fails is
+			// it an error.
+			failed = append(failed, fmt.Errorf("split %s: %w", pr.label, err))
+			if opts.Log != nil {
+				fmt.Fprintf(opts.Log, "split candidate %d/%d: %s: %v\n", k+1, len(pairs), pr.label, err)
+			}
+			continue
+		}
+		if opts.Log != nil {
+			fmt.Fprintf(opts.Log, "split candidate %d/%d: %s (%d stages costed so far)\n", k+1, len(pairs), c, len(ev.stages))
 		}
 		choice.Candidates = append(choice.Candidates, c)
+	}
+	if len(choice.Candidates) == 0 {
+		return nil, fmt.Errorf("split %q: no candidate could be costed: %w", g.Name, errors.Join(failed...))
 	}
 	sort.SliceStable(choice.Candidates, func(i, j int) bool {
 		return choice.Candidates[i].Cost.Total < choice.Candidates[j].Cost.Total

@@ -1,6 +1,7 @@
 package passes
 
 import (
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -241,5 +242,29 @@ func TestSplitPolicyErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: error %v, want one containing %q", tc.opts, err, tc.want)
 		}
+	}
+}
+
+// TestSplitSkipsUncostableCandidates checks that a candidate whose stage
+// cannot be lowered is left out, and that an error says so when none can.
+func TestSplitSkipsUncostableCandidates(t *testing.T) {
+	g := splitChain(t)
+	coster, _ := testCoster(g, 5)
+	picky := func(s StageSpec) (StageCost, error) {
+		if len(s.Nodes) > 2 {
+			return StageCost{}, fmt.Errorf("stage of %d nodes too large", len(s.Nodes))
+		}
+		return coster(s)
+	}
+	ch, err := ChooseSplit(g, SplitOptions{Policy: SplitPolicy{RevealPrefix: 1, RevealSuffix: 1}}, picky)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ch.Chosen.Label, "after Relu_2 + suffix from Relu_4"; got != want {
+		t.Errorf("chose %q, want %q", got, want)
+	}
+	never := func(StageSpec) (StageCost, error) { return StageCost{}, fmt.Errorf("no ring holds it") }
+	if _, err := ChooseSplit(g, SplitOptions{}, never); err == nil || !strings.Contains(err.Error(), "no candidate could be costed") || !strings.Contains(err.Error(), "no ring holds it") {
+		t.Errorf("error %v, want one saying no candidate could be costed and why", err)
 	}
 }
