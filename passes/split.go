@@ -256,7 +256,8 @@ type SplitCandidate struct {
 type SplitChoice struct {
 	Chosen     *SplitCandidate
 	Candidates []*SplitCandidate
-	// Chain says the graph is a chain (every cut point was a candidate).
+	// Chain says the graph is a chain and every feasible cut point was a
+	// candidate (none left out by MaxCandidates).
 	Chain bool
 }
 
@@ -292,12 +293,12 @@ func ChooseSplit(g *ir.Graph, opts SplitOptions, cost StageCoster) (*SplitChoice
 	if err != nil {
 		return nil, err
 	}
-	pairs, err := sg.candidates(opts)
+	pairs, truncated, err := sg.candidates(opts)
 	if err != nil {
 		return nil, err
 	}
 	ev := &splitEvaluator{sg: sg, opts: opts, cost: cost, stages: map[string]StageCost{}}
-	choice := &SplitChoice{Chain: sg.chain}
+	choice := &SplitChoice{Chain: sg.chain && !truncated}
 	var failed []error
 	for k, pr := range pairs {
 		c, err := ev.best(pr)

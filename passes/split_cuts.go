@@ -234,10 +234,10 @@ func (sg *splitGraph) suffixViolation(s []bool, reveal int) int {
 // topological prefixes (which, on a DAG, include cuts through skip
 // connections); suffixes likewise with descendant cones and topological
 // suffixes.
-func (sg *splitGraph) candidates(opts SplitOptions) ([]splitPair, error) {
+func (sg *splitGraph) candidates(opts SplitOptions) (pairs []splitPair, truncated bool, err error) {
 	n := len(sg.nodes)
 	if n == 0 {
-		return nil, fmt.Errorf("split %q: the graph has no nodes", sg.g.Name)
+		return nil, false, fmt.Errorf("split %q: the graph has no nodes", sg.g.Name)
 	}
 	pol := opts.Policy
 	var prefixes, suffixes [][]bool
@@ -275,16 +275,16 @@ func (sg *splitGraph) candidates(opts SplitOptions) ([]splitPair, error) {
 			}
 		}
 		if i < 0 {
-			return nil, fmt.Errorf("split %q: --cut after=%s: no node %q (see `ciphercut inspect MODEL.onnx` for node names)", sg.g.Name, name, name)
+			return nil, false, fmt.Errorf("split %q: --cut after=%s: no node %q (see `ciphercut inspect MODEL.onnx` for node names)", sg.g.Name, name, name)
 		}
 		p := sg.cone(i, false)
 		if v := sg.prefixViolation(p, pol.RevealPrefix); v >= 0 {
-			return nil, fmt.Errorf("split %q: --cut after=%s puts %v, weighted layer %d of %d, on the data owner, but the policy reveals only the first %d (--reveal-prefix %d)",
+			return nil, false, fmt.Errorf("split %q: --cut after=%s puts %v, weighted layer %d of %d, on the data owner, but the policy reveals only the first %d (--reveal-prefix %d)",
 				sg.g.Name, name, sg.nodes[v], sg.rank[v], sg.weighted, pol.RevealPrefix, pol.RevealPrefix)
 		}
 		prefixes = [][]bool{p}
 	default:
-		return nil, fmt.Errorf("split %q: unknown --cut %q (want auto, none or after=NODE)", sg.g.Name, opts.Cut)
+		return nil, false, fmt.Errorf("split %q: unknown --cut %q (want auto, none or after=NODE)", sg.g.Name, opts.Cut)
 	}
 	suffixes = append(suffixes, make([]bool, n))
 	if cut != "none" {
@@ -301,7 +301,6 @@ func (sg *splitGraph) candidates(opts SplitOptions) ([]splitPair, error) {
 			addTo(&suffixes, s, "s")
 		}
 	}
-	var pairs []splitPair
 	var firstViolation error
 	for _, p := range prefixes {
 		if v := sg.prefixViolation(p, pol.RevealPrefix); v >= 0 {
@@ -331,9 +330,9 @@ func (sg *splitGraph) candidates(opts SplitOptions) ([]splitPair, error) {
 	}
 	if len(pairs) == 0 {
 		if firstViolation != nil && len(prefixes) == 1 {
-			return nil, fmt.Errorf("split %q: no split satisfies the policy: %v", sg.g.Name, firstViolation)
+			return nil, false, fmt.Errorf("split %q: no split satisfies the policy: %v", sg.g.Name, firstViolation)
 		}
-		return nil, fmt.Errorf("split %q: no split satisfies the policy (--reveal-prefix %d, --reveal-suffix %d, --cut %s) and leaves a node to encrypt",
+		return nil, false, fmt.Errorf("split %q: no split satisfies the policy (--reveal-prefix %d, --reveal-suffix %d, --cut %s) and leaves a node to encrypt",
 			sg.g.Name, pol.RevealPrefix, pol.RevealSuffix, opts.Cut)
 	}
 	if len(pairs) > opts.MaxCandidates {
@@ -358,8 +357,9 @@ func (sg *splitGraph) candidates(opts SplitOptions) ([]splitPair, error) {
 			return owner(rest[i]) > owner(rest[j])
 		})
 		pairs = append([]splitPair{base}, rest[:opts.MaxCandidates-1]...)
+		truncated = true
 	}
-	return pairs, nil
+	return pairs, truncated, nil
 }
 
 // label names a (prefix, suffix) pair: "none", "after NODE" (the prefix is

@@ -122,6 +122,14 @@ func TestSplitChainOptimum(t *testing.T) {
 	if len(ch.Candidates) != 15 {
 		t.Errorf("%d candidates on a chain of 5 nodes, want 15 (6+5+4 choose-2 pairs leaving a node)", len(ch.Candidates))
 	}
+	// Fewer allowed: the best few, no longer every cut point.
+	ch, err = ChooseSplit(g, SplitOptions{MaxCandidates: 5, Policy: SplitPolicy{RevealPrefix: 3, RevealSuffix: 3}}, coster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ch.Candidates) != 5 || ch.Chain {
+		t.Errorf("%d candidates, chain %v; want 5 and not every cut point", len(ch.Candidates), ch.Chain)
+	}
 }
 
 func TestSplitClientAided(t *testing.T) {
