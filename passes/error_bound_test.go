@@ -54,36 +54,6 @@ func TestCKKSPolyLipschitz(t *testing.T) {
 	}
 }
 
-// TestCKKSOpNorm checks the operator-norm estimate on matrices with known
-// norms.
-func TestCKKSOpNorm(t *testing.T) {
-	mk := func(rows, cols int, dense [][]float64) *ckksSparse {
-		a := &ckksSparse{rows: rows, cols: cols}
-		for r, row := range dense {
-			for c, v := range row {
-				if v != 0 {
-					a.r, a.c, a.v = append(a.r, int32(r)), append(a.c, int32(c)), append(a.v, v)
-				}
-			}
-		}
-		return a
-	}
-	for _, c := range []struct {
-		a        *ckksSparse
-		op, rows float64
-	}{
-		{mk(2, 2, [][]float64{{1, 1}, {1, 1}}), 2, math.Sqrt2},
-		{mk(3, 3, [][]float64{{3, 0, 0}, {0, -4, 0}, {0, 0, 1}}), 4, 4},
-		{mk(2, 3, [][]float64{{1, 2, 2}, {0, 0, 0}}), 3, 3},
-		{mk(2, 2, [][]float64{{1, 1}, {-1, 1}}), math.Sqrt2, math.Sqrt2},
-	} {
-		op, rn := c.a.opNorm(), c.a.rowNorm()
-		if op < c.op*(1-1e-9) || op > c.op*1.05+1e-12 || math.Abs(rn-c.rows) > 1e-12 {
-			t.Errorf("%v: op %g row %g, want %g, %g", c.a.v, op, rn, c.op, c.rows)
-		}
-	}
-}
-
 // TestAssignErrorBoundsErrors checks the argument checks.
 func TestAssignErrorBoundsErrors(t *testing.T) {
 	g := lcTiny()

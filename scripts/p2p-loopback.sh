@@ -4,13 +4,16 @@
 # under a manifest the model owner signs (vouching for workers w1, w2, w3),
 # starts the three `ciphercut worker` processes (segment 1, segment 2, and a
 # spare serving both) and a fourth, w4, that serves segment 1 without being
-# vouched for, runs the plan from the data owner's side through the DHT
-# (w4 is never used), then kills w1 and runs again: segment 1 fails over to
-# the spare. See docs/p2p.md.
+# vouched for, runs the data-owner plan (owner.plan: no worker weights) from
+# the data owner's side through the DHT (w4 is never used; w2 admits the
+# data owner by the model owner's token), then kills w1 and runs again:
+# segment 1 fails over to the spare, and the data owner reads its keys from
+# owner-keys instead of generating them. See docs/p2p.md.
 #
 # Usage: scripts/p2p-loopback.sh [MODEL_DIR] [WORKDIR]
 #   MODEL_DIR defaults to testsuite/models/cancer-mlp; WORKDIR to a fresh
-#   temporary directory (kept, with the workers' logs).
+#   temporary directory (kept, with the workers' logs). PLAN=FILE uses that
+#   plan of the model instead of compiling one.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,21 +31,29 @@ trap cleanup EXIT
 
 echo "== building into $work"
 (cd "$root" && go build -o "$bin" ./cmd/ciphercut)
-"$bin" compile "$model/model.onnx" -o "$work/model.plan" >/dev/null 2>&1
+if [ -n "${PLAN:-}" ]; then
+	cp "$PLAN" "$work/model.plan" # a plan of the model compiled beforehand
+else
+	"$bin" compile "$model/model.onnx" -o "$work/model.plan" >/dev/null 2>&1
+fi
 for w in w1 w2 w3 w4; do
 	eval "${w}_id=$("$bin" identity "$work/$w.key")"
 done
 model_owner=$("$bin" identity "$work/model-owner.key")
-"$bin" shard "$work/model.plan" --segments 2 -o "$work/shards" --sign "$work/model-owner.key" \
+"$bin" shard "$work/model.plan" --segments 2 -o "$work/shards" --sign "$work/model-owner.key" --reveal-reference \
 	--worker "0=$w1_id" --worker "0=$w3_id" --worker "1=$w2_id" --worker "1=$w3_id"
 owner=$("$bin" identity "$work/owner.key")
 echo "== data owner $owner, model owner $model_owner"
+# w2 admits the data owner by the model owner's token rather than --allow.
+"$bin" token --identity "$work/model-owner.key" --peer "$owner" --ttl 1h -o "$work/owner.token"
 
-# start_worker NAME ARGS...: starts a worker, waits for its address.
+# start_worker NAME ARGS...: starts a worker, waits for its address. It
+# allows the data owner with --allow, unless auth (set before the call)
+# names another admission.
 start_worker() {
 	local name=$1
 	shift
-	"$bin" worker --identity "$work/$name.key" --allow "$owner" --cache-dir "$work/cache-$name" "$@" \
+	"$bin" worker --identity "$work/$name.key" ${auth:---allow $owner} --cache-dir "$work/cache-$name" "$@" \
 		>"$work/$name.out" 2>"$work/$name.log" &
 	pids+=($!)
 	eval "${name}_pid=$!"
@@ -61,17 +72,20 @@ start_worker() {
 
 start_worker w1 --shard "$work/shards/shard-0.bin"
 boot=$addr
-start_worker w2 --shard "$work/shards/shard-1.bin" --bootstrap "$boot"
+auth="--token-issuer $model_owner" start_worker w2 --shard "$work/shards/shard-1.bin" --bootstrap "$boot"
 start_worker w3 --shard "$work/shards/shard-0.bin" --shard "$work/shards/shard-1.bin" --bootstrap "$boot"
 start_worker w4 --shard "$work/shards/shard-0.bin" --bootstrap "$boot"
 sleep 1 # let the announcements spread
 
-# The data owner bootstraps from the spare, which stays up throughout.
+# The data owner runs from the data-owner plan (no worker weights; the
+# reference revealed for --verify), keeps its keys in owner-keys (run 2
+# reads them) and bootstraps from the spare, which stays up throughout.
 spare=$(grep -m1 '^listening on' "$work/w3.out" | cut -d' ' -f3)
 run() {
-	"$bin" run "$work/model.plan" -i "$model/inputs.npy" -o "$work/out.npy" --verify \
+	"$bin" run "$work/shards/owner.plan" -i "$model/inputs.npy" -o "$work/out.npy" --verify \
 		--swarm "$spare" --manifest "$work/shards/manifest.json" --trust "$model_owner" \
-		--identity "$work/owner.key" --worker-timeout 60s "$@" 2>"$work/owner.log"
+		--identity "$work/owner.key" --token "$work/owner.token" --keys "$work/owner-keys" \
+		--worker-timeout 60s "$@" 2>"$work/owner.log"
 }
 echo "== run 1: all workers up"
 run

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
@@ -17,6 +18,7 @@ func calibrateCmd() *cobra.Command {
 	var logNs []int
 	var levels, reps, maxDepth int
 	var output string
+	var boot bool
 	cmd := &cobra.Command{
 		Use:   "calibrate [--logn 14,15] [-o FILE]",
 		Short: "Measure CKKS operation costs on this machine for the cost model",
@@ -26,7 +28,7 @@ func calibrateCmd() *cobra.Command {
 			"128-bit chain (scale 2^40) the compiler would choose there, and writes the profile\n" +
 			"`ciphercut report` predicts with (default: the user cache directory,\n" +
 			"ciphercut/profile.json). N=2^16 needs several GiB and minutes: ask for it with\n" +
-			"--logn 16. Bootstrapping is not measured yet.",
+			"--logn 16; --bootstrap also times one bootstrap there (about 11 GiB more).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if output == "" {
@@ -36,7 +38,10 @@ func calibrateCmd() *cobra.Command {
 				}
 				output = p
 			}
-			opts := ckks.CalibrateOptions{Levels: levels, Reps: reps}
+			if boot && !slices.Contains(logNs, 16) {
+				return fmt.Errorf("calibrate --bootstrap measures bootstrapping on N=2^16, the only ring the compiler bootstraps on: add --logn 16")
+			}
+			opts := ckks.CalibrateOptions{Levels: levels, Reps: reps, Bootstrap: boot}
 			for _, logN := range logNs {
 				p, err := calibrationParams(logN, maxDepth)
 				if err != nil {
@@ -68,6 +73,9 @@ func calibrateCmd() *cobra.Command {
 				top := r.Levels[len(r.Levels)-1]
 				fmt.Fprintf(os.Stdout, "  N=2^%d, levels %d..%d, |P|=%d: at level %d rotate %.1fms, hoisted rotation %.1fms, diagonal %.3fms, ct×ct %.1fms\n",
 					r.LogN, r.Levels[0].Level, top.Level, len(r.LogP), top.Level, 1000*top.Rotate, 1000*top.HoistedRotate, 1000*top.Diagonal, 1000*top.MulRelin)
+				if r.Bootstrap > 0 {
+					fmt.Fprintf(os.Stdout, "  N=2^%d: one bootstrap %.1fs\n", r.LogN, r.Bootstrap)
+				}
 			}
 			return nil
 		},
@@ -76,6 +84,7 @@ func calibrateCmd() *cobra.Command {
 	cmd.Flags().IntVar(&levels, "levels", 4, "levels measured per ring (interpolated between)")
 	cmd.Flags().IntVar(&reps, "reps", 5, "timings per operation (the median is kept)")
 	cmd.Flags().IntVar(&maxDepth, "max-depth", 16, "longest chain measured per ring")
+	cmd.Flags().BoolVar(&boot, "bootstrap", false, "also time one bootstrap on the N=2^16 ring (needs --logn 16)")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "profile file (default: user cache dir/ciphercut/profile.json)")
 	return cmd
 }

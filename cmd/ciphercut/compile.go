@@ -19,7 +19,9 @@ func compileCmd() *cobra.Command {
 	var out, calib string
 	var bootstrap bool
 	var opts compiler.CompileOptions
-	var sf splitFlags
+	var cf cutFlags
+	var splitOut string // --split-out: see shard.go
+	var split *splitFlags
 	cmd := &cobra.Command{
 		Use:   "compile MODEL.onnx -o PLAN",
 		Short: "Compile a model into a CKKS encrypted-execution plan",
@@ -54,7 +56,7 @@ func compileCmd() *cobra.Command {
 			}
 			opts.Calib = samples
 			opts.Log = os.Stderr
-			if opts.Split, opts.Profile, err = sf.options(); err != nil {
+			if opts.Split, opts.Profile, err = cf.options(); err != nil {
 				return err
 			}
 			if bootstrap {
@@ -92,6 +94,9 @@ func compileCmd() *cobra.Command {
 			if n := plan.Program.Bootstraps(); n > 0 {
 				fmt.Printf("  %d bootstraps (%s)\n", n, plan.Program.Boot)
 			}
+			if splitOut != "" {
+				return split.write(out, plan, splitOut)
+			}
 			return nil
 		},
 	}
@@ -102,8 +107,10 @@ func compileCmd() *cobra.Command {
 	cmd.Flags().Float64Var(&opts.Approx.Margin, "margin", 0.25, "widen each calibrated range by this fraction of its half-width on each side")
 	cmd.Flags().Var(&opts.Lower.Packing, "packing", "slot: whole samples per ciphertext (low latency); feature: one sample per slot, one ciphertext per tensor element, no rotations (throughput)")
 	cmd.Flags().IntVar(&opts.Lower.MaxLogN, "max-logn", 16, "largest ring degree 2^LOGN to consider")
-	sf.add(cmd)
+	cf.add(cmd)
 	cmd.Flags().BoolVar(&bootstrap, "bootstrap", true, "bootstrap a model too deep for any modulus chain (on N=2^16, with a sparse secret; bootstrapping keys take about 8 GB)")
+	cmd.Flags().StringVar(&splitOut, "split-out", "", "also write the split plan into this directory: the data-owner plan (no worker weights), one worker shard per segment and the manifest (as `ciphercut shard`)")
+	split = addSplitFlags(cmd)
 	return cmd
 }
 

@@ -12,19 +12,22 @@ import (
 	"github.com/ciphercut/ciphercut/compiler"
 	"github.com/ciphercut/ciphercut/ir"
 	"github.com/ciphercut/ciphercut/runtime/local"
+	"github.com/ciphercut/ciphercut/runtime/segment"
 	"github.com/ciphercut/ciphercut/testsuite/zoo"
 )
 
 func demoCmd() *cobra.Command {
 	var model string
-	var samples int
+	var samples, workers, segments int
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Compile a bundled model and run it on encrypted samples (no files or setup needed)",
 		Long: "demo takes a model compiled into the binary (cancer-mlp: a hospital scores\n" +
 			"patients without revealing them; or digits-mlp), compiles it to a CKKS plan at\n" +
 			"128-bit security, encrypts a handful of held-out samples, evaluates them with only\n" +
-			"the public evaluation keys, decrypts, and compares with the plaintext model.",
+			"the public evaluation keys, decrypts, and compares with the plaintext model.\n" +
+			"--workers N runs the encrypted part on N worker hosts started in this process,\n" +
+			"over libp2p on loopback (as `run --workers N`), split in --segments segments.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			m, err := zoo.Open(zoo.Embedded(), model)
@@ -44,12 +47,8 @@ func demoCmd() *cobra.Command {
 			}
 			fmt.Print(plan.Approximations)
 			fmt.Printf("plan: %s, depth %d, compiled in %v\n\n", plan.Program.Params, plan.Program.Depth(), time.Since(start).Round(time.Millisecond))
-			sess, err := local.NewSession(plan.Program, sessionProgress())
-			if err != nil {
-				return err
-			}
 			x, labels := zoo.Rows(m.Inputs, 0, n), zoo.Rows(m.Labels, 0, n)
-			y, t, err := sess.Infer(x)
+			y, timing, err := demoEncrypted(plan, x, workers, segments)
 			if err != nil {
 				return err
 			}
@@ -65,11 +64,13 @@ func demoCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return printDemo(y, exact, approx, labels, plan, sess.Setup, t)
+			return printDemo(y, exact, approx, labels, plan, timing)
 		},
 	}
 	cmd.Flags().StringVar(&model, "model", "cancer-mlp", "bundled model: cancer-mlp or digits-mlp")
 	cmd.Flags().IntVar(&samples, "samples", 8, "held-out samples to run encrypted")
+	cmd.Flags().IntVar(&workers, "workers", 0, "run the encrypted part on N in-process libp2p workers (0: in this process, no network)")
+	cmd.Flags().IntVar(&segments, "segments", 0, "with --workers: encrypted segments (default 2 with 2 workers or more)")
 	return cmd
 }
 
@@ -77,7 +78,41 @@ func demoCmd() *cobra.Command {
 // scores) and the summary: the error against the exact model (mostly the
 // polynomial approximation) and against the plan's own plaintext reference
 // (the CKKS noise, which the plan bounds).
-func printDemo(y, exact, approx, labels *ir.Tensor, plan *compiler.Plan, s local.Setup, t local.Timing) error {
+// demoEncrypted runs the plan on x encrypted: in this process, or with
+// workers > 0 through that many in-process libp2p workers, on the code path
+// of `run --workers` (which prints where each segment ran and its time).
+// It returns the decrypted outputs and a function printing the timing.
+func demoEncrypted(plan *compiler.Plan, x *ir.Tensor, workers, segments int) (*ir.Tensor, func(), error) {
+	if workers <= 0 {
+		sess, err := local.NewSession(plan.Program, sessionProgress(plan.Program))
+		if err != nil {
+			return nil, nil, err
+		}
+		y, t, err := sess.Infer(x)
+		if err != nil {
+			return nil, nil, err
+		}
+		return y, func() { printTiming(sess.Setup, t, x.Shape[0]) }, nil
+	}
+	data, err := compiler.EncodePlan(plan)
+	if err != nil {
+		return nil, nil, err
+	}
+	rf := &remoteFlags{workers: workers, segments: segments, redundancy: 1, timeout: 10 * time.Minute}
+	job, err := rf.fromPlan(plan.ModelName, segment.PlanID(data), plan)
+	if err != nil {
+		return nil, nil, err
+	}
+	fmt.Println()
+	y, err := rf.execute(job, x)
+	if err != nil {
+		return nil, nil, err
+	}
+	fmt.Println()
+	return y, func() {}, nil
+}
+
+func printDemo(y, exact, approx, labels *ir.Tensor, plan *compiler.Plan, timing func()) error {
 	enc, plain := zoo.Argmax(y), zoo.Argmax(exact)
 	k := y.Shape[len(y.Shape)-1]
 	fmt.Printf("%-7s %-6s %-10s %-10s %s\n", "sample", "label", "encrypted", "plaintext", "encrypted scores")
@@ -92,7 +127,7 @@ func printDemo(y, exact, approx, labels *ir.Tensor, plan *compiler.Plan, s local
 		return fmt.Errorf("CKKS noise %.3g exceeds the plan's bound %.3g", noise, outputBound(plan))
 	}
 	fmt.Printf("CKKS noise: max |encrypted - plan's plaintext reference| = %.3g, within the plan's bound %.3g\n", noise, outputBound(plan))
-	printTiming(s, t, len(enc))
+	timing()
 	fmt.Fprintln(os.Stdout, "the evaluator held only public evaluation keys; the secret key never left the client.")
 	return nil
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/ciphercut/ciphercut/compiler"
 	"github.com/ciphercut/ciphercut/ir"
 	"github.com/ciphercut/ciphercut/passes"
-	"github.com/ciphercut/ciphercut/runtime/local"
 	"github.com/ciphercut/ciphercut/testsuite/zoo"
 )
 
@@ -19,6 +18,7 @@ func evalCmd() *cobra.Command {
 	var data string
 	var limit int
 	var profile string
+	var memLimit *string
 	cmd := &cobra.Command{
 		Use:   "eval (PLAN --data MODEL_DIR | MODEL_DIR...)",
 		Short: "Measure accuracy on a model folder's held-out samples, encrypted or in plaintext",
@@ -34,7 +34,7 @@ func evalCmd() *cobra.Command {
 				if len(args) != 1 {
 					return fmt.Errorf("eval --data takes exactly one plan")
 				}
-				return evalEncrypted(args[0], data, limit, profile)
+				return evalEncrypted(args[0], data, limit, profile, *memLimit)
 			}
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "model\tsamples\taccuracy\tmax |ours-torch|\tcanonical max |diff|\tcanonical nodes\ttime")
@@ -56,11 +56,12 @@ func evalCmd() *cobra.Command {
 	cmd.Flags().StringVar(&data, "data", "", "model folder whose samples to run encrypted through PLAN")
 	cmd.Flags().IntVar(&limit, "limit", 0, "run only the first N samples (0: all)")
 	cmd.Flags().StringVar(&profile, "profile", "", "write measured per-layer times and errors to this JSON file (for `ciphercut report --measured`)")
+	memLimit = memoryLimitFlag(cmd)
 	return cmd
 }
 
 // evalEncrypted runs a model folder's samples through a plan encrypted.
-func evalEncrypted(planPath, dir string, limit int, profile string) error {
+func evalEncrypted(planPath, dir string, limit int, profile, memLimit string) error {
 	plan, ref, err := loadPlan(planPath)
 	if err != nil {
 		return err
@@ -89,7 +90,7 @@ func evalEncrypted(planPath, dir string, limit int, profile string) error {
 		if profile != "" {
 			return fmt.Errorf("%s: --profile measures single-program plans, not split plans", planPath)
 		}
-		y, rep, err := runSplit(plan, ref, x, true)
+		y, rep, err := runSplit(plan, ref, x, true, memLimit)
 		if err != nil {
 			return fmt.Errorf("%s: %w", planPath, err)
 		}
@@ -98,7 +99,7 @@ func evalEncrypted(planPath, dir string, limit int, profile string) error {
 		printSplitTiming(os.Stdout, rep, n)
 		return nil
 	}
-	sess, err := local.NewSession(plan.Program, sessionProgress())
+	sess, err := newSession(plan.Program, memLimit)
 	if err != nil {
 		return err
 	}

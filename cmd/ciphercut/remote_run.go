@@ -3,8 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log"
 	"os"
+	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -24,6 +27,7 @@ type remoteFlags struct {
 	workers, segments, redundancy int
 	swarm                         []string
 	manifest, identity, trust     string
+	shards, token, keys           string
 	timeout                       time.Duration
 }
 
@@ -33,6 +37,9 @@ func addRemoteFlags(cmd *cobra.Command) *remoteFlags {
 	f.IntVar(&rf.workers, "workers", 0, "run the encrypted segments on N worker hosts started in this process, over libp2p on loopback")
 	f.StringArrayVar(&rf.swarm, "swarm", nil, "multiaddr (with /p2p/ID) of a DHT peer of the workers to use (repeatable)")
 	f.IntVar(&rf.segments, "segments", 0, "split the program into this many segments (default: the --manifest's, else 2 with --workers >= 2, else 1)")
+	f.StringVar(&rf.keys, "keys", "", "directory keeping the data owner's secret key (secret.key, mode 0600) and evaluation keys between runs, so that workers holding them need no upload (with --workers, the in-process workers' key caches too)")
+	f.StringVar(&rf.token, "token", "", "token file from the model owner (`ciphercut token`), presented to workers that do not --allow this data owner")
+	f.StringVar(&rf.shards, "shards", "", "with a data-owner plan and --workers: the directory of the worker shards (default: the plan's)")
 	f.StringVar(&rf.manifest, "manifest", "", "manifest.json written by `ciphercut shard` (the segments the workers serve)")
 	f.StringVar(&rf.trust, "trust", "", "peer id of the model owner: require the --manifest signed by it and use only the workers it lists")
 	f.IntVar(&rf.redundancy, "redundancy", 1, "workers per segment whose results are compared (2: detect and name a lying worker)")
@@ -53,56 +60,190 @@ func identityKey(path string) (crypto.PrivKey, error) {
 	return remote.LoadIdentity(path)
 }
 
-// split returns the plan's segments (the manifest's cuts, or an even
-// split) and, with --trust, the workers the signed manifest lists.
-func (rf *remoteFlags) split(planPath, planID string, plan *compiler.Plan) ([]*segment.Segment, map[int][]peer.ID, error) {
+// trusted reads the --manifest, when given, checks that it is for the
+// plan planID cut at cuts (nil: any cuts, returned), and with --trust
+// returns the workers the model owner's signature vouches for.
+func (rf *remoteFlags) trusted(planPath, planID string) (cuts []int, listed map[int][]peer.ID, err error) {
 	if rf.trust != "" && rf.manifest == "" {
 		return nil, nil, fmt.Errorf("--trust needs the signed --manifest")
 	}
-	if rf.manifest != "" {
-		m, err := segment.ReadManifest(rf.manifest)
+	if rf.manifest == "" {
+		return nil, nil, nil
+	}
+	m, err := segment.ReadManifest(rf.manifest)
+	if err != nil {
+		return nil, nil, err
+	}
+	if m.PlanID != planID {
+		return nil, nil, fmt.Errorf("%s is for plan %.12s, %s is %.12s", rf.manifest, m.PlanID, planPath, planID)
+	}
+	if rf.trust != "" {
+		owner, err := peer.Decode(rf.trust)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("--trust %q: %w", rf.trust, err)
 		}
-		if m.PlanID != planID {
-			return nil, nil, fmt.Errorf("%s is for plan %.12s, %s is %.12s", rf.manifest, m.PlanID, planPath, planID)
-		}
-		var listed map[int][]peer.ID
-		if rf.trust != "" {
-			owner, err := peer.Decode(rf.trust)
-			if err != nil {
-				return nil, nil, fmt.Errorf("--trust %q: %w", rf.trust, err)
-			}
-			if listed, err = remote.VerifyManifest(m, owner); err != nil {
-				return nil, nil, fmt.Errorf("%s: %w", rf.manifest, err)
-			}
-		}
-		segs, err := segment.SplitAt(plan.Program, m.Cuts)
-		return segs, listed, err
-	}
-	n := rf.segments
-	if n == 0 {
-		n = 1
-		if rf.workers >= 2 {
-			n = 2
+		if listed, err = remote.VerifyManifest(m, owner); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", rf.manifest, err)
 		}
 	}
-	segs, err := segment.Split(plan.Program, n)
-	return segs, nil, err
+	return m.Cuts, listed, nil
 }
 
-// run executes the plan on x through remote workers and prints where each
-// segment ran.
+// remoteJob is what a remote run takes: the data-owner plan, the shards
+// the in-process workers serve (--workers) and the workers a signed
+// manifest vouches for (--trust).
+type remoteJob struct {
+	owner  *segment.OwnerPlan
+	shards []*segment.Shard
+	listed map[int][]peer.ID
+}
+
+// fromPlan splits a full plan (the manifest's cuts, or an even split) into
+// a job: the data owner runs from the derived data-owner plan, as it would
+// from owner.plan.
+// planPath names the plan in errors; planID is its id (segment.PlanID of
+// its file).
+func (rf *remoteFlags) fromPlan(planPath, planID string, plan *compiler.Plan) (*remoteJob, error) {
+	cuts, listed, err := rf.trusted(planPath, planID)
+	if err != nil {
+		return nil, err
+	}
+	var segs []*segment.Segment
+	if rf.manifest != "" {
+		segs, err = segment.SplitAt(plan.Program, cuts)
+	} else {
+		n := rf.segments
+		if n == 0 {
+			n = 1
+			if rf.workers >= 2 {
+				n = 2
+			}
+		}
+		segs, err = segment.Split(plan.Program, n)
+	}
+	if err != nil {
+		return nil, err
+	}
+	job := &remoteJob{listed: listed}
+	for _, s := range segs {
+		job.shards = append(job.shards, segment.NewShard(planID, plan.ModelName, s))
+	}
+	job.owner, err = segment.NewOwnerPlan(planID, plan.ModelName, plan.Program, segs, nil, false)
+	return job, err
+}
+
+// fromOwnerPlan reads a data-owner plan into a job; with --workers, the
+// in-process workers serve the shards beside it (--shards DIR), checked
+// against the hashes it lists.
+func (rf *remoteFlags) fromOwnerPlan(path string) (*remoteJob, error) {
+	op, err := segment.ReadOwnerPlan(path)
+	if err != nil {
+		return nil, err
+	}
+	if rf.segments != 0 && rf.segments != len(op.Segments) {
+		return nil, fmt.Errorf("%s is split in %d segments; --segments %d cannot change that", path, len(op.Segments), rf.segments)
+	}
+	cuts, listed, err := rf.trusted(path, op.PlanID)
+	if err != nil {
+		return nil, err
+	}
+	if rf.manifest != "" && !slices.Equal(cuts, op.Cuts()) {
+		return nil, fmt.Errorf("%s cuts the program before %v, %s before %v", rf.manifest, cuts, path, op.Cuts())
+	}
+	job := &remoteJob{owner: op, listed: listed}
+	if rf.workers == 0 {
+		return job, nil
+	}
+	dir := rf.shards
+	if dir == "" {
+		dir = filepath.Dir(path)
+	}
+	for _, s := range op.Segments {
+		file := filepath.Join(dir, fmt.Sprintf("shard-%d.bin", s.Index))
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("--workers %d starts workers in this process, which need the worker shards: %w (--shards DIR)", rf.workers, err)
+		}
+		if sum := segment.ShardSum(data); s.Shard != "" && sum != s.Shard {
+			return nil, fmt.Errorf("%s: SHA-256 %.12s, %s lists %.12s for segment %d", file, sum, path, s.Shard, s.Index)
+		}
+		sh, err := segment.DecodeShard(data, file)
+		if err != nil {
+			return nil, err
+		}
+		if sh.PlanID != op.PlanID || sh.Index != s.Index {
+			return nil, fmt.Errorf("%s is segment %d of plan %.12s, want segment %d of %.12s", file, sh.Index, sh.PlanID, s.Index, op.PlanID)
+		}
+		job.shards = append(job.shards, sh)
+	}
+	return job, nil
+}
+
+// isOwnerPlan reports whether the file at path is a data-owner plan
+// (owner.plan of a split) rather than a full plan; unreadable files are
+// left to the plan reader's error.
+func isOwnerPlan(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	head := make([]byte, 64)
+	n, _ := io.ReadFull(f, head)
+	return segment.IsOwnerPlan(head[:n])
+}
+
+// runOwnerPlan is `run OWNERPLAN`: the data owner's run from a data-owner
+// plan, on remote or in-process workers. --verify needs the plaintext
+// reference, which the plan holds only when the model owner revealed it.
+func (rf *remoteFlags) runOwnerPlan(path, input, output string, verify bool) error {
+	if !rf.enabled() {
+		return fmt.Errorf("%s is a data-owner plan, which holds no weights: run it on workers (--swarm MULTIADDR or --workers N)", path)
+	}
+	job, err := rf.fromOwnerPlan(path)
+	if err != nil {
+		return err
+	}
+	var ref *ir.Graph
+	if job.owner.Reference != nil {
+		if ref, err = ir.UnmarshalGraph(job.owner.Reference); err != nil {
+			return fmt.Errorf("%s: plaintext reference: %w", path, err)
+		}
+	} else if verify {
+		return fmt.Errorf("%s holds no plaintext reference (the model owner did not reveal it: shard --reveal-reference), so --verify has nothing to check against", path)
+	}
+	x, err := readTensor(input)
+	if err != nil {
+		return err
+	}
+	if !x.DType.IsFloat() {
+		return fmt.Errorf("%s holds %s data; the model's input takes real numbers", input, x.DType)
+	}
+	y, err := rf.execute(job, x)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return finishRun(ref, &compiler.Plan{ModelName: job.owner.ModelName, Program: job.owner.Program}, x, y, output, verify)
+}
+
+// run executes the full plan on x through remote workers.
 func (rf *remoteFlags) run(planPath string, plan *compiler.Plan, x *ir.Tensor) (*ir.Tensor, error) {
 	data, err := os.ReadFile(planPath)
 	if err != nil {
 		return nil, err
 	}
-	planID := segment.PlanID(data)
-	segs, listed, err := rf.split(planPath, planID, plan)
+	job, err := rf.fromPlan(planPath, segment.PlanID(data), plan)
 	if err != nil {
 		return nil, err
 	}
+	return rf.execute(job, x)
+}
+
+// execute runs the job on x through remote workers (or in-process ones,
+// --workers) and prints where each segment ran.
+func (rf *remoteFlags) execute(job *remoteJob, x *ir.Tensor) (*ir.Tensor, error) {
+	op := job.owner
+	planID, segs := op.PlanID, op.Split()
 	priv, err := identityKey(rf.identity)
 	if err != nil {
 		return nil, err
@@ -110,6 +251,22 @@ func (rf *remoteFlags) run(planPath string, plan *compiler.Plan, x *ir.Tensor) (
 	if priv == nil {
 		if priv, err = remote.NewIdentity(); err != nil {
 			return nil, err
+		}
+	}
+	var token *remote.Token
+	if rf.token != "" {
+		if token, err = remote.ReadToken(rf.token); err != nil {
+			return nil, err
+		}
+		self, err := peer.IDFromPrivateKey(priv)
+		if err != nil {
+			return nil, err
+		}
+		if token.Peer != self.String() {
+			return nil, fmt.Errorf("%s is issued to peer %s, this data owner is %s (--identity)", rf.token, token.Peer, self)
+		}
+		if !time.Now().Before(token.ExpiresAt()) {
+			return nil, fmt.Errorf("%s expired at %s", rf.token, token.ExpiresAt().Format(time.RFC3339))
 		}
 	}
 	h, err := remote.NewHost(priv, "/ip4/127.0.0.1/tcp/0")
@@ -123,17 +280,28 @@ func (rf *remoteFlags) run(planPath string, plan *compiler.Plan, x *ir.Tensor) (
 		return nil, err
 	}
 	if rf.workers > 0 {
-		var shards []*segment.Shard
-		for _, s := range segs {
-			shards = append(shards, segment.NewShard(planID, plan.ModelName, s))
+		var cacheDir string
+		if rf.keys != "" {
+			// The in-process workers' caches persist beside the data
+			// owner's keys, as remote workers' do on their disks.
+			cacheDir = filepath.Join(rf.keys, "worker-caches")
+		} else {
+			if cacheDir, err = os.MkdirTemp("", "ciphercut-workers-"); err != nil {
+				return nil, err
+			}
+			defer os.RemoveAll(cacheDir)
 		}
-		cacheDir, err := os.MkdirTemp("", "ciphercut-workers-")
-		if err != nil {
-			return nil, err
+		wo := remote.WorkerOptions{Allow: []peer.ID{h.ID()}, CacheDir: cacheDir, Log: log.New(os.Stderr, "worker: ", log.LstdFlags)}
+		if token != nil {
+			// The in-process workers admit the data owner by its token
+			// alone, as remote ones started with --token-issuer would.
+			issuer, err := peer.Decode(token.Issuer)
+			if err != nil {
+				return nil, err
+			}
+			wo.Allow, wo.TokenIssuers = nil, []peer.ID{issuer}
 		}
-		defer os.RemoveAll(cacheDir)
-		c, err := remote.StartCluster(ctx, remote.RoundRobin(shards, rf.workers), remote.WorkerOptions{
-			Allow: []peer.ID{h.ID()}, CacheDir: cacheDir, Log: log.New(os.Stderr, "worker: ", log.LstdFlags)})
+		c, err := remote.StartCluster(ctx, remote.RoundRobin(job.shards, rf.workers), wo)
 		if err != nil {
 			return nil, err
 		}
@@ -147,13 +315,24 @@ func (rf *remoteFlags) run(planPath string, plan *compiler.Plan, x *ir.Tensor) (
 	}
 	defer d.Close()
 	fmt.Printf("data owner %s\n", h.ID())
-	find := remote.OnlyListed(remote.DHTProviders(d, planID, rf.redundancy, 30*time.Second), listed)
-	owner, setup, err := remote.NewOwner(h, find, plan.Program, planID, segs,
-		remote.OwnerOptions{Timeout: rf.timeout, Redundancy: rf.redundancy, KeyProgress: sessionProgress().Keys, Log: log.New(os.Stderr, "owner: ", log.LstdFlags)})
+	find := remote.OnlyListed(remote.DHTProviders(d, planID, rf.redundancy, 30*time.Second), job.listed)
+	owner, setup, err := remote.NewOwner(h, find, op,
+		remote.OwnerOptions{KeyDir: rf.keys, Token: token, Timeout: rf.timeout, Redundancy: rf.redundancy, KeyProgress: sessionProgress(nil).Keys, Log: log.New(os.Stderr, "owner: ", log.LstdFlags)})
 	if err != nil {
 		return nil, err
 	}
-	fmt.Printf("keys: %v for %d segments\n", setup.KeyGen.Round(time.Millisecond), len(segs))
+	how := "generated"
+	if setup.SecretKeyLoaded {
+		how = "secret key read from " + filepath.Join(rf.keys, remote.SecretKeyFile) + ", evaluation keys "
+		loaded := 0
+		for _, l := range setup.KeysLoaded {
+			if l {
+				loaded++
+			}
+		}
+		how += fmt.Sprintf("read for %d of %d segments", loaded, len(segs))
+	}
+	fmt.Printf("keys: %v for %d segments (%s)\n", setup.KeyGen.Round(time.Millisecond), len(segs), how)
 	start := time.Now()
 	y, runs, err := owner.Infer(ctx, x)
 	if err != nil {

@@ -19,6 +19,7 @@ func runCmd() *cobra.Command {
 	var input, output, profile string
 	var verify bool
 	var rmt *remoteFlags
+	var memLimit *string
 	cmd := &cobra.Command{
 		Use:   "run PLAN --input X.npy [-o OUT.npy] [--verify] [--profile M.json]",
 		Short: "Run a plan on encrypted inputs",
@@ -31,6 +32,9 @@ func runCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if input == "" {
 				return fmt.Errorf("missing --input X.npy")
+			}
+			if isOwnerPlan(args[0]) { // see remote_run.go
+				return rmt.runOwnerPlan(args[0], input, output, verify)
 			}
 			plan, ref, err := loadPlan(args[0])
 			if err != nil {
@@ -47,7 +51,7 @@ func runCmd() *cobra.Command {
 				if rmt.enabled() || profile != "" {
 					return fmt.Errorf("%s: a split plan runs in process only, without --profile (remote workers and measurements take single-program plans)", args[0])
 				}
-				y, rep, err := runSplit(plan, ref, x, verify)
+				y, rep, err := runSplit(plan, ref, x, verify, *memLimit)
 				if err != nil {
 					return fmt.Errorf("%s: %w", args[0], err)
 				}
@@ -60,7 +64,7 @@ func runCmd() *cobra.Command {
 				}
 				return finishRun(ref, plan, x, y, output, verify)
 			}
-			sess, err := local.NewSession(plan.Program, sessionProgress())
+			sess, err := newSession(plan.Program, *memLimit)
 			if err != nil {
 				return err
 			}
@@ -97,6 +101,7 @@ func runCmd() *cobra.Command {
 	cmd.Flags().StringVar(&profile, "profile", "", "write measured per-layer times and errors to this JSON file (for `ciphercut report --measured`)")
 	cmd.Flags().BoolVar(&verify, "verify", false, "compare with the plaintext reference within the plan's predicted bound")
 	rmt = addRemoteFlags(cmd)
+	memLimit = memoryLimitFlag(cmd)
 	return cmd
 }
 

@@ -11,22 +11,24 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ciphercut/ciphercut/compiler"
 	"github.com/ciphercut/ciphercut/runtime/remote"
 	"github.com/ciphercut/ciphercut/runtime/segment"
 )
 
 func shardCmd() *cobra.Command {
-	var out, sign string
-	var segments int
-	var workers []string
+	var out string
+	var sf *splitFlags
 	cmd := &cobra.Command{
 		Use:   "shard PLAN --segments N -o DIR",
-		Short: "Split a plan's encrypted program into worker shards",
+		Short: "Split a plan into a data-owner plan and worker shards",
 		Long: "shard cuts the plan's CKKS program into N consecutive segments (where every value\n" +
-			"crossing a cut is at the default scale) and writes DIR/shard-<k>.bin, one per\n" +
-			"segment, for `ciphercut worker --shard`, and DIR/manifest.json (plan id, cuts,\n" +
-			"shard hashes), which the data owner passes to `ciphercut run --manifest` beside\n" +
-			"the plan itself. --sign KEYFILE signs the manifest with the model owner's key,\n" +
+			"crossing a cut is at the default scale) and writes, as `compile --split-out` does:\n" +
+			"DIR/shard-<k>.bin, one per segment, for `ciphercut worker --shard` (that segment's\n" +
+			"program and weights only); DIR/owner.plan, the data-owner plan for `ciphercut run`\n" +
+			"(CKKS parameters, each segment's interface and key needs, no weights; the\n" +
+			"plaintext reference only with --reveal-reference); and DIR/manifest.json (plan id,\n" +
+			"cuts, shard hashes). --sign KEYFILE signs the manifest with the model owner's key,\n" +
 			"vouching for the workers given with --worker K=PEERID (segment K, from 0):\n" +
 			"`ciphercut run --trust <model owner's peer id>` then accepts only those.",
 		Args: cobra.ExactArgs(1),
@@ -34,54 +36,83 @@ func shardCmd() *cobra.Command {
 			if out == "" {
 				return fmt.Errorf("missing -o DIR")
 			}
-			data, err := os.ReadFile(args[0])
-			if err != nil {
-				return err
-			}
 			plan, _, err := loadPlan(args[0])
 			if err != nil {
 				return err
 			}
-			segs, err := segment.Split(plan.Program, segments)
-			if err != nil {
-				return fmt.Errorf("%s: %w", args[0], err)
-			}
-			vouched, err := parseWorkers(workers)
-			if err != nil {
-				return err
-			}
-			if len(vouched) > 0 && sign == "" {
-				return fmt.Errorf("--worker needs --sign KEYFILE (the model owner's key)")
-			}
-			m, err := segment.WriteShards(out, segment.PlanID(data), plan.ModelName, segs)
-			if err != nil {
-				return err
-			}
-			if sign != "" {
-				key, err := remote.LoadIdentity(sign)
-				if err != nil {
-					return err
-				}
-				if err := remote.SignManifest(m, vouched, key); err != nil {
-					return err
-				}
-				if err := segment.WriteManifest(filepath.Join(out, segment.ManifestFile), m); err != nil {
-					return err
-				}
-				fmt.Printf("manifest signed by model owner %s\n", m.Signer)
-			}
-			for _, s := range m.Shards {
-				fmt.Printf("%s/%s: segment %d, instructions [%d, %d), DHT key %s\n", out, s.File, s.Index, s.Start, s.End, remote.ContentID(m.PlanID, s.Index))
-			}
-			fmt.Printf("%s/%s: plan %s\n", out, segment.ManifestFile, m.PlanID)
-			return nil
+			return sf.write(args[0], plan, out)
 		},
 	}
-	cmd.Flags().IntVar(&segments, "segments", 2, "number of segments")
 	cmd.Flags().StringVarP(&out, "output", "o", "", "output directory")
-	cmd.Flags().StringVar(&sign, "sign", "", "model owner's Ed25519 key file: sign the manifest")
-	cmd.Flags().StringArrayVar(&workers, "worker", nil, "K=PEERID: a worker the model owner vouches for, for segment K (repeatable; needs --sign)")
+	sf = addSplitFlags(cmd)
 	return cmd
+}
+
+// splitFlags are the options of a split, shared by `shard` and `compile
+// --split-out`.
+type splitFlags struct {
+	segments int
+	sign     string
+	workers  []string
+	reveal   bool
+}
+
+func addSplitFlags(cmd *cobra.Command) *splitFlags {
+	sf := &splitFlags{}
+	f := cmd.Flags()
+	f.IntVar(&sf.segments, "segments", 2, "number of encrypted segments (worker shards) of the split")
+	f.StringVar(&sf.sign, "sign", "", "model owner's Ed25519 key file: sign the split's manifest")
+	f.StringArrayVar(&sf.workers, "worker", nil, "K=PEERID: a worker the model owner vouches for, for segment K (repeatable; needs --sign)")
+	f.BoolVar(&sf.reveal, "reveal-reference", false, "put the plaintext reference (the approximated model, weights included) in the data-owner plan, so that `run --verify` can check results")
+	return sf
+}
+
+// write splits the plan read from planPath into dir: the worker shards, the
+// data-owner plan and the manifest (signed with --sign).
+func (sf *splitFlags) write(planPath string, plan *compiler.Plan, dir string) error {
+	data, err := os.ReadFile(planPath)
+	if err != nil {
+		return err
+	}
+	segs, err := segment.Split(plan.Program, sf.segments)
+	if err != nil {
+		return fmt.Errorf("%s: %w", planPath, err)
+	}
+	vouched, err := parseWorkers(sf.workers)
+	if err != nil {
+		return err
+	}
+	if len(vouched) > 0 && sf.sign == "" {
+		return fmt.Errorf("--worker needs --sign KEYFILE (the model owner's key)")
+	}
+	sp, err := segment.WriteSplit(dir, segment.PlanID(data), plan.ModelName, plan.Program, segs, plan.Graph, sf.reveal)
+	if err != nil {
+		return err
+	}
+	m := sp.Manifest
+	if sf.sign != "" {
+		key, err := remote.LoadIdentity(sf.sign)
+		if err != nil {
+			return err
+		}
+		if err := remote.SignManifest(m, vouched, key); err != nil {
+			return err
+		}
+		if err := segment.WriteManifest(filepath.Join(dir, segment.ManifestFile), m); err != nil {
+			return err
+		}
+		fmt.Printf("manifest signed by model owner %s\n", m.Signer)
+	}
+	for _, s := range m.Shards {
+		fmt.Printf("%s: segment %d, instructions [%d, %d), DHT key %s\n", filepath.Join(dir, s.File), s.Index, s.Start, s.End, remote.ContentID(m.PlanID, s.Index))
+	}
+	reference := "no plaintext reference"
+	if sf.reveal {
+		reference = "the plaintext reference"
+	}
+	fmt.Printf("%s: data-owner plan: CKKS parameters, %d segment interfaces, %s, no worker weights\n", filepath.Join(dir, segment.OwnerPlanFile), len(segs), reference)
+	fmt.Printf("%s: plan %s\n", filepath.Join(dir, segment.ManifestFile), m.PlanID)
+	return nil
 }
 
 // parseWorkers parses --worker K=PEERID flags.

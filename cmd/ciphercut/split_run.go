@@ -7,6 +7,8 @@ import (
 
 	"github.com/ciphercut/ciphercut/compiler"
 	"github.com/ciphercut/ciphercut/ir"
+	"github.com/ciphercut/ciphercut/ir/ckksir"
+	"github.com/ciphercut/ciphercut/runtime/local"
 	"github.com/ciphercut/ciphercut/runtime/split"
 	"github.com/ciphercut/ciphercut/testsuite/zoo"
 )
@@ -14,8 +16,9 @@ import (
 // runSplit runs a split plan's stages in process on the samples x of the
 // model's single input (ref's) and returns the single output. With verify,
 // every encrypted stage is checked against its plaintext reference within
-// its predicted bound.
-func runSplit(plan *compiler.Plan, ref *ir.Graph, x *ir.Tensor, verify bool) (*ir.Tensor, *split.Report, error) {
+// its predicted bound. Each stage's session plans its memory within the
+// --memory-limit flag memLimit.
+func runSplit(plan *compiler.Plan, ref *ir.Graph, x *ir.Tensor, verify bool, memLimit string) (*ir.Tensor, *split.Report, error) {
 	if len(ref.Inputs) != 1 || len(ref.Outputs) != 1 {
 		return nil, nil, fmt.Errorf("split plans of models with %d inputs and %d outputs are not supported; want one of each", len(ref.Inputs), len(ref.Outputs))
 	}
@@ -23,7 +26,8 @@ func runSplit(plan *compiler.Plan, ref *ir.Graph, x *ir.Tensor, verify bool) (*i
 	if err != nil {
 		return nil, nil, err
 	}
-	env, rep, err := split.Run(stages, map[string]*ir.Tensor{ref.Inputs[0].Name: x}, split.Options{Verify: verify, Progress: sessionProgress()})
+	env, rep, err := split.Run(stages, map[string]*ir.Tensor{ref.Inputs[0].Name: x}, split.Options{Verify: verify,
+		NewSession: func(p *ckksir.Program) (*local.Session, error) { return newSession(p, memLimit) }})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -16,16 +16,16 @@ import (
 )
 
 func workerCmd() *cobra.Command {
-	var shards, allow, bootstrap []string
+	var shards, allow, bootstrap, issuers []string
 	var listen, identity, cacheDir string
 	var quotaGiB, budgetGiB, encodeGiB float64
 	var concurrency int
 	cmd := &cobra.Command{
-		Use:   "worker --shard FILE... --allow PEERID... [--listen MULTIADDR] [--identity KEYFILE] [--bootstrap MULTIADDR...]",
+		Use:   "worker --shard FILE... (--allow PEERID... | --token-issuer PEERID...) [--listen MULTIADDR] [--identity KEYFILE] [--bootstrap MULTIADDR...]",
 		Short: "Serve plan shards to data owners over libp2p",
 		Long: "worker serves the encrypted segments in the shard files (from `ciphercut shard`)\n" +
 			"over libp2p (Noise over TCP, protocol " + string(remote.ProtocolID) + ") to the data\n" +
-			"owners listed with --allow, announces them in the DHT (joined through --bootstrap),\n" +
+			"owners listed with --allow or holding a token of a --token-issuer, announces them in the DHT (joined through --bootstrap),\n" +
 			"caches the evaluation keys owners upload under --cache-dir within --cache-quota,\n" +
 			"and logs every request. It prints its peer id and addresses, then runs until\n" +
 			"interrupted.",
@@ -42,16 +42,16 @@ func workerCmd() *cobra.Command {
 				}
 				served = append(served, s)
 			}
-			var allowed []peer.ID
-			for _, a := range allow {
-				id, err := peer.Decode(a)
-				if err != nil {
-					return fmt.Errorf("--allow %q: %w", a, err)
-				}
-				allowed = append(allowed, id)
+			allowed, err := peerIDs("--allow", allow)
+			if err != nil {
+				return err
 			}
-			if len(allowed) == 0 {
-				return fmt.Errorf("missing --allow PEERID: a worker serves only the data owners it is given")
+			tokenIssuers, err := peerIDs("--token-issuer", issuers)
+			if err != nil {
+				return err
+			}
+			if len(allowed) == 0 && len(tokenIssuers) == 0 {
+				return fmt.Errorf("missing --allow PEERID or --token-issuer PEERID: a worker serves only the data owners it is given, or those holding a token of a model owner it accepts")
 			}
 			boot, err := remote.AddrInfos(bootstrap)
 			if err != nil {
@@ -73,7 +73,7 @@ func workerCmd() *cobra.Command {
 				return err
 			}
 			defer d.Close()
-			w, err := remote.NewWorker(h, served, remote.WorkerOptions{Allow: allowed, CacheDir: cacheDir,
+			w, err := remote.NewWorker(h, served, remote.WorkerOptions{Allow: allowed, TokenIssuers: tokenIssuers, CacheDir: cacheDir,
 				CacheQuota: int64(quotaGiB * (1 << 30)), Concurrency: concurrency, MemoryBudget: int64(budgetGiB * (1 << 30)),
 				EncodeBudget: int64(encodeGiB * (1 << 30)), Log: log.New(os.Stderr, "worker: ", log.LstdFlags)})
 			if err != nil {
@@ -96,6 +96,7 @@ func workerCmd() *cobra.Command {
 	f.StringVar(&listen, "listen", "/ip4/127.0.0.1/tcp/0", "multiaddr to listen on")
 	f.StringVar(&identity, "identity", "", "Ed25519 key file of the worker's peer identity (created if missing; default: a fresh identity)")
 	f.StringArrayVar(&allow, "allow", nil, "peer id of a data owner to serve (repeatable)")
+	f.StringArrayVar(&issuers, "token-issuer", nil, "peer id of a model owner whose tokens (`ciphercut token`) admit data owners (repeatable)")
 	f.StringArrayVar(&bootstrap, "bootstrap", nil, "multiaddr (with /p2p/ID) of a DHT peer to join through (repeatable)")
 	f.StringVar(&cacheDir, "cache-dir", "", "directory of the evaluation key cache (default: under the temporary directory)")
 	f.Float64Var(&quotaGiB, "cache-quota", 8, "key cache quota in GiB")
@@ -123,4 +124,17 @@ func identityCmd() *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// peerIDs decodes the peer ids given with a flag.
+func peerIDs(flag string, ids []string) ([]peer.ID, error) {
+	var out []peer.ID
+	for _, a := range ids {
+		id, err := peer.Decode(a)
+		if err != nil {
+			return nil, fmt.Errorf("%s %q: %w", flag, a, err)
+		}
+		out = append(out, id)
+	}
+	return out, nil
 }

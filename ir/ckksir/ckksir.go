@@ -489,6 +489,29 @@ func (p *Program) DiagonalCount() int {
 	return n
 }
 
+// WeightBytes is the memory the program's plaintext data takes as loaded:
+// matrix diagonals, dense matrices, biases, constant vectors and polynomial
+// coefficients, 8 bytes per value. An evaluator that encodes diagonals at
+// each use keeps all of it.
+func (p *Program) WeightBytes() int64 {
+	n := 0
+	for _, in := range p.Instrs {
+		for _, m := range in.Matrices {
+			for _, d := range m.Diagonals {
+				n += len(d)
+			}
+		}
+		for _, m := range in.Dense {
+			n += len(m.Data)
+		}
+		n += len(in.Bias) + len(in.Vector)
+		if in.Poly != nil {
+			n += len(in.Poly.Coeffs)
+		}
+	}
+	return 8 * int64(n)
+}
+
 // ScalarProducts is the number of non-zero dense coefficients over all
 // linear instructions of a feature-packed program (each costs one
 // plaintext-scalar multiply-accumulate per batch).

@@ -5,11 +5,27 @@ import (
 	"math"
 )
 
-// Verify checks a program's invariants: values defined once before use,
-// inputs of every instruction at a level that can pay for it, layouts inside
-// a block, matrix and vector sizes matching the block, batch blocks filling
-// the ciphertext. A corrupt or hand-edited plan fails here, not in Lattigo.
-func Verify(p *Program) error {
+// VerifyInterface checks a program's interface (see Interface): what
+// Verify checks of its parameters, values, inputs and outputs, for a
+// program without instructions whose outputs are taken as given.
+func VerifyInterface(p *Program) error {
+	if err := verifyHeader(p); err != nil {
+		return err
+	}
+	if len(p.Instrs) != 0 {
+		return fmt.Errorf("ckks program: an interface has no instructions, this one has %d", len(p.Instrs))
+	}
+	for _, io := range append(append([]IO(nil), p.Inputs...), p.Outputs...) {
+		if io.Value < 0 || io.Value >= len(p.Values) {
+			return fmt.Errorf("ckks program: %s names value v%d of %d", io.Name, io.Value, len(p.Values))
+		}
+	}
+	return nil
+}
+
+// verifyHeader checks the parameters, packing, bootstrapping parameters
+// and every value's layout and level.
+func verifyHeader(p *Program) error {
 	if p.Params.LogN < 10 || p.Params.LogN > 17 || len(p.Params.LogQ) == 0 {
 		return fmt.Errorf("ckks program: implausible parameters %s", p.Params)
 	}
@@ -28,13 +44,6 @@ func Verify(p *Program) error {
 			return err
 		}
 	}
-	defined := make([]bool, len(p.Values))
-	check := func(id int, what string) error {
-		if id < 0 || id >= len(p.Values) {
-			return fmt.Errorf("ckks program: %s names value v%d of %d", what, id, len(p.Values))
-		}
-		return nil
-	}
 	for _, v := range p.Values {
 		if feature && (v.Layout.Offset != 0 || v.Layout.Slots != nil || v.Layout.Size() <= 0) {
 			return fmt.Errorf("ckks program: feature layout %v (want a non-empty contiguous tensor at offset 0)", v.Layout)
@@ -47,6 +56,25 @@ func Verify(p *Program) error {
 		if v.Level < 0 || v.Level > p.Params.MaxLevel() {
 			return fmt.Errorf("ckks program: level %d outside [0, %d]", v.Level, p.Params.MaxLevel())
 		}
+	}
+	return nil
+}
+
+// Verify checks a program's invariants: values defined once before use,
+// inputs of every instruction at a level that can pay for it, layouts inside
+// a block, matrix and vector sizes matching the block, batch blocks filling
+// the ciphertext. A corrupt or hand-edited plan fails here, not in Lattigo.
+func Verify(p *Program) error {
+	if err := verifyHeader(p); err != nil {
+		return err
+	}
+	feature := p.Packing == PackFeature
+	defined := make([]bool, len(p.Values))
+	check := func(id int, what string) error {
+		if id < 0 || id >= len(p.Values) {
+			return fmt.Errorf("ckks program: %s names value v%d of %d", what, id, len(p.Values))
+		}
+		return nil
 	}
 	for _, in := range p.Inputs {
 		if err := check(in.Value, "input "+in.Name); err != nil {
@@ -240,4 +268,30 @@ func verifyBoot(params Params, b *BootParams) error {
 		return err
 	}
 	return primes("key-switching", b.LogP, 20, 61)
+}
+
+// Interface returns p's interface: its parameters, packing, batch and
+// bootstrapping parameters, and its inputs and outputs with their values
+// (layout, level, error bound), renumbered in that order; no instruction
+// and no other value. It is what encrypting p's inputs and decrypting its
+// outputs take, and reveals nothing of p's weights (matrices, vectors,
+// polynomial coefficients).
+func Interface(p *Program) *Program {
+	q := &Program{Params: p.Params, Packing: p.Packing, BlockSize: p.BlockSize, Batch: p.Batch, Boot: p.Boot}
+	ids := map[int]int{}
+	id := func(v int) int {
+		if n, ok := ids[v]; ok {
+			return n
+		}
+		ids[v] = len(q.Values)
+		q.Values = append(q.Values, p.Values[v])
+		return ids[v]
+	}
+	for _, io := range p.Inputs {
+		q.Inputs = append(q.Inputs, IO{Name: io.Name, Value: id(io.Value)})
+	}
+	for _, io := range p.Outputs {
+		q.Outputs = append(q.Outputs, IO{Name: io.Name, Value: id(io.Value)})
+	}
+	return q
 }

@@ -20,9 +20,11 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"sync"
 
 	"github.com/ciphercut/ciphercut/ir/ckksir"
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
+	"github.com/tuneinsight/lattigo/v5/he"
 	"github.com/tuneinsight/lattigo/v5/he/hefloat"
 	"github.com/tuneinsight/lattigo/v5/he/hefloat/bootstrapping"
 	"github.com/tuneinsight/lattigo/v5/ring"
@@ -105,12 +107,18 @@ func BootstrapExtraLogQP(p ckksir.Params, boot *ckksir.BootParams) (int, error) 
 // planBoot notes whether the program bootstraps and, if so, derives the
 // bootstrapping parameters and the Galois elements of their keys.
 func (pl *plan) planBoot() error {
-	p := pl.prog
-	for i := range p.Instrs {
-		if p.Instrs[i].Op == ckksir.OpBootstrap {
+	for i := range pl.prog.Instrs {
+		if pl.prog.Instrs[i].Op == ckksir.OpBootstrap {
 			pl.needBoot = true
 		}
 	}
+	return pl.setupBoot()
+}
+
+// setupBoot derives, when needBoot is set, the bootstrapping parameters and
+// the Galois elements of their keys.
+func (pl *plan) setupBoot() error {
+	p := pl.prog
 	if !pl.needBoot { // Verify refuses a bootstrap without p.Boot
 		return nil
 	}
@@ -131,12 +139,46 @@ func (pl *plan) planBoot() error {
 	}
 	sort.Slice(pl.bootGalEls, func(a, b int) bool { return pl.bootGalEls[a] < pl.bootGalEls[b] })
 	pl.boot = &btp
+	pl.bootGalLevel = bootKeyLevels(btp, pl.bootGalEls)
 	return nil
+}
+
+// bootKeyLevels gives each Galois key of the bootstrapping circuit the
+// highest level it is used at. Each factor of CoeffsToSlots and
+// SlotsToCoeffs runs one level below the previous one, from the top of the
+// bootstrapping chain for CoeffsToSlots and from just above the residual
+// chain for SlotsToCoeffs: a rotation gets its key at the highest level of
+// a factor that uses it (a key over fewer primes is smaller: at N=2^16 a
+// SlotsToCoeffs key is about a third of a top-level one). Keys no factor
+// uses (the conjugation splitting real and imaginary parts) stay at the
+// top.
+func bootKeyLevels(btp bootstrapping.Parameters, galEls []uint64) map[uint64]int {
+	params := btp.BootstrappingParameters
+	levels := make(map[uint64]int, len(galEls))
+	for _, d := range []hefloat.DFTMatrixLiteral{btp.CoeffsToSlotsParameters, btp.SlotsToCoeffsParameters} {
+		for i, diags := range dftDiagonals(params.LogN(), d) {
+			level := d.LevelStart - i // one factor per level (bootLiteral)
+			for _, g := range he.GaloisElementsForLinearTransformation(params, diags, 1<<d.LogSlots, d.LogBSGSRatio) {
+				if l, ok := levels[g]; !ok || level > l {
+					levels[g] = level
+				}
+			}
+		}
+	}
+	top := params.MaxLevelQ()
+	out := make(map[uint64]int, len(galEls))
+	for _, g := range galEls {
+		out[g] = top
+		if l, ok := levels[g]; ok {
+			out[g] = l
+		}
+	}
+	return out
 }
 
 // bootKeyCount is the number of bootstrapping switching keys: the Galois
 // keys, the relinearization key and, with an ephemeral secret, the two
-// encapsulation keys. All are at the bootstrapping parameters' top levels.
+// encapsulation keys. All but the SlotsToCoeffs rotations (see bootKeyLevels) are at the bootstrapping parameters' top level.
 func (pl *plan) bootKeyCount() int {
 	if !pl.needBoot {
 		return 0
@@ -150,9 +192,31 @@ func (pl *plan) bootKeyCount() int {
 
 // bootKeySpec is the key set the bootstrapping circuit needs.
 func (pl *plan) bootKeySpec() keySetSpec {
+	return keySetSpec{params: pl.boot.BootstrappingParameters, relin: true, galEls: pl.bootGalEls, level: pl.bootKeyLevel, what: "bootstrapping "}
+}
+
+// bootKeyLevel is the level the bootstrapping key for Galois element g (0:
+// the relinearization key, which the encapsulation keys share) is
+// generated at.
+func (pl *plan) bootKeyLevel(g uint64) int {
+	if lvl, ok := pl.bootGalLevel[g]; ok && g != 0 {
+		return lvl
+	}
+	return pl.boot.BootstrappingParameters.MaxLevelQ()
+}
+
+// bootKeyBytes is the size of the bootstrapping keys (see bootKeyCount).
+func (pl *plan) bootKeyBytes() int64 {
+	if !pl.needBoot {
+		return 0
+	}
 	params := pl.boot.BootstrappingParameters
-	top := params.MaxLevelQ()
-	return keySetSpec{params: params, relin: true, galEls: pl.bootGalEls, level: func(uint64) int { return top }, what: "bootstrapping "}
+	n := int64(pl.bootKeyCount() - len(pl.bootGalEls))
+	total := n * keyBytes(params, params.MaxLevelQ())
+	for _, g := range pl.bootGalEls {
+		total += keyBytes(params, pl.bootKeyLevel(g))
+	}
+	return total
 }
 
 // genBootKeys generates the bootstrapping keys under the client's secret
@@ -185,10 +249,12 @@ func (c *Client) genBootKeys(tick func()) (*bootstrapping.EvaluationKeys, error)
 	gks := make([]*rlwe.GaloisKey, len(galEls))
 	bk := &bootstrapping.EvaluationKeys{}
 	var rlk *rlwe.RelinearizationKey
+	levelP := params.MaxLevelP()
 	err = generateKeys(params, pl.bootKeyCount(), func(kgen *rlwe.KeyGenerator, i int) {
 		switch i - len(galEls) {
 		default: // i < len(galEls)
-			gks[i] = kgen.GenGaloisKeyNew(galEls[i], sk)
+			levelQ := pl.bootKeyLevel(galEls[i])
+			gks[i] = kgen.GenGaloisKeyNew(galEls[i], sk, rlwe.EvaluationKeyParameters{LevelQ: &levelQ, LevelP: &levelP})
 		case 0:
 			rlk = kgen.GenRelinearizationKeyNew(sk)
 		case 1:
@@ -302,7 +368,12 @@ func (e *Evaluator) bootstrap(st *laneState, c *compiled, ct *rlwe.Ciphertext) (
 		return nil, fmt.Errorf("no bootstrapping evaluator")
 	}
 	if st.boot == nil {
-		st.boot = bootCopy(e.boot)
+		e.mu.Lock()
+		st.boot, e.bootSpare = e.bootSpare, nil
+		e.mu.Unlock()
+		if st.boot == nil {
+			st.boot = bootCopy(e.boot)
+		}
 	}
 	in := ct.CopyNew()
 	if b := c.ins.Bound; b > 1 {
@@ -317,4 +388,59 @@ func (e *Evaluator) bootstrap(st *laneState, c *compiled, ct *rlwe.Ciphertext) (
 	}
 	out.Scale = c.outScale
 	return out, nil
+}
+
+// bootMatrixBytes is the memory the encoded DFT matrices of the
+// bootstrapping circuit take (CoeffsToSlots and SlotsToCoeffs; one copy,
+// which every lane's evaluator shares): one plaintext per diagonal over the
+// Q primes of its level and the bootstrapping P primes.
+func (pl *plan) bootMatrixBytes() int64 {
+	if !pl.needBoot {
+		return 0
+	}
+	params := pl.boot.BootstrappingParameters
+	total := int64(0)
+	for _, d := range []hefloat.DFTMatrixLiteral{pl.boot.CoeffsToSlotsParameters, pl.boot.SlotsToCoeffsParameters} {
+		level := d.LevelStart
+		for _, diags := range dftDiagonals(params.LogN(), d) {
+			total += int64(len(diags)) * int64(params.N()) * int64(level+1+params.PCount()) * 8
+			level-- // one level per factor (bootLiteral)
+		}
+	}
+	return total
+}
+
+// dftDiagonalsMemo caches dftDiagonals: Lattigo derives the diagonals
+// from the matrices themselves, seconds of big-float work at N=2^16.
+var dftDiagonalsMemo sync.Map // string -> [][]int
+
+// dftDiagonals lists the non-zero diagonals of each factor of the DFT d on
+// a ring of degree 2^logN.
+func dftDiagonals(logN int, d hefloat.DFTMatrixLiteral) [][]int {
+	key := fmt.Sprintf("%d %+v", logN, d)
+	if v, ok := dftDiagonalsMemo.Load(key); ok {
+		return v.([][]int)
+	}
+	var diags [][]int
+	for _, m := range d.GenMatrices(logN, 53) {
+		diags = append(diags, m.DiagonalsIndexList())
+	}
+	dftDiagonalsMemo.Store(key, diags)
+	return diags
+}
+
+// bootLaneBytes estimates the working memory a lane's bootstrapping
+// evaluator adds (see bootCopy): its key-switching buffers (one polynomial
+// over the bootstrapping QP per RNS digit, plus a few), the hoisted baby
+// steps of a DFT factor (up to 16 ciphertexts over QP) and a dozen
+// ciphertexts at the top of the bootstrapping chain.
+func (pl *plan) bootLaneBytes() int64 {
+	if !pl.needBoot {
+		return 0
+	}
+	params := pl.boot.BootstrappingParameters
+	n := int64(params.N()) * 8
+	qp := n * int64(params.QCount()+params.PCount())
+	digits := int64(params.BaseRNSDecompositionVectorSize(params.MaxLevelQ(), params.MaxLevelP()))
+	return (digits+6)*qp + 16*2*qp + 12*2*n*int64(params.QCount())
 }

@@ -109,6 +109,21 @@ func TestBootstrapInsecureSmallRing(t *testing.T) {
 	if kp.BootstrapKeys != pl.bootKeyCount() || kp.BootstrapBytes <= 0 {
 		t.Errorf("PlanKeys: %d bootstrapping keys of %d bytes, want %d", kp.BootstrapKeys, kp.BootstrapBytes, pl.bootKeyCount())
 	}
+	// SlotsToCoeffs-only rotations get keys at that transform's level,
+	// smaller than the top-level keys of CoeffsToSlots.
+	bp := pl.boot.BootstrappingParameters
+	lower := 0
+	for _, g := range pl.bootGalEls {
+		if pl.bootKeyLevel(g) < bp.MaxLevelQ() {
+			lower++
+		}
+	}
+	if top := int64(pl.bootKeyCount()) * keyBytes(bp, bp.MaxLevelQ()); lower == 0 || kp.BootstrapBytes >= top {
+		t.Errorf("bootstrapping keys: %d below the top level, %d bytes (all at the top: %d)", lower, kp.BootstrapBytes, top)
+	}
+	if kp.BootstrapMatrixBytes <= 0 {
+		t.Errorf("PlanKeys: bootstrapping matrices of %d bytes", kp.BootstrapMatrixBytes)
+	}
 	// The estimate counts coefficients only; headers add a little.
 	if d := float64(evk.Bytes()-kp.TotalBytes) / float64(evk.Bytes()); d < 0 || d > 0.01 {
 		t.Errorf("PlanKeys: %d bytes in all, the keys serialize to %d", kp.TotalBytes, evk.Bytes())
@@ -380,16 +395,7 @@ func TestBootstrapMeasureN16(t *testing.T) {
 	if os.Getenv("CIPHERCUT_BOOT_N16") != "1" {
 		t.Skip("set CIPHERCUT_BOOT_N16=1 to measure bootstrapping at N=2^16 (about 15 GB)")
 	}
-	lay := ckksir.Layout{Shape: ir.Shape{16}}
-	p := &ckksir.Program{
-		Params:    ckksir.Params{LogN: 16, LogQ: []int{60, 40, 40, 40, 40, 40, 40, 40, 40, 40}, LogP: []int{61, 61}, LogScale: 40},
-		BlockSize: 16, Batch: 1 << 15 / 16,
-		Inputs:  []ckksir.IO{{Name: "x", Value: 0}},
-		Outputs: []ckksir.IO{{Name: "y", Value: 1}},
-		Values:  []ckksir.Value{{Layout: lay, Level: 0}, {Layout: lay, Level: 9}},
-		Instrs:  []ckksir.Instr{{Op: ckksir.OpBootstrap, Out: 1, In: []int{0}}},
-		Boot:    ckksir.DefaultBootParams(),
-	}
+	p := BootstrapProgram(ckksir.Params{LogN: 16, LogQ: []int{60, 40, 40, 40, 40, 40, 40, 40, 40, 40}, LogP: []int{61, 61}, LogScale: 40})
 	extra, err := BootstrapExtraLogQP(p.Params, p.Boot)
 	if err != nil {
 		t.Fatal(err)

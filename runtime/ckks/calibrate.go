@@ -2,6 +2,7 @@ package ckks
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"runtime"
 	"runtime/debug"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ciphercut/ciphercut/cost"
+	"github.com/ciphercut/ciphercut/ir"
 	"github.com/ciphercut/ciphercut/ir/ckksir"
 	"github.com/tuneinsight/lattigo/v5/core/rlwe"
 	"github.com/tuneinsight/lattigo/v5/he"
@@ -38,6 +40,11 @@ type CalibrateOptions struct {
 	// cost is measured over, so that they come from memory as in a real
 	// transformation; 0 means 512 MiB.
 	StreamBytes int
+	// Bootstrap also times one bootstrap (Ring.Bootstrap) on the N=2^16
+	// ring, the only one the compiler bootstraps on, with the default
+	// circuit (ckksir.DefaultBootParams) over a 10-level residual chain:
+	// its keys and matrices take about 11 GiB and a minute or two to make.
+	Bootstrap bool
 }
 
 // Calibrate measures Lattigo's CKKS primitives on this machine for every
@@ -45,10 +52,11 @@ type CalibrateOptions struct {
 // fields and units). Each operation runs single-threaded, Reps times, on
 // fresh encryptions of random data at each measured level; the median is
 // kept. Key sizes are those of a switching key whose chain tops at the
-// level (digits × 2 polynomials × N × (level+1+|P|) × 8 bytes). Bootstrapping
-// is not measured (the runtime does not bootstrap yet): Ring.Bootstrap stays
-// 0. progress (when not nil) is called after each measured level and each
-// polynomial with the steps done, the total and what was measured.
+// level (digits × 2 polynomials × N × (level+1+|P|) × 8 bytes). With
+// opts.Bootstrap, a bootstrap on the N=2^16 ring is timed too (see
+// CalibrateBootstrap); otherwise Ring.Bootstrap stays 0. progress (when not
+// nil) is called after each measured level, polynomial and bootstrap with
+// the steps done, the total and what was measured.
 func Calibrate(opts CalibrateOptions, progress func(done, total int, what string)) (*cost.Profile, error) {
 	if len(opts.Params) == 0 {
 		return nil, fmt.Errorf("ckks: calibrate: no parameters to measure")
@@ -77,6 +85,9 @@ func Calibrate(opts CalibrateOptions, progress func(done, total int, what string
 	for i, p := range opts.Params {
 		levelSets[i] = spread(p.MaxLevel(), opts.Levels)
 		total += len(levelSets[i]) + len(opts.PolyDegrees) + 1
+		if opts.Bootstrap && p.LogN == 16 {
+			total++
+		}
 	}
 	done := 0
 	step := func(what string) {
@@ -90,6 +101,12 @@ func Calibrate(opts CalibrateOptions, progress func(done, total int, what string
 		if err != nil {
 			return nil, fmt.Errorf("ckks: calibrate N=2^%d: %w", p.LogN, err)
 		}
+		if opts.Bootstrap && p.LogN == 16 {
+			if ring.Bootstrap, err = CalibrateBootstrap(p, max(1, opts.Reps/3)); err != nil {
+				return nil, fmt.Errorf("ckks: calibrate N=2^%d: %w", p.LogN, err)
+			}
+			step(fmt.Sprintf("N=2^%d bootstrap", p.LogN))
+		}
 		prof.Rings = append(prof.Rings, *ring)
 		runtime.GC() // keys of large rings are hundreds of MiB
 	}
@@ -99,6 +116,76 @@ func Calibrate(opts CalibrateOptions, progress func(done, total int, what string
 	}
 	prof.ParallelEfficiency = eff
 	return prof, nil
+}
+
+// BootstrapProgram is a program of one bootstrap on the ring of p, with the
+// default circuit over the first 10 primes of p's chain (the residual chain
+// the compiler gives deep networks): a level-0 input of BlockSize 16
+// repeated over every slot, refreshed to level 9.
+func BootstrapProgram(p ckksir.Params) *ckksir.Program {
+	p.LogQ = p.LogQ[:min(len(p.LogQ), 10)]
+	lay := ckksir.Layout{Shape: ir.Shape{16}}
+	return &ckksir.Program{
+		Params:    p,
+		BlockSize: 16, Batch: p.Slots() / 16,
+		Inputs:  []ckksir.IO{{Name: "x", Value: 0}},
+		Outputs: []ckksir.IO{{Name: "y", Value: 1}},
+		Values:  []ckksir.Value{{Layout: lay, Level: 0}, {Layout: lay, Level: p.MaxLevel()}},
+		Instrs:  []ckksir.Instr{{Op: ckksir.OpBootstrap, Out: 1, In: []int{0}}},
+		Boot:    ckksir.DefaultBootParams(),
+	}
+}
+
+// CalibrateBootstrap times one bootstrap of BootstrapProgram(p) through the
+// runtime (keys, evaluator, one encrypted run per rep; the median in
+// seconds). It checks the refreshed message too: a bootstrap that loses it
+// is an error, not a time.
+func CalibrateBootstrap(p ckksir.Params, reps int) (float64, error) {
+	prog := BootstrapProgram(p)
+	c, err := NewClient(prog)
+	if err != nil {
+		return 0, err
+	}
+	evk, err := c.EvaluationKeys(nil)
+	if err != nil {
+		return 0, err
+	}
+	e, err := NewEvaluator(prog, evk)
+	if err != nil {
+		return 0, err
+	}
+	evk = nil
+	rng := rand.New(rand.NewPCG(4, 5))
+	x := ir.NewFloat(ir.Shape{1, 16}, nil)
+	for i := range x.Float {
+		x.Float[i] = 2*rng.Float64() - 1
+	}
+	cts, err := c.Encrypt("x", x)
+	if err != nil {
+		return 0, err
+	}
+	var runErr error
+	var out []*Ciphertext
+	secs := median(max(1, reps), func() {
+		res, err := e.Run(map[string][]*Ciphertext{"x": cts})
+		if err != nil && runErr == nil {
+			runErr = err
+		}
+		out = res["y"]
+	})
+	if runErr != nil {
+		return 0, runErr
+	}
+	y, err := c.Decrypt("y", out, 1)
+	if err != nil {
+		return 0, err
+	}
+	for i, v := range y.Floats() {
+		if math.Abs(v-x.Float[i]) > 1e-3 {
+			return 0, fmt.Errorf("bootstrap calibration: slot %d refreshed to %g, want %g", i, v, x.Float[i])
+		}
+	}
+	return secs, nil
 }
 
 // parallelEfficiency times the same key switches (hoisted rotations at the

@@ -55,3 +55,24 @@ func TestCalibrateInsecureSmallRing(t *testing.T) {
 		t.Error("profile does not survive a JSON round trip")
 	}
 }
+
+// TestCalibrateBootstrapInsecureSmallRing times a bootstrap on a test-only
+// N=2^13 ring through the runtime; CalibrateBootstrap itself checks the
+// refreshed message.
+func TestCalibrateBootstrapInsecureSmallRing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("bootstrapping keys take seconds; skipped in -short mode")
+	}
+	p := ckksir.Params{LogN: 13, LogQ: []int{60, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40, 40}, LogP: []int{61, 61}, LogScale: 40}
+	if got := BootstrapProgram(p); len(got.Params.LogQ) != 10 || got.Values[1].Level != 9 || ckksir.Verify(got) != nil {
+		t.Fatalf("BootstrapProgram: chain %v, output level %d, verify %v", got.Params.LogQ, got.Values[1].Level, ckksir.Verify(got))
+	}
+	secs, err := CalibrateBootstrap(p, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if secs <= 0 {
+		t.Fatalf("bootstrap timed at %g s", secs)
+	}
+	t.Logf("one bootstrap at N=2^13: %.2f s", secs)
+}

@@ -303,7 +303,7 @@ func TestLinearPolyInsecureSmallRing(t *testing.T) {
 		t.Fatal(err)
 	}
 	var calls, last int
-	e2.SetProgress(func(instr, total int, layer string) { calls, last = instr, total })
+	e2.SetProgress(func(s Step) { calls, last = s.Done, s.Total })
 
 	const n = 70 // three ciphertexts, the last one partly filled
 	xs := randVec(rng, n*20, 1)

@@ -64,9 +64,17 @@ func NewClient(p *ckksir.Program) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Client{plan: pl}
-	err = protect("key generation", func() error {
-		c.sk = rlwe.NewKeyGenerator(pl.params).GenSecretKeyNew()
+	return newClient(pl, nil)
+}
+
+// newClient builds a client on pl with the secret key sk, or a fresh one
+// when sk is nil.
+func newClient(pl *plan, sk *rlwe.SecretKey) (*Client, error) {
+	c := &Client{plan: pl, sk: sk}
+	err := protect("key generation", func() error {
+		if c.sk == nil {
+			c.sk = rlwe.NewKeyGenerator(pl.params).GenSecretKeyNew()
+		}
 		c.ecd = hefloat.NewEncoder(pl.params)
 		c.enc = rlwe.NewEncryptor(pl.params, c.sk)
 		c.dec = rlwe.NewDecryptor(pl.params, c.sk)

@@ -19,8 +19,15 @@ func (c *Client) ForProgram(p *ckksir.Program) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	a, b := c.plan.prog.Params, p.Params
-	if a.LogN != b.LogN || a.LogScale != b.LogScale || !slices.Equal(a.LogQ, b.LogQ) || !slices.Equal(a.LogP, b.LogP) {
+	return c.derive(pl)
+}
+
+// derive returns a client on pl sharing c's secret key, encoder, encryptor
+// and decryptor, which pl's parameters must therefore equal.
+func (c *Client) derive(pl *plan) (*Client, error) {
+	a, b := c.plan.prog.Params, pl.prog.Params
+	if a.LogN != b.LogN || a.LogScale != b.LogScale || !slices.Equal(a.LogQ, b.LogQ) || !slices.Equal(a.LogP, b.LogP) ||
+		c.plan.params.XsHammingWeight() != pl.params.XsHammingWeight() {
 		return nil, fmt.Errorf("ckks: the program's parameters %s differ from the client's %s", b, a)
 	}
 	return &Client{plan: pl, sk: c.sk, ecd: c.ecd, enc: c.enc, dec: c.dec}, nil

@@ -26,16 +26,20 @@ import (
 // diagonals, biases, constant vectors) are encoded once, by NewEvaluator.
 // Run may be called concurrently; SetProgress may not race with Run.
 type Evaluator struct {
-	plan     *plan
-	evk      *rlwe.MemEvaluationKeySet
-	base     *hefloat.Evaluator
-	boot     *bootstrapping.Evaluator // nil unless the program bootstraps; lanes use copies
-	instrs   []compiled
-	scales   []rlwe.Scale // planned scale of every value after its instruction
-	lastUse  []int        // last instruction reading each value; len(Instrs) for outputs
-	progress func(instr, total int, layer string)
-	trace    func(instr int, d time.Duration)
-	cpus     int // cores to use; 0 is runtime.NumCPU() (tests set it)
+	plan *plan
+	evk  *rlwe.MemEvaluationKeySet
+	base *hefloat.Evaluator
+	boot *bootstrapping.Evaluator // nil unless the program bootstraps; lanes use copies
+	// bootSpare is boot until a lane takes it as its own: the first lane
+	// needs no copy (at N=2^16 a copy's buffers are most of a GB).
+	bootSpare *bootstrapping.Evaluator
+	instrs    []compiled
+	scales    []rlwe.Scale // planned scale of every value after its instruction
+	lastUse   []int        // last instruction reading each value; len(Instrs) for outputs
+	progress  func(Step)
+	trace     func(instr int, d time.Duration)
+	cpus      int // cores to use; 0 is runtime.NumCPU() (tests set it)
+	lanes     int // ciphertexts evaluated at once; 0 is one per core
 
 	mu   sync.Mutex
 	idle []*laneState // lane states kept between runs
@@ -120,6 +124,7 @@ func NewEvaluatorWithBudget(p *ckksir.Program, evk *EvaluationKeys, budget int64
 	if err := e.planScales(); err != nil {
 		return nil, err
 	}
+	e.bootSpare = e.boot // planScales was its last use outside a lane
 	e.lastUse = make([]int, len(p.Values))
 	for i := range e.lastUse {
 		e.lastUse[i] = -1
@@ -587,11 +592,28 @@ func (st *laneState) preRotated(params hefloat.Parameters, babies []int) map[int
 	return st.rotMap
 }
 
+// Step is one instruction executed on one ciphertext, as progress
+// callbacks see it.
+type Step struct {
+	// Done counts the executions finished so far in the current Run; Total
+	// is len(Instrs) times the number of ciphertexts.
+	Done, Total int
+	// Instr is the index of the instruction just executed, Op its
+	// operation and Layer the model layer it belongs to.
+	Instr int
+	Op    ckksir.Op
+	Layer string
+}
+
 // SetProgress installs a callback called after each instruction executed on
-// each ciphertext: instr counts the executions done so far in the current
-// Run, total is len(Instrs) times the number of ciphertexts, layer names the
-// instruction just executed. Calls are serialized.
-func (e *Evaluator) SetProgress(f func(instr, total int, layer string)) { e.progress = f }
+// each ciphertext. Calls are serialized.
+func (e *Evaluator) SetProgress(f func(Step)) { e.progress = f }
+
+// SetLanes caps the number of ciphertexts Run evaluates at once (each
+// lane has its own working memory, KeyPlan.LaneBytes); the cores are shared
+// among the lanes. 0, the default, is one lane per core. It may not race
+// with Run.
+func (e *Evaluator) SetLanes(n int) { e.lanes = max(n, 0) }
 
 // SetTrace installs a callback receiving the wall time of every
 // instruction: in slot packing once per instruction per ciphertext lane
@@ -663,6 +685,9 @@ func (e *Evaluator) Run(inputs map[string][]*Ciphertext) (map[string][]*Cipherte
 		cpus = runtime.NumCPU()
 	}
 	workers := min(cpus, n)
+	if e.lanes > 0 {
+		workers = min(workers, e.lanes)
+	}
 	inner := max(1, cpus/workers)
 	total := n * len(p.Instrs)
 	var (
@@ -672,13 +697,13 @@ func (e *Evaluator) Run(inputs map[string][]*Ciphertext) (map[string][]*Cipherte
 		next   atomic.Int64
 		wg     sync.WaitGroup
 	)
-	tick := func(layer string) {
+	tick := func(i int) {
 		if e.progress == nil {
 			return
 		}
 		progMu.Lock()
 		done++
-		e.progress(done, total, layer)
+		e.progress(e.step(done, total, i))
 		progMu.Unlock()
 	}
 	errs := make([]error, workers)
@@ -713,7 +738,7 @@ func (e *Evaluator) Run(inputs map[string][]*Ciphertext) (map[string][]*Cipherte
 }
 
 // runLane runs every instruction on the lane-th ciphertext of the inputs.
-func (e *Evaluator) runLane(st *laneState, inputs map[string][]*Ciphertext, lane int, tick func(string), failed *atomic.Bool) ([]*rlwe.Ciphertext, error) {
+func (e *Evaluator) runLane(st *laneState, inputs map[string][]*Ciphertext, lane int, tick func(instr int), failed *atomic.Bool) ([]*rlwe.Ciphertext, error) {
 	p := e.plan.prog
 	vals := make([]*rlwe.Ciphertext, len(p.Values))
 	owned := make([]bool, len(p.Values))
@@ -754,9 +779,15 @@ func (e *Evaluator) runLane(st *laneState, inputs map[string][]*Ciphertext, lane
 				vals[a] = nil
 			}
 		}
-		tick(c.ins.Layer)
+		tick(i)
 	}
 	return vals, nil
+}
+
+// step describes execution done of total, instruction i.
+func (e *Evaluator) step(done, total, i int) Step {
+	ins := e.instrs[i].ins
+	return Step{Done: done, Total: total, Instr: i, Op: ins.Op, Layer: ins.Layer}
 }
 
 // errPlan marks errors that already name their instruction.

@@ -217,7 +217,7 @@ func (e *Evaluator) runFeature(inputs map[string][]*Ciphertext) (map[string][]*C
 		if e.progress != nil {
 			for range nb {
 				done++
-				e.progress(done, nb*len(e.instrs), c.ins.Layer)
+				e.progress(e.step(done, nb*len(e.instrs), i))
 			}
 		}
 	}

@@ -30,14 +30,23 @@ type KeyPlan struct {
 	// BootstrapBytes is their size.
 	BootstrapKeys  int
 	BootstrapBytes int64
+	// BootstrapMatrixBytes is the memory the bootstrapping circuit's
+	// encoded DFT matrices take (one copy shared by every lane); 0 when the
+	// program does not bootstrap. It is not part of TotalBytes: the
+	// evaluator encodes them, they never cross the network.
+	BootstrapMatrixBytes int64
 	// EncodedBytes is the memory the evaluator's pre-encoded diagonals take
 	// (each a plaintext over the Q primes of its level and the P primes).
 	EncodedBytes int64
 	// LaneBytes estimates the working memory of one evaluation lane (one
 	// ciphertext in flight): the baby-step rotations of the widest linear
 	// transformation over QP, one giant step's diagonals when encoded at
-	// use, and the ciphertexts alive at once, all at the top level.
+	// use, and the ciphertexts alive at once, all at the top level, plus
+	// the buffers of the lane's bootstrapping evaluator.
 	LaneBytes int64
+	// WorkerBytes estimates what each core beyond the first adds to a lane
+	// that spreads its linear transformations over several cores.
+	WorkerBytes int64
 }
 
 // PlanKeys derives the evaluation keys a program needs: the exact rotation
@@ -73,15 +82,16 @@ func PlanKeys(p *ckksir.Program) (*KeyPlan, error) {
 	}
 	if pl.needBoot {
 		bp := pl.boot.BootstrappingParameters
-		b := keyBytes(bp, bp.MaxLevelQ())
 		kp.BootstrapKeys = pl.bootKeyCount()
-		kp.BootstrapBytes = int64(kp.BootstrapKeys) * b
+		kp.BootstrapBytes = pl.bootKeyBytes()
+		kp.BootstrapMatrixBytes = pl.bootMatrixBytes()
 		kp.TotalBytes += kp.BootstrapBytes
-		kp.KeyBytes = max(kp.KeyBytes, b)
+		kp.KeyBytes = max(kp.KeyBytes, keyBytes(bp, bp.MaxLevelQ()))
 	}
 	for _, mp := range pl.matrices {
 		kp.EncodedBytes += pl.encodedBytes(mp)
 	}
-	kp.LaneBytes = pl.laneBytes()
+	kp.LaneBytes = pl.laneBytes() + pl.bootLaneBytes()
+	kp.WorkerBytes = pl.workerBytes()
 	return kp, nil
 }

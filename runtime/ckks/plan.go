@@ -51,10 +51,12 @@ type plan struct {
 
 	// boot is the bootstrapping parameters (nil when the program has no
 	// Boot); needBoot is set when the program bootstraps, bootGalEls are
-	// the Galois elements of the bootstrapping keys, sorted.
-	boot       *bootstrapping.Parameters
-	needBoot   bool
-	bootGalEls []uint64
+	// the Galois elements of the bootstrapping keys, sorted, and
+	// bootGalLevel the level each of their keys is generated at.
+	boot         *bootstrapping.Parameters
+	needBoot     bool
+	bootGalEls   []uint64
+	bootGalLevel map[uint64]int
 }
 
 // where names instruction i for error messages.
@@ -388,4 +390,22 @@ func (pl *plan) laneBytes() int64 {
 	}
 	cts := int64(maxLive + 8)
 	return int64(babies)*2*qp + int64(group)*qp + cts*2*qp
+}
+
+// workerBytes estimates the memory each core beyond the first adds to a
+// lane (see KeyPlan.WorkerBytes): its evaluator's key-switching buffers
+// (about 8 polynomials over QP) and its scratch for diagonals encoded at
+// use (one giant step's worth).
+func (pl *plan) workerBytes() int64 {
+	params := pl.params
+	qp := int64(params.N()) * int64(params.MaxLevelQ()+1+params.MaxLevelP()+1) * 8
+	group := 0
+	for _, mp := range pl.matrices {
+		n1 := he.FindBestBSGSRatio(mp.diags, pl.slots, bsgsLogRatio)
+		index, _, _ := he.BSGSIndex(mp.diags, pl.slots, n1)
+		for _, g := range index {
+			group = max(group, len(g))
+		}
+	}
+	return int64(group+8) * qp
 }

@@ -288,6 +288,24 @@ func (r *wireReader) u64(what string) (uint64, error) {
 	return v, nil
 }
 
+// poly checks one serialized ring.Poly of rows RNS rows of n coefficients
+// each, and skips it.
+func (r *wireReader) poly(n uint64, rows int, what string) error {
+	if err := r.expect(uint64(rows), what+" RNS row count"); err != nil {
+		return err
+	}
+	for i := 0; i < rows; i++ {
+		if err := r.expect(n, what+" coefficient count"); err != nil {
+			return err
+		}
+		if err := r.need(8*n, what+" coefficients"); err != nil {
+			return err
+		}
+		r.pos += int(8 * n)
+	}
+	return nil
+}
+
 // expect reads a uint64 length or value field that must equal want.
 func (r *wireReader) expect(want uint64, what string) error {
 	v, err := r.u64(what)
@@ -333,7 +351,7 @@ type keyLayout struct {
 // when the bootstrapping parameters use an ephemeral secret, then the two
 // encapsulation keys at the bootstrapping parameters' top level (see
 // walkEvaluationKey), then the bootstrapping key set (relinearization key
-// and the bootstrapping circuit's Galois keys, all at the top level). No
+// and the bootstrapping circuit's Galois keys, at the levels bootKeyLevels gives). No
 // trailing bytes.
 func (pl *plan) walkEvaluationKeys(b []byte) (keyLayout, error) {
 	var lay keyLayout
@@ -476,21 +494,7 @@ func walkEvaluationKey(r *wireReader, params hefloat.Parameters, what string, le
 	if err := r.expect(uint64(digits), what+" RNS digit count"); err != nil {
 		return err
 	}
-	part := func(rows int) error {
-		if err := r.expect(uint64(rows), what+" RNS row count"); err != nil {
-			return err
-		}
-		for i := 0; i < rows; i++ {
-			if err := r.expect(n, what+" coefficient count"); err != nil {
-				return err
-			}
-			if err := r.need(8*n, what+" coefficients"); err != nil {
-				return err
-			}
-			r.pos += int(8 * n)
-		}
-		return nil
-	}
+	part := func(rows int) error { return r.poly(n, rows, what) }
 	for d := 0; d < digits; d++ {
 		if err := r.expect(1, what+" base-two digit count"); err != nil {
 			return err

@@ -43,39 +43,46 @@ type Session struct {
 	client *ckks.Client
 	worker *ckks.Evaluator
 	Setup  Setup
+	// Memory is the memory plan the session runs under.
+	Memory MemoryPlan
 }
 
 // Progress receives key-generation and evaluation progress.
 type Progress struct {
 	Keys func(done, total int)
-	Eval func(instr, total int, layer string)
+	Eval func(ckks.Step)
 }
 
 // NewSession generates keys for prog and prepares an evaluator holding only
-// the public evaluation keys. It refuses, before allocating anything, a
-// program whose evaluation keys would not fit in the memory available
-// (MemAvailable of /proc/meminfo, when readable), and keeps encoded only as
-// many matrix diagonals as fit beside them (the others are encoded at each
-// use).
+// the public evaluation keys, within the memory available (MemAvailable of
+// /proc/meminfo, when readable): see NewSessionWithin.
 func NewSession(prog *ckksir.Program, progress Progress) (*Session, error) {
+	return NewSessionWithin(prog, progress, 0)
+}
+
+// NewSessionWithin is NewSession keeping the run's predicted peak memory
+// within limit bytes (0: the memory available now; no limit when that is
+// unknown). It refuses, before allocating anything, a program whose keys
+// and one lane's working memory would not fit (an ir.UnsupportedError
+// naming the sizes), and otherwise evaluates as many ciphertexts at once and
+// keeps as many matrix diagonals encoded as fit (PlanMemory; the plan is in
+// Session.Memory).
+func NewSessionWithin(prog *ckksir.Program, progress Progress, limit int64) (*Session, error) {
 	need, err := ckks.PlanKeys(prog)
 	if err != nil {
 		return nil, err
 	}
-	budget := int64(-1) // keep every matrix encoded
-	if avail := memoryAvailable(); avail > 0 {
-		work := 1<<30 + int64(runtime.NumCPU())*need.LaneBytes // one lane per core, plus the Go runtime
-		if need.TotalBytes+work > avail {
-			return nil, &ir.UnsupportedError{Reason: fmt.Sprintf("plan needs about %.1f GiB for %d evaluation keys plus %.1f GiB to work in, more than the %.1f GiB of memory available",
-				float64(need.TotalBytes)/(1<<30), len(need.Rotations), float64(work)/(1<<30), float64(avail)/(1<<30))}
-		}
-		if left := avail - need.TotalBytes - work; need.EncodedBytes > left/2 {
-			// Encode the largest matrices at each use instead, leaving the
-			// garbage collector half of what is left.
-			budget = left / 2
+	if limit <= 0 {
+		limit = memoryAvailable()
+	}
+	mem := MemoryPlan{Lanes: runtime.NumCPU(), Keys: need.TotalBytes, BootMatrices: need.BootstrapMatrixBytes, Weights: prog.WeightBytes(),
+		LaneBytes: need.LaneBytes, Encoded: need.EncodedBytes, EncodedAll: need.EncodedBytes, Overhead: RuntimeOverhead}
+	if limit > 0 {
+		if mem, err = PlanMemory(need, prog.WeightBytes(), limit, runtime.NumCPU()); err != nil {
+			return nil, err
 		}
 	}
-	s := &Session{prog: prog}
+	s := &Session{prog: prog, Memory: mem}
 	start := time.Now()
 	client, err := ckks.NewClient(prog)
 	if err != nil {
@@ -89,10 +96,11 @@ func NewSession(prog *ckksir.Program, progress Progress) (*Session, error) {
 	s.Setup.EvalKeyBytes = evk.Bytes()
 	s.Setup.GaloisKeys = evk.Count()
 	start = time.Now()
-	worker, err := ckks.NewEvaluatorWithBudget(prog, evk, budget)
+	worker, err := ckks.NewEvaluatorWithBudget(prog, evk, mem.Budget())
 	if err != nil {
 		return nil, err
 	}
+	worker.SetLanes(mem.Lanes)
 	if progress.Eval != nil {
 		worker.SetProgress(progress.Eval)
 	}

@@ -40,7 +40,7 @@ func TestSessionRefusesPlansBeyondMemoryInsecureSmallRing(t *testing.T) {
 	memoryAvailable = func() int64 { return 1 << 20 } // 1 MiB
 	_, err := NewSession(program(8), Progress{})
 	var ue *ir.UnsupportedError
-	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "more than the 0.0 GiB of memory available") {
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "more than the 0.0 GiB memory limit") {
 		t.Fatalf("got %v, want a refusal for lack of memory", err)
 	}
 }

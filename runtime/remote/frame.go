@@ -123,6 +123,9 @@ type Header struct {
 	// their size.
 	Keys     string `json:"keys,omitempty"`
 	KeyBytes int64  `json:"key_bytes,omitempty"`
+	// Token, on a request, is the model owner's permission for the data
+	// owner, for workers that do not list it with --allow.
+	Token *Token `json:"token,omitempty"`
 	// Request identifies an evaluation, the same on every worker it is
 	// replayed to.
 	Request string `json:"request,omitempty"`

@@ -35,6 +35,8 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
 	mh "github.com/multiformats/go-multihash"
+
+	"github.com/ciphercut/ciphercut/internal/atomicfile"
 )
 
 // ProtocolID is the evaluation protocol.
@@ -56,7 +58,7 @@ func LoadIdentity(path string) (crypto.PrivKey, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := os.WriteFile(path, b, 0o600); err != nil {
+		if err := atomicfile.Write(path, b, 0o600); err != nil {
 			return nil, fmt.Errorf("identity: %w", err)
 		}
 		return priv, nil

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -88,6 +87,14 @@ type OwnerOptions struct {
 	Tap func(worker peer.ID, b []byte)
 	// Log receives failover and redundancy notes (default: stderr).
 	Log *log.Logger
+	// KeyDir, if set, keeps the data owner's secret key (secret.key, mode
+	// 0600) and evaluation keys between runs, so that workers that cached
+	// the keys need no upload; it never leaves this process.
+	KeyDir string
+	// Token, if set, is presented in every request: the model owner's
+	// permission, for workers that do not list this data owner with
+	// --allow.
+	Token *Token
 }
 
 // Owner is the data owner: it holds the secret key and runs a split
@@ -105,6 +112,10 @@ type Owner struct {
 
 	mu       sync.Mutex
 	uploaded map[peer.ID]map[string]bool
+	// holders lists the workers known, from this process or, with a key
+	// directory, earlier ones (workers.json), to hold the owner's keys:
+	// tried first, so that sessions are reused.
+	holders map[peer.ID]map[string]bool
 }
 
 // ownerSegment is what the owner keeps per segment: a client on the
@@ -141,45 +152,49 @@ func (r *SegmentRun) set(res *result) {
 
 // Setup is what NewOwner measured.
 type Setup struct {
+	// KeyGen is the time taken to draw or read the keys.
 	KeyGen   time.Duration
 	KeyBytes []int64 // per segment
+	// SecretKeyLoaded and KeysLoaded (per segment) report keys read from
+	// OwnerOptions.KeyDir rather than generated.
+	SecretKeyLoaded bool
+	KeysLoaded      []bool
 }
 
-// NewOwner draws a secret key for prog, generates each segment's
-// evaluation keys and prepares to run segs (from segment.Split or SplitAt
-// of prog) on the workers find returns. planID is the hex SHA-256 of the
-// plan file.
-func NewOwner(h host.Host, find Finder, prog *ckksir.Program, planID string, segs []*segment.Segment, opts OwnerOptions) (*Owner, *Setup, error) {
+// NewOwner draws a secret key for the data-owner plan op (see
+// segment.OwnerPlan: the program's interface and each segment's interface
+// and key needs, no weights), generates each segment's evaluation keys and
+// prepares to run its segments on the workers find returns. With
+// opts.KeyDir, the secret key and the evaluation keys are read from there
+// when an earlier run wrote them, and written there otherwise.
+func NewOwner(h host.Host, find Finder, op *segment.OwnerPlan, opts OwnerOptions) (*Owner, *Setup, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 10 * time.Minute
 	}
 	if opts.Log == nil {
 		opts.Log = log.New(os.Stderr, "owner: ", log.LstdFlags)
 	}
-	client, err := ckks.NewClient(prog)
+	client, fingerprint, loaded, err := ownerClient(opts.KeyDir, op)
 	if err != nil {
 		return nil, nil, err
 	}
+	prog, planID, segs := op.Program, op.PlanID, op.Split()
 	o := &Owner{host: h, find: find, prog: prog, planID: planID, segs: segs, client: client, opts: opts, log: opts.Log,
-		uploaded: map[peer.ID]map[string]bool{}}
-	st := &Setup{}
+		uploaded: map[peer.ID]map[string]bool{}, holders: loadHolders(opts.KeyDir, opts.Log)}
+	st := &Setup{SecretKeyLoaded: loaded}
 	start := time.Now()
-	for _, s := range segs {
-		sc, err := client.ForProgram(s.Program)
+	for i, s := range segs {
+		sc, err := client.ForInterface(s.Program, op.Segments[i].Keys)
 		if err != nil {
 			return nil, nil, fmt.Errorf("segment %d: %w", s.Index, err)
 		}
-		evk, err := sc.EvaluationKeys(opts.KeyProgress)
+		evk, hash, n, loaded, err := segmentKeys(opts.KeyDir, fingerprint, planID, s.Index, sc, opts.KeyProgress)
 		if err != nil {
 			return nil, nil, fmt.Errorf("segment %d: %w", s.Index, err)
 		}
-		sum := sha256.New()
-		n, err := evk.WriteTo(sum)
-		if err != nil {
-			return nil, nil, err
-		}
-		o.per = append(o.per, &ownerSegment{client: sc, evk: evk, hash: hex.EncodeToString(sum.Sum(nil)), size: n})
+		o.per = append(o.per, &ownerSegment{client: sc, evk: evk, hash: hash, size: n})
 		st.KeyBytes = append(st.KeyBytes, n)
+		st.KeysLoaded = append(st.KeysLoaded, loaded)
 	}
 	st.KeyGen = time.Since(start)
 	return o, st, nil
@@ -352,12 +367,12 @@ func (o *Owner) preferUploaded(provs []peer.AddrInfo, index int) []peer.AddrInfo
 	defer o.mu.Unlock()
 	out := make([]peer.AddrInfo, 0, len(provs))
 	for _, p := range provs {
-		if o.uploaded[p.ID][hash] {
+		if o.holders[p.ID][hash] {
 			out = append(out, p)
 		}
 	}
 	for _, p := range provs {
-		if !o.uploaded[p.ID][hash] {
+		if !o.holders[p.ID][hash] {
 			out = append(out, p)
 		}
 	}
@@ -397,6 +412,7 @@ func (o *Owner) attempt(ctx context.Context, p peer.AddrInfo, s *segment.Segment
 			// The worker evicted our keys from its cache: upload again.
 			o.mu.Lock()
 			delete(o.uploaded[p.ID], o.per[s.Index].hash)
+			delete(o.holders[p.ID], o.per[s.Index].hash)
 			o.mu.Unlock()
 			continue
 		}
@@ -407,7 +423,7 @@ func (o *Owner) attempt(ctx context.Context, p peer.AddrInfo, s *segment.Segment
 // evaluate sends one evaluation request to worker w and reads the outputs.
 func (o *Owner) evaluate(ctx context.Context, w peer.ID, s *segment.Segment, in map[string][]*ckks.Ciphertext, req string, att *attempt) (map[string][]*ckks.Ciphertext, error) {
 	start := time.Now()
-	hdr := &Header{Op: "eval", Plan: o.planID, Segment: s.Index, Keys: o.per[s.Index].hash, Request: req}
+	hdr := &Header{Op: "eval", Plan: o.planID, Segment: s.Index, Keys: o.per[s.Index].hash, Request: req, Token: o.opts.Token}
 	for _, io := range s.Program.Inputs {
 		hdr.Inputs = append(hdr.Inputs, Tensor{Name: io.Name, Count: len(in[io.Name])})
 	}
@@ -496,7 +512,7 @@ func (o *Owner) ensureKeys(ctx context.Context, w peer.ID, s *segment.Segment) (
 		return 0, nil
 	}
 	var sent int64
-	hdr := &Header{Op: "keys", Plan: o.planID, Segment: s.Index, Keys: ks.hash, KeyBytes: ks.size}
+	hdr := &Header{Op: "keys", Plan: o.planID, Segment: s.Index, Keys: ks.hash, KeyBytes: ks.size, Token: o.opts.Token}
 	stream, err := o.open(ctx, w)
 	if err != nil {
 		return 0, err
@@ -538,6 +554,13 @@ func (o *Owner) ensureKeys(ctx context.Context, w peer.ID, s *segment.Segment) (
 		o.uploaded[w] = map[string]bool{}
 	}
 	o.uploaded[w][ks.hash] = true
+	if o.holders[w] == nil {
+		o.holders[w] = map[string]bool{}
+	}
+	if !o.holders[w][ks.hash] {
+		o.holders[w][ks.hash] = true
+		o.saveHolders()
+	}
 	o.mu.Unlock()
 	return sent, nil
 }

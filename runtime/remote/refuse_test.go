@@ -29,7 +29,7 @@ func TestRefusals(t *testing.T) {
 	}
 	defer c.Close()
 	w := c.Bootstrap()[0]
-	owner, _, err := NewOwner(oh, StaticProviders(nil, []peer.AddrInfo{w}), f.prog, f.planID, f.segs[:1], OwnerOptions{Timeout: time.Minute, Log: logger(t, "owner: ")})
+	owner, _, err := NewOwner(oh, StaticProviders(nil, []peer.AddrInfo{w}), f.owner, OwnerOptions{Timeout: time.Minute, Log: logger(t, "owner: ")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestRefusals(t *testing.T) {
 
 	// An unauthorized peer.
 	stranger := ownerHost(t)
-	intruder, _, err := NewOwner(stranger, StaticProviders(nil, []peer.AddrInfo{w}), f.prog, f.planID, f.segs[:1], OwnerOptions{Log: logger(t, "intruder: ")})
+	intruder, _, err := NewOwner(stranger, StaticProviders(nil, []peer.AddrInfo{w}), f.owner, OwnerOptions{Log: logger(t, "intruder: ")})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strings"
 	"sync"
@@ -36,7 +38,9 @@ type fixture struct {
 	planID string
 	segs   []*segment.Segment
 	shards []*segment.Shard
-	x      *ir.Tensor
+	// owner is the data-owner plan of the split (no weights).
+	owner *segment.OwnerPlan
+	x     *ir.Tensor
 	// want is the single-process run (tolerance twice the plan's bound:
 	// both runs are within the bound of the plaintext reference), or the
 	// plan's plaintext reference itself (tolerance the bound).
@@ -86,6 +90,9 @@ func newFixture(dir string, precision, logN, samples int, local bool) (*fixture,
 	}
 	for _, s := range f.segs {
 		f.shards = append(f.shards, segment.NewShard(f.planID, plan.ModelName, s))
+	}
+	if f.owner, err = segment.NewOwnerPlan(f.planID, plan.ModelName, p, f.segs, nil, false); err != nil {
+		return nil, err
 	}
 	if !local {
 		ref, err := ir.UnmarshalGraph(plan.Graph)
@@ -181,8 +188,9 @@ func TestPipelineThreeWorkers(t *testing.T) {
 	}
 	defer d.Close()
 	cap := &captured{bytes: map[peer.ID]*bytes.Buffer{}}
-	owner, setup, err := NewOwner(oh, DHTProviders(d, f.planID, 1, 20*time.Second), f.prog, f.planID, f.segs,
-		OwnerOptions{Tap: cap.tap, Log: logger(t, "owner: ")})
+	keyDir := filepath.Join(t.TempDir(), "keys")
+	owner, setup, err := NewOwner(oh, DHTProviders(d, f.planID, 1, 20*time.Second), f.owner,
+		OwnerOptions{Tap: cap.tap, KeyDir: keyDir, Log: logger(t, "owner: ")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,6 +217,44 @@ func TestPipelineThreeWorkers(t *testing.T) {
 		if r.KeyBytes != 0 {
 			t.Errorf("second inference: segment %d uploaded %d key bytes again", r.Index, r.KeyBytes)
 		}
+	}
+	// A second data owner process with the same key directory reuses the
+	// secret key and the evaluation keys: the workers' caches hold them,
+	// nothing is uploaded.
+	again, setup2, err := NewOwner(oh, DHTProviders(d, f.planID, 1, 20*time.Second), f.owner,
+		OwnerOptions{Tap: cap.tap, KeyDir: keyDir, Log: logger(t, "owner: ")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !setup2.SecretKeyLoaded || !setup2.KeysLoaded[0] || !setup2.KeysLoaded[1] || setup.SecretKeyLoaded {
+		t.Errorf("key directory: first run loaded %v, second run loaded secret key %v, evaluation keys %v", setup.SecretKeyLoaded, setup2.SecretKeyLoaded, setup2.KeysLoaded)
+	}
+	y3, runs3, err := again.Infer(ctx, f.x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResult(t, f, y3)
+	for _, r := range runs3 {
+		if r.KeyBytes != 0 {
+			t.Errorf("second run with the key directory: segment %d uploaded %d key bytes", r.Index, r.KeyBytes)
+		}
+	}
+	skPath := filepath.Join(keyDir, SecretKeyFile)
+	info, err := os.Stat(skPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Mode().Perm() != 0o600 {
+		t.Errorf("%s has mode %04o, want 0600", skPath, info.Mode().Perm())
+	}
+	// The audit's detector finds the secret-key file's contents (so it
+	// would find them in the traffic), and neither owner sent them.
+	skFile, err := os.ReadFile(skPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if leak, err := again.client.LeaksSecretKey(skFile); err != nil || !leak {
+		t.Fatalf("the secret-key detector misses the key file (%v)", err)
 	}
 	audit(t, owner, cap, map[string]bool{owner.per[0].hash: true, owner.per[1].hash: true})
 }
@@ -314,7 +360,7 @@ func TestFailover(t *testing.T) {
 	real := c.Bootstrap()
 	dies, stalls := fakeWorker(t, true), fakeWorker(t, false)
 	find := StaticProviders(map[int][]peer.AddrInfo{0: {dies, real[0]}, 1: {stalls, real[1]}}, nil)
-	owner, _, err := NewOwner(oh, find, f.prog, f.planID, f.segs, OwnerOptions{Timeout: 3 * time.Second, Log: logger(t, "owner: ")})
+	owner, _, err := NewOwner(oh, find, f.owner, OwnerOptions{Timeout: 3 * time.Second, Log: logger(t, "owner: ")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -340,7 +386,7 @@ func TestRedundancyNamesLiar(t *testing.T) {
 	c := cluster(t, [][]*segment.Shard{{f.shards[0]}, {bad}, {f.shards[1]}, {f.shards[0], f.shards[1]}}, oh.ID())
 	ws := c.Bootstrap()
 	find := StaticProviders(map[int][]peer.AddrInfo{0: {ws[0], ws[3]}, 1: {ws[1], ws[2], ws[3]}}, nil)
-	owner, _, err := NewOwner(oh, find, f.prog, f.planID, f.segs, OwnerOptions{Redundancy: 2, Log: logger(t, "owner: ")})
+	owner, _, err := NewOwner(oh, find, f.owner, OwnerOptions{Redundancy: 2, Log: logger(t, "owner: ")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,7 +457,7 @@ func TestDigitsCNNThreeWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	owner, setup, err := NewOwner(oh, DHTProviders(d, f.planID, 1, 20*time.Second), f.prog, f.planID, f.segs, OwnerOptions{Log: logger(t, "owner: ")})
+	owner, setup, err := NewOwner(oh, DHTProviders(d, f.planID, 1, 20*time.Second), f.owner, OwnerOptions{Log: logger(t, "owner: ")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -435,7 +481,7 @@ func TestReuploadAfterEviction(t *testing.T) {
 	oh := ownerHost(t)
 	var c *Cluster
 	find := func(ctx context.Context, index int) ([]peer.AddrInfo, error) { return c.Bootstrap(), nil }
-	owner, setup, err := NewOwner(oh, find, f.prog, f.planID, f.segs, OwnerOptions{Log: logger(t, "owner: ")})
+	owner, setup, err := NewOwner(oh, find, f.owner, OwnerOptions{Log: logger(t, "owner: ")})
 	if err != nil {
 		t.Fatal(err)
 	}

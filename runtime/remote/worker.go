@@ -24,8 +24,11 @@ import (
 
 // WorkerOptions configure a worker.
 type WorkerOptions struct {
-	// Allow lists the data owners served; every other peer is refused.
-	Allow []peer.ID
+	// Allow lists the data owners served; every other peer is refused,
+	// unless it presents a valid token of one of TokenIssuers (the model
+	// owners whose permissions the worker honours; see Token).
+	Allow        []peer.ID
+	TokenIssuers []peer.ID
 	// CacheDir and CacheQuota place and bound the on-disk key cache
 	// (default: a directory under the system's temporary directory, 8 GiB).
 	CacheDir   string
@@ -249,11 +252,14 @@ func (w *Worker) handle(s network.Stream) {
 
 // serve reads and answers one request; an error is reported to the peer.
 func (w *Worker) serve(remote peer.ID, r *bufio.Reader, bw *bufio.Writer) error {
-	if !w.allow[remote] {
+	if !w.allow[remote] && len(w.opts.TokenIssuers) == 0 {
 		return refuse("peer %s is not allowed by this worker (it serves the data owners given with --allow)", remote)
 	}
 	h, err := readHeader(r)
 	if err != nil {
+		return err
+	}
+	if err := w.authorize(remote, h.Token); err != nil {
 		return err
 	}
 	key := shardKey{h.Plan, h.Segment}
@@ -271,6 +277,24 @@ func (w *Worker) serve(remote peer.ID, r *bufio.Reader, bw *bufio.Writer) error 
 		return w.eval(remote, sh, key, h, r, bw)
 	}
 	return refuse("unknown operation %q (want keys or eval)", h.Op)
+}
+
+// authorize admits a peer listed with --allow, or one presenting a valid
+// token of an accepted model owner.
+func (w *Worker) authorize(remote peer.ID, t *Token) error {
+	if w.allow[remote] {
+		return nil
+	}
+	if t == nil {
+		return refuse("peer %s is not allowed by this worker (it serves the data owners given with --allow, or presenting a token of model owner %v)", remote, w.opts.TokenIssuers)
+	}
+	if err := t.check(); err != nil {
+		return refuse("%v", err)
+	}
+	if err := t.Verify(w.opts.TokenIssuers, remote, time.Now()); err != nil {
+		return refuse("%v", err)
+	}
+	return nil
 }
 
 // keys answers an announcement of evaluation keys: "have" when cached,
@@ -400,9 +424,9 @@ func (w *Worker) evaluator(sh *segment.Shard, key shardKey, hash string) (*ckks.
 		e.ev, e.err = ckks.NewEvaluatorWithBudget(sh.Program, evk, w.opts.EncodeBudget)
 		if e.err == nil {
 			// Progress in quarters, set once before any Run.
-			e.ev.SetProgress(func(done, total int, layer string) {
-				if total >= 4 && done*4/total != (done-1)*4/total {
-					w.log.Printf("segment %d/%d: %d%% evaluated (%s)", sh.Index+1, sh.Count, 100*done/total, layer)
+			e.ev.SetProgress(func(s ckks.Step) {
+				if s.Total >= 4 && s.Done*4/s.Total != (s.Done-1)*4/s.Total {
+					w.log.Printf("segment %d/%d: %d%% evaluated (%s)", sh.Index+1, sh.Count, 100*s.Done/s.Total, s.Layer)
 				}
 			})
 		}

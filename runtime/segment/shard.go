@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/ciphercut/ciphercut/internal/atomicfile"
 	"github.com/ciphercut/ciphercut/ir/ckksir"
 )
 
@@ -33,36 +34,55 @@ func NewShard(planID, model string, s *Segment) *Shard {
 const shardMagic = "CIPHERCUT-SHARD\x01\n"
 
 // EncodeShard returns the bytes of a shard file.
-func EncodeShard(s *Shard) ([]byte, error) {
+func EncodeShard(s *Shard) ([]byte, error) { return seal(shardMagic, "shard", s) }
+
+// seal returns magic, the SHA-256 of the payload and the payload, gob(v):
+// the layout of shard and data-owner plan files.
+func seal(magic, what string, v any) ([]byte, error) {
 	var payload bytes.Buffer
-	if err := gob.NewEncoder(&payload).Encode(s); err != nil {
-		return nil, fmt.Errorf("encoding shard: %w", err)
+	if err := gob.NewEncoder(&payload).Encode(v); err != nil {
+		return nil, fmt.Errorf("encoding %s: %w", what, err)
 	}
 	sum := sha256.Sum256(payload.Bytes())
-	out := append([]byte(shardMagic), sum[:]...)
+	out := append([]byte(magic), sum[:]...)
 	return append(out, payload.Bytes()...), nil
+}
+
+// unseal checks the magic and checksum of a file sealed as a what and
+// decodes its payload into v; name heads errors. A corrupt payload that
+// makes gob panic is an error too.
+func unseal(data []byte, magic, what, name string, v any) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%s: corrupt %s: %v", name, what, r)
+		}
+	}()
+	if !bytes.HasPrefix(data, []byte(magic)) {
+		return fmt.Errorf("%s: not a ciphercut %s (bad magic)", name, what)
+	}
+	rest := data[len(magic):]
+	if len(rest) < sha256.Size {
+		return fmt.Errorf("%s: truncated %s", name, what)
+	}
+	if sum := sha256.Sum256(rest[sha256.Size:]); !bytes.Equal(sum[:], rest[:sha256.Size]) {
+		return fmt.Errorf("%s: corrupt %s (checksum mismatch)", name, what)
+	}
+	if err := gob.NewDecoder(bytes.NewReader(rest[sha256.Size:])).Decode(v); err != nil {
+		return fmt.Errorf("%s: corrupt %s: %v", name, what, err)
+	}
+	return nil
 }
 
 // DecodeShard decodes and checks a shard file's bytes; name heads errors.
 func DecodeShard(data []byte, name string) (s *Shard, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			s, err = nil, fmt.Errorf("%s: corrupt shard: %v", name, r)
+			s, err = nil, fmt.Errorf("%s: invalid shard: %v", name, r)
 		}
 	}()
-	if !bytes.HasPrefix(data, []byte(shardMagic)) {
-		return nil, fmt.Errorf("%s: not a ciphercut shard (bad magic)", name)
-	}
-	rest := data[len(shardMagic):]
-	if len(rest) < sha256.Size {
-		return nil, fmt.Errorf("%s: truncated shard", name)
-	}
-	if sum := sha256.Sum256(rest[sha256.Size:]); !bytes.Equal(sum[:], rest[:sha256.Size]) {
-		return nil, fmt.Errorf("%s: corrupt shard (checksum mismatch)", name)
-	}
 	s = new(Shard)
-	if err := gob.NewDecoder(bytes.NewReader(rest[sha256.Size:])).Decode(s); err != nil {
-		return nil, fmt.Errorf("%s: corrupt shard: %v", name, err)
+	if err := unseal(data, shardMagic, "shard", name, s); err != nil {
+		return nil, err
 	}
 	if s.Program == nil || s.Index < 0 || s.Index >= s.Count || s.Start < 0 || s.End <= s.Start {
 		return nil, fmt.Errorf("%s: invalid shard (segment %d of %d, instructions [%d, %d))", name, s.Index, s.Count, s.Start, s.End)
@@ -138,8 +158,7 @@ func WriteShards(dir, planID, model string, segs []*Segment) (*Manifest, error) 
 		if err := writeAtomic(filepath.Join(dir, name), data); err != nil {
 			return nil, err
 		}
-		sum := sha256.Sum256(data)
-		m.Shards = append(m.Shards, ManifestShard{Index: s.Index, Start: s.Start, End: s.End, File: name, SHA256: fmt.Sprintf("%x", sum)})
+		m.Shards = append(m.Shards, ManifestShard{Index: s.Index, Start: s.Start, End: s.End, File: name, SHA256: ShardSum(data)})
 	}
 	return m, WriteManifest(filepath.Join(dir, ManifestFile), m)
 }
@@ -166,26 +185,8 @@ func ReadManifest(path string) (*Manifest, error) {
 	return &m, nil
 }
 
-// writeAtomic writes data to a temporary file beside path and renames it
-// over path.
-func writeAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Chmod(f.Name(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
-}
+// writeAtomic writes a file readers may see, atomically.
+func writeAtomic(path string, data []byte) error { return atomicfile.Write(path, data, 0o644) }
 
 // PlanID is the id of a plan file's bytes: their hex SHA-256.
 func PlanID(planFile []byte) string {

@@ -36,8 +36,9 @@ type Options struct {
 	// Verify runs every encrypted stage's plaintext reference on the same
 	// inputs and fails when an output leaves the program's error bound.
 	Verify bool
-	// Progress is passed to the local sessions.
-	Progress local.Progress
+	// NewSession starts the session of an encrypted stage (keys and
+	// evaluator); nil means local.NewSession without progress.
+	NewSession func(*ckksir.Program) (*local.Session, error)
 }
 
 // StageTiming is what running one stage took.
@@ -130,7 +131,11 @@ func Run(stages []Stage, inputs map[string]*ir.Tensor, opts Options) (map[string
 // evaluation, decryption; with opts.Verify, the check against its
 // reference.
 func runEncrypted(st Stage, feeds map[string]*ir.Tensor, opts Options, tm *StageTiming) (map[string]*ir.Tensor, error) {
-	sess, err := local.NewSession(st.Program, opts.Progress)
+	newSession := opts.NewSession
+	if newSession == nil {
+		newSession = func(p *ckksir.Program) (*local.Session, error) { return local.NewSession(p, local.Progress{}) }
+	}
+	sess, err := newSession(st.Program)
 	if err != nil {
 		return nil, err
 	}

@@ -14,8 +14,8 @@ import (
 	"github.com/ciphercut/ciphercut/passes"
 )
 
-// splitFlags are compile's split options.
-type splitFlags struct {
+// cutFlags are compile's split-cut options (--cut and its policy and link).
+type cutFlags struct {
 	cut                        string
 	revealPrefix, revealSuffix int
 	clientAided                passes.ClientAided
@@ -25,7 +25,7 @@ type splitFlags struct {
 	profile                    string
 }
 
-func (f *splitFlags) add(cmd *cobra.Command) {
+func (f *cutFlags) add(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringVar(&f.cut, "cut", "none", "split between data owner and worker: auto (least predicted latency), none (all encrypted), after=NODE (the data owner runs NODE and what it depends on)")
 	fl.IntVar(&f.revealPrefix, "reveal-prefix", 0, "leading weighted layers whose weights the data owner may hold")
@@ -39,7 +39,7 @@ func (f *splitFlags) add(cmd *cobra.Command) {
 
 // options returns the split options (nil without a split: --cut none and
 // no client-aided nodes) and the profile to cost with.
-func (f *splitFlags) options() (*passes.SplitOptions, *cost.Profile, error) {
+func (f *cutFlags) options() (*passes.SplitOptions, *cost.Profile, error) {
 	if f.cut == "none" && f.clientAided == passes.ClientAidedNone {
 		return nil, nil, nil
 	}

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime/debug"
+
+	"github.com/dustin/go-humanize"
+	"github.com/spf13/cobra"
+
+	"github.com/ciphercut/ciphercut/ir/ckksir"
+	"github.com/ciphercut/ciphercut/runtime/local"
+)
+
+// memoryLimitFlag adds --memory-limit to cmd and returns where its value
+// lands.
+func memoryLimitFlag(cmd *cobra.Command) *string {
+	var s string
+	cmd.Flags().StringVar(&s, "memory-limit", "", "peak memory the encrypted run must stay within, e.g. 16GiB (default: the memory available now); "+
+		"the run evaluates fewer ciphertexts at once and encodes more weights at each use to fit")
+	return &s
+}
+
+// parseMemoryLimit reads a --memory-limit value (0 when empty) and, when
+// set, makes it the Go runtime's soft memory limit too, less the part of
+// the process the runtime does not manage (5%).
+func parseMemoryLimit(s string) (int64, error) {
+	if s == "" {
+		return 0, nil
+	}
+	b, err := humanize.ParseBytes(s)
+	if err != nil || b == 0 || b > 1<<50 {
+		return 0, fmt.Errorf("--memory-limit %q: want a size such as 16GiB", s)
+	}
+	debug.SetMemoryLimit(int64(b) / 20 * 19)
+	return int64(b), nil
+}
+
+// newSession starts an in-process session for prog within the memory
+// limit flag s, showing its progress and printing its memory plan.
+func newSession(prog *ckksir.Program, s string) (*local.Session, error) {
+	limit, err := parseMemoryLimit(s)
+	if err != nil {
+		return nil, err
+	}
+	sess, err := local.NewSessionWithin(prog, sessionProgress(prog), limit)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintln(os.Stderr, sess.Memory)
+	return sess, nil
+}

@@ -1,0 +1,101 @@
+package local
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/ciphercut/ciphercut/ir"
+	"github.com/ciphercut/ciphercut/runtime/ckks"
+)
+
+// RuntimeOverhead is the memory an encrypted run needs beyond what
+// MemoryPlan itemizes: the Go runtime, the program, its plaintext
+// reference and the garbage collector's headroom over the live heap.
+const RuntimeOverhead int64 = 1 << 30
+
+// MemoryPlan is the predicted peak resident memory of an encrypted run in
+// one process and the strategy chosen to keep it within a limit: how many
+// ciphertexts are evaluated at once (lanes) and how many matrix diagonals
+// stay encoded between uses (the rest are encoded again at each use, one
+// giant step at a time).
+type MemoryPlan struct {
+	// Limit is the budget the plan was made for, in bytes.
+	Limit int64
+	// Keys is the evaluation keys' size, bootstrapping keys included.
+	Keys int64
+	// BootMatrices is the bootstrapping circuit's encoded DFT matrices.
+	BootMatrices int64
+	// Weights is the program's plaintext data as loaded
+	// (ckksir.Program.WeightBytes), which the evaluator keeps to encode
+	// diagonals at each use.
+	Weights int64
+	// Lanes is the number of ciphertexts evaluated at once, each with
+	// LaneBytes of working memory (its cores' share included).
+	Lanes     int
+	LaneBytes int64
+	// Encoded is the memory of the diagonals kept encoded; EncodedAll is
+	// what keeping every diagonal would take.
+	Encoded, EncodedAll int64
+	// Overhead is RuntimeOverhead.
+	Overhead int64
+}
+
+// Peak is the predicted peak resident memory.
+func (m MemoryPlan) Peak() int64 {
+	return m.Keys + m.BootMatrices + m.Weights + int64(m.Lanes)*m.LaneBytes + m.Encoded + m.Overhead
+}
+
+// Budget is the encoded-diagonal budget to give the evaluator: -1 when
+// every diagonal stays encoded.
+func (m MemoryPlan) Budget() int64 {
+	if m.Encoded >= m.EncodedAll {
+		return -1
+	}
+	return m.Encoded
+}
+
+// String is a one-table summary of the plan, in GiB.
+func (m MemoryPlan) String() string {
+	gib := func(b int64) string { return fmt.Sprintf("%6.2f GiB", float64(b)/(1<<30)) }
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "memory plan (limit %s):\n", strings.TrimSpace(gib(m.Limit)))
+	fmt.Fprintf(&sb, "  evaluation keys          %s\n", gib(m.Keys))
+	if m.BootMatrices > 0 {
+		fmt.Fprintf(&sb, "  bootstrapping matrices   %s\n", gib(m.BootMatrices))
+	}
+	fmt.Fprintf(&sb, "  plaintext weights        %s\n", gib(m.Weights))
+	fmt.Fprintf(&sb, "  %d lane(s) x %s  %s\n", m.Lanes, strings.TrimSpace(gib(m.LaneBytes)), gib(int64(m.Lanes)*m.LaneBytes))
+	what := "all pre-encoded"
+	if m.Encoded < m.EncodedAll {
+		what = fmt.Sprintf("of %s, the rest encoded at each use", strings.TrimSpace(gib(m.EncodedAll)))
+	}
+	fmt.Fprintf(&sb, "  encoded diagonals        %s (%s)\n", gib(m.Encoded), what)
+	fmt.Fprintf(&sb, "  runtime and headroom     %s\n", gib(m.Overhead))
+	fmt.Fprintf(&sb, "  predicted peak           %s", gib(m.Peak()))
+	return sb.String()
+}
+
+// PlanMemory chooses, for the keys and working memory kp describes and
+// weights bytes of plaintext program data, how to run within limit bytes on
+// cpus cores (a lane gets cpus/lanes of them, each adding kp.WorkerBytes): as many lanes as cores (parallel
+// lanes are the largest speed-up, since a bootstrap runs on one core) as
+// long as the keys, the bootstrapping matrices, the lanes and the runtime
+// fit, then as many encoded diagonals as the rest allows, largest matrices
+// encoded at each use first. It fails, naming the sizes, when even one
+// lane without any encoded diagonal does not fit.
+func PlanMemory(kp *ckks.KeyPlan, weights, limit int64, cpus int) (MemoryPlan, error) {
+	m := MemoryPlan{Limit: limit, Keys: kp.TotalBytes, BootMatrices: kp.BootstrapMatrixBytes, Weights: weights,
+		EncodedAll: kp.EncodedBytes, Overhead: RuntimeOverhead}
+	cpus = max(cpus, 1)
+	for m.Lanes = cpus; m.Lanes >= 1; m.Lanes-- {
+		// The cores are shared among the lanes (ckks.Evaluator.SetLanes).
+		m.LaneBytes = kp.LaneBytes + int64(cpus/m.Lanes-1)*kp.WorkerBytes
+		if left := limit - m.Peak(); left >= 0 {
+			m.Encoded = min(left, m.EncodedAll)
+			return m, nil
+		}
+	}
+	m.Lanes = 1
+	return m, &ir.UnsupportedError{Reason: fmt.Sprintf("plan needs about %.1f GiB (%.1f GiB of evaluation keys, %.1f GiB of bootstrapping matrices, %.1f GiB of weights, %.1f GiB to work in), more than the %.1f GiB memory limit",
+		float64(m.Peak())/(1<<30), float64(m.Keys)/(1<<30), float64(m.BootMatrices)/(1<<30), float64(m.Weights)/(1<<30), float64(m.LaneBytes+m.Overhead)/(1<<30), float64(limit)/(1<<30))}
+}
