@@ -342,19 +342,18 @@ func ChooseSplit(g *ir.Graph, opts SplitOptions, cost StageCoster) (*SplitChoice
 	return choice, nil
 }
 
-// String is a one-line summary of a candidate.
+// String is a one-line summary of a candidate: its label, its stages by
+// kind, its predicted total.
 func (c *SplitCandidate) String() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s: %d stages (", c.Label, len(c.Stages))
-	for i, s := range c.Stages {
-		if i > 0 {
-			b.WriteString(", ")
+	count := map[StageKind]int{}
+	for _, s := range c.Stages {
+		count[s.Kind]++
+	}
+	var kinds []string
+	for _, k := range []StageKind{StagePrefix, StageEncrypted, StageClientAided, StageSuffix} {
+		if count[k] > 0 {
+			kinds = append(kinds, fmt.Sprintf("%d %s", count[k], k))
 		}
-		b.WriteString(s.Kind.String())
 	}
-	fmt.Fprintf(&b, "), predicted %.3gs", c.Cost.Total)
-	if len(c.ClientAided) > 0 {
-		fmt.Fprintf(&b, ", %d client-aided", len(c.ClientAided))
-	}
-	return b.String()
+	return fmt.Sprintf("%s: %d stages (%s), %d bootstraps, predicted %.3gs", c.Label, len(c.Stages), strings.Join(kinds, ", "), c.Cost.Bootstraps, c.Cost.Total)
 }
