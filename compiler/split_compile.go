@@ -2,7 +2,6 @@ package compiler
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/ciphercut/ciphercut/cost"
 	"github.com/ciphercut/ciphercut/ir"
@@ -60,10 +59,6 @@ type splitCompiler struct {
 	costs map[string]passes.StageCost
 }
 
-func splitStageKey(s passes.StageSpec) string {
-	return strings.Join(s.Inputs, "\x00") + "\x01" + strings.Join(s.Outputs, "\x00")
-}
-
 // lowerStage lowers an encrypted stage of the approximated graph; with
 // calib (per stage input, samples stacked), its magnitudes and error bounds
 // are calibrated.
@@ -96,7 +91,7 @@ func (sc *splitCompiler) predictStage(prog *ckksir.Program) (passes.StageCost, e
 
 // cost is the passes.StageCoster: lower for costing, predict, cache.
 func (sc *splitCompiler) cost(s passes.StageSpec) (passes.StageCost, error) {
-	key := splitStageKey(s)
+	key := s.Key()
 	if c, ok := sc.costs[key]; ok {
 		return c, nil
 	}
@@ -188,7 +183,7 @@ func (sc *splitCompiler) build(chosen *passes.SplitCandidate, link passes.Link) 
 			}
 			g, st.Program, err = sc.lowerStage(s, calib)
 			if err == nil {
-				final[splitStageKey(s)], err = sc.predictStage(st.Program)
+				final[s.Key()], err = sc.predictStage(st.Program)
 			}
 		} else {
 			g, err = sc.canon.Subgraph(sc.canon.Name, s.Inputs, s.Outputs)
@@ -202,7 +197,7 @@ func (sc *splitCompiler) build(chosen *passes.SplitCandidate, link passes.Link) 
 		stages[i] = st
 	}
 	pred, err := passes.CostSplit(sc.canon, chosen.Stages, link, func(s passes.StageSpec) (passes.StageCost, error) {
-		return final[splitStageKey(s)], nil
+		return final[s.Key()], nil
 	})
 	return stages, pred, err
 }

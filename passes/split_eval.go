@@ -20,14 +20,16 @@ type splitEvaluator struct {
 	misses int
 }
 
-func stageKey(s StageSpec) string {
+// Key identifies an encrypted stage by the values it reads and gives
+// (which determine its nodes): the key of stage-cost caches.
+func (s StageSpec) Key() string {
 	return strings.Join(s.Inputs, "\x00") + "\x01" + strings.Join(s.Outputs, "\x00")
 }
 
 // stageCost returns the cost of an encrypted stage, from the cache when
 // possible.
 func (ev *splitEvaluator) stageCost(s StageSpec) (StageCost, error) {
-	key := stageKey(s)
+	key := s.Key()
 	if c, ok := ev.stages[key]; ok {
 		return c, nil
 	}
