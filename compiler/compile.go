@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/ciphercut/ciphercut/cost"
 	"github.com/ciphercut/ciphercut/ir"
 	"github.com/ciphercut/ciphercut/ir/ckksir"
 	"github.com/ciphercut/ciphercut/passes"
@@ -22,6 +23,13 @@ type CompileOptions struct {
 	Lower passes.LowerOptions
 	// Log, when set, receives one line per pipeline step.
 	Log io.Writer
+	// Split, when set, splits the model between the data owner and a
+	// worker (passes.ChooseSplit): the plan then holds Stages instead of
+	// one Program.
+	Split *passes.SplitOptions
+	// Profile is the machine profile split costs come from; nil means
+	// cost.DefaultProfile().
+	Profile *cost.Profile
 }
 
 // Compile turns an imported model into an encrypted-execution plan:
@@ -31,7 +39,11 @@ type CompileOptions struct {
 //     activation calibrated on opts.Calib and replaced by the cheapest
 //     polynomial that keeps the model's outputs on target;
 //  3. lowering to the CKKS-level IR (linear regions become diagonal
-//     matrices, polynomials, levels, parameters, error bounds).
+//     matrices, polynomials, levels, parameters, error bounds); with
+//     opts.Split, the split pass (passes.ChooseSplit) first chooses which
+//     nodes the data owner runs in plaintext (on the canonical graph) and
+//     which the worker runs encrypted, costing each candidate by lowering
+//     its encrypted stages, and only the chosen stages are lowered.
 //
 // model is not modified. modelBytes (the ONNX file) identifies the model in
 // the plan.
@@ -49,6 +61,7 @@ func Compile(model *ir.Graph, name string, modelBytes []byte, opts CompileOption
 		return nil, fmt.Errorf("compile %s: %w", name, err)
 	}
 	logf("canonicalized: %d nodes", len(g.Nodes))
+	canon := g.Clone()
 	var report *passes.ApproxReport
 	encrypt := []Pass{
 		{Name: "decompose-maxpool", Run: passes.DecomposeMaxPool},
@@ -62,6 +75,24 @@ func Compile(model *ir.Graph, name string, modelBytes []byte, opts CompileOption
 		return nil, fmt.Errorf("compile %s: %w", name, err)
 	}
 	logf("approximated %d activations", len(report.Entries))
+	sum := sha256.Sum256(modelBytes)
+	plan := &Plan{
+		FormatVersion:  PlanFormatVersion,
+		ModelName:      name,
+		ModelSHA256:    hex.EncodeToString(sum[:]),
+		Approximations: report.String(),
+	}
+	var err error
+	if plan.Graph, err = g.MarshalBinary(); err != nil {
+		return nil, fmt.Errorf("compile %s: %w", name, err)
+	}
+	if opts.Split != nil {
+		plan.Stages, plan.Split, err = compileSplit(canon, g, opts, logf)
+		if err != nil {
+			return nil, fmt.Errorf("compile %s: %w", name, err)
+		}
+		return plan, nil
+	}
 	lower := opts.Lower
 	if lower.Calib == nil {
 		lower.Calib = opts.Calib
@@ -77,17 +108,6 @@ func Compile(model *ir.Graph, name string, modelBytes []byte, opts CompileOption
 		return nil, fmt.Errorf("compile %s: lowering produced an invalid program: %w", name, err)
 	}
 	logf("lowered: %s, %s packing, depth %d, %d samples per ciphertext", prog.Params, prog.Packing, prog.Depth(), prog.Batch)
-	graph, err := g.MarshalBinary()
-	if err != nil {
-		return nil, fmt.Errorf("compile %s: %w", name, err)
-	}
-	sum := sha256.Sum256(modelBytes)
-	return &Plan{
-		FormatVersion:  PlanFormatVersion,
-		ModelName:      name,
-		ModelSHA256:    hex.EncodeToString(sum[:]),
-		Graph:          graph,
-		Program:        prog,
-		Approximations: report.String(),
-	}, nil
+	plan.Program = prog
+	return plan, nil
 }

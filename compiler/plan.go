@@ -16,8 +16,9 @@ import (
 
 // PlanFormatVersion is the plan file format this ciphercut writes and reads.
 // It changes whenever the Plan struct or the CKKS IR (ckksir.Version)
-// changes incompatibly; other versions are refused.
-const PlanFormatVersion = 1
+// changes incompatibly; other versions are refused. Version 2 added split
+// plans (Stages, Split).
+const PlanFormatVersion = 2
 
 // planMagic opens every plan file.
 const planMagic = "CIPHERCUT-PLAN\n"
@@ -38,8 +39,16 @@ type Plan struct {
 	// graph: the plaintext reference the encrypted results are compared
 	// with.
 	Graph []byte
-	// Program is the CKKS program.
+	// Program is the CKKS program of a plan that encrypts the whole model;
+	// nil in a split plan.
 	Program *ckksir.Program
+	// Stages, in a split plan (compiled with --cut or --client-aided), are
+	// run in order (see Stage); nil otherwise.
+	Stages []Stage
+	// Split records how the split was chosen (the policy, the link and the
+	// costed alternatives), for `ciphercut report`; nil when the plan was
+	// compiled without a split.
+	Split *SplitReport
 	// Approximations is a text report of the activation approximations.
 	Approximations string
 	// Notes are free-form remarks of the compiler.
@@ -51,8 +60,8 @@ type Plan struct {
 // of the payload, the payload length (uint64 little-endian) and the payload,
 // gob(Plan) with FormatVersion set to PlanFormatVersion.
 func EncodePlan(p *Plan) ([]byte, error) {
-	if p == nil || p.Program == nil {
-		return nil, errors.New("encoding plan: no program")
+	if p == nil || (p.Program == nil && len(p.Stages) == 0) {
+		return nil, errors.New("encoding plan: no program and no stages")
 	}
 	if p.FormatVersion != 0 && p.FormatVersion != PlanFormatVersion {
 		return nil, fmt.Errorf("encoding plan: format v%d, this ciphercut writes v%d", p.FormatVersion, PlanFormatVersion)
@@ -144,7 +153,7 @@ func DecodePlan(data []byte, name string) (p *Plan, err error) {
 		return nil, fmt.Errorf("%s: truncated plan (%d bytes, header needs %d)", name, len(data), planHeaderSize)
 	}
 	if v := binary.LittleEndian.Uint32(data[len(planMagic):]); v != PlanFormatVersion {
-		return nil, fmt.Errorf("%s: plan format v%d, this ciphercut reads v%d", name, v, PlanFormatVersion)
+		return nil, fmt.Errorf("%s: plan format v%d, this ciphercut reads v%d; recompile the model with `ciphercut compile`", name, v, PlanFormatVersion)
 	}
 	if len(data) < planHeaderSize {
 		return nil, fmt.Errorf("%s: truncated plan (%d bytes, header needs %d)", name, len(data), planHeaderSize)
@@ -168,21 +177,35 @@ func DecodePlan(data []byte, name string) (p *Plan, err error) {
 	if p.FormatVersion != PlanFormatVersion {
 		return nil, fmt.Errorf("%s: corrupt plan (payload says format v%d, header v%d)", name, p.FormatVersion, PlanFormatVersion)
 	}
-	if p.Program == nil {
+	switch {
+	case p.Program == nil && len(p.Stages) == 0:
 		return nil, fmt.Errorf("%s: invalid plan: no program", name)
+	case p.Program != nil && len(p.Stages) > 0:
+		return nil, fmt.Errorf("%s: invalid plan: both a program and %d stages", name, len(p.Stages))
 	}
-	for i, ins := range p.Program.Instrs {
+	if p.Program != nil {
+		if err := verifyProgram(p.Program); err != nil {
+			return nil, fmt.Errorf("%s: invalid plan: %v", name, err)
+		}
+	}
+	ref, err := ir.UnmarshalGraph(p.Graph)
+	if err != nil {
+		return nil, fmt.Errorf("%s: invalid plan: reference graph: %v", name, err)
+	}
+	if err := verifyStages(p.Stages, ref); err != nil {
+		return nil, fmt.Errorf("%s: invalid plan: %v", name, err)
+	}
+	return p, nil
+}
+
+// verifyProgram checks a program read from a plan file.
+func verifyProgram(prog *ckksir.Program) error {
+	for i, ins := range prog.Instrs {
 		for _, m := range ins.Matrices {
 			if m == nil {
-				return nil, fmt.Errorf("%s: invalid plan: instruction %d has a missing matrix", name, i)
+				return fmt.Errorf("instruction %d has a missing matrix", i)
 			}
 		}
 	}
-	if err := ckksir.Verify(p.Program); err != nil {
-		return nil, fmt.Errorf("%s: invalid plan: %v", name, err)
-	}
-	if _, err := ir.UnmarshalGraph(p.Graph); err != nil {
-		return nil, fmt.Errorf("%s: invalid plan: reference graph: %v", name, err)
-	}
-	return p, nil
+	return ckksir.Verify(prog)
 }

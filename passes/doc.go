@@ -11,6 +11,11 @@
 // the activations and normalizations that exporters decompose recognized
 // again (RecognizeSiLU, RecognizeGELU, RecognizeLayerNorm).
 //
+// Beyond rewrites, the package holds the analyses the compiler runs on a
+// canonical graph: approximation of activations (ApproximateActivations),
+// lowering to the CKKS IR (LowerCKKS, ChooseParams, PlaceBootstraps), and
+// the split between the data owner and a worker (ChooseSplit, split*.go).
+//
 // Every rewrite preserves the graph's results as computed by the reference
 // interpreter (runtime/plain), up to float64 rounding.
 package passes

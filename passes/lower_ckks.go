@@ -35,6 +35,11 @@ type LowerOptions struct {
 	// Without it the magnitudes are bounded from the Poly intervals, the
 	// matrix norms and InputBound.
 	Calib *ir.Tensor
+	// CalibInputs, when set, replaces Calib for a graph with several
+	// inputs: per input name, samples stacked along the leading axis as in
+	// Calib, every input with the same number of samples (the split pass
+	// lowers stages whose inputs are intermediate values of a model).
+	CalibInputs map[string]*ir.Tensor
 	// WholeTensor says the graph has no batch axis: every value's whole
 	// (static) shape, whatever its leading dimension, is its per-sample
 	// layout shape, so one program sample is one whole input tensor (the
@@ -57,6 +62,9 @@ type LowerOptions struct {
 	// Log, when set, receives a line comparing the bootstrap placement with
 	// the naive policy (bootstrap when out of levels).
 	Log io.Writer
+	// Probes, when set, caches probed affine regions across calls on
+	// subgraphs of one graph (see ProbeCache).
+	Probes *ProbeCache
 	// Packing selects the slot layout: ckksir.PackSlot (default, whole
 	// samples in blocks of one ciphertext, linear maps by rotations) or
 	// ckksir.PackFeature (one sample per slot, one ciphertext per tensor
@@ -623,7 +631,7 @@ func (lw *lowerer) probeRegion(outs []*ir.Value) ([]*lowerMap, error) {
 		return nil, fmt.Errorf("lowering %q: affine region %s computes %q from constants only; fold constants first", lw.g.Name, regionName, outs[0].Name)
 	}
 	sub := &ir.Graph{Name: lw.g.Name + "/probe", Opset: lw.g.Opset, Inputs: inputs, Nodes: nodes, Outputs: outs}
-	res, err := lowerProbe(sub, lw.opts.WholeTensor)
+	res, err := lw.opts.Probes.probe(sub, lw.opts.WholeTensor)
 	if err != nil {
 		return nil, fmt.Errorf("lowering %q: affine region %s: %w", lw.g.Name, regionName, err)
 	}
@@ -1274,8 +1282,15 @@ func (lw *lowerer) assignLevels() error {
 func (lw *lowerer) magnitudes() ([][]float64, error) {
 	p := lw.prog
 	mags := make([][]float64, len(p.Values))
-	if lw.opts.Calib != nil {
-		lo, hi, err := lowerCalibrate(lw.g, lw.opts.Calib, lw.opts.WholeTensor)
+	if lw.opts.Calib != nil || lw.opts.CalibInputs != nil {
+		calib := lw.opts.CalibInputs
+		if calib == nil {
+			calib = map[string]*ir.Tensor{lw.g.Inputs[0].Name: lw.opts.Calib}
+			if len(lw.g.Inputs) != 1 {
+				return nil, fmt.Errorf("lowering %q: calibration samples need a graph with one input, not %d", lw.g.Name, len(lw.g.Inputs))
+			}
+		}
+		lo, hi, err := lowerCalibrate(lw.g, calib, lw.opts.WholeTensor)
 		if err != nil {
 			return nil, err
 		}
@@ -1376,22 +1391,29 @@ func lowerMaxAbs(v []float64) float64 {
 	return m
 }
 
-// lowerCalibrate runs g on every sample of calib and returns the smallest
-// and largest value of every element of every non-constant value. Samples
-// are stacked along calib's leading axis: each shaped like the input without
-// its batch axis of 1, or, with whole (no batch axis), like the whole input.
-func lowerCalibrate(g *ir.Graph, calib *ir.Tensor, whole bool) (lo, hi map[*ir.Value][]float64, err error) {
-	if len(g.Inputs) != 1 {
-		return nil, nil, fmt.Errorf("lowering %q: calibration samples need a graph with one input, not %d", g.Name, len(g.Inputs))
-	}
-	x := g.Inputs[0]
-	per := x.Shape.Size()
-	sampleShape := x.Shape
-	if !whole {
-		sampleShape = x.Shape[1:]
-	}
-	if len(calib.Shape) != len(sampleShape)+1 || !calib.Shape[1:].Equal(sampleShape) || calib.Shape[0] < 1 || !calib.DType.IsFloat() {
-		return nil, nil, fmt.Errorf("lowering %q: calibration samples of shape %v %s do not match input %q %v", g.Name, calib.Shape, calib.DType, x.Name, x.Shape)
+// lowerCalibrate runs g on every sample of calib (per graph input name)
+// and returns the smallest and largest value of every element of every
+// non-constant value. Samples are stacked along each tensor's leading axis:
+// each shaped like the input without its batch axis of 1, or, with whole
+// (no batch axis), like the whole input.
+func lowerCalibrate(g *ir.Graph, calib map[string]*ir.Tensor, whole bool) (lo, hi map[*ir.Value][]float64, err error) {
+	samples := -1
+	for _, x := range g.Inputs {
+		c, ok := calib[x.Name]
+		if !ok {
+			return nil, nil, fmt.Errorf("lowering %q: no calibration samples for input %q", g.Name, x.Name)
+		}
+		sampleShape := x.Shape
+		if !whole {
+			sampleShape = x.Shape[1:]
+		}
+		if len(c.Shape) != len(sampleShape)+1 || !c.Shape[1:].Equal(sampleShape) || c.Shape[0] < 1 || !c.DType.IsFloat() {
+			return nil, nil, fmt.Errorf("lowering %q: calibration samples of shape %v %s do not match input %q %v", g.Name, c.Shape, c.DType, x.Name, x.Shape)
+		}
+		if samples >= 0 && c.Shape[0] != samples {
+			return nil, nil, fmt.Errorf("lowering %q: %d calibration samples for input %q, %d for the first input", g.Name, c.Shape[0], x.Name, samples)
+		}
+		samples = c.Shape[0]
 	}
 	lo, hi = map[*ir.Value][]float64{}, map[*ir.Value][]float64{}
 	note := func(v *ir.Value, t *ir.Tensor) {
@@ -1414,10 +1436,15 @@ func lowerCalibrate(g *ir.Graph, calib *ir.Tensor, whole bool) (lo, hi map[*ir.V
 			}
 		}
 	}}
-	for s := range calib.Shape[0] {
-		in := &ir.Tensor{DType: x.DType, Shape: x.Shape.Clone(), Float: calib.Float[s*per : (s+1)*per]}
-		note(x, in)
-		if _, err := plain.Run(g, map[string]*ir.Tensor{x.Name: in}, opts); err != nil {
+	for s := range max(samples, 0) {
+		feeds := map[string]*ir.Tensor{}
+		for _, x := range g.Inputs {
+			per := x.Shape.Size()
+			in := &ir.Tensor{DType: x.DType, Shape: x.Shape.Clone(), Float: calib[x.Name].Float[s*per : (s+1)*per]}
+			note(x, in)
+			feeds[x.Name] = in
+		}
+		if _, err := plain.Run(g, feeds, opts); err != nil {
 			return nil, nil, fmt.Errorf("lowering %q: calibration sample %d: %w", g.Name, s, err)
 		}
 	}

@@ -19,6 +19,7 @@ func compileCmd() *cobra.Command {
 	var out, calib string
 	var bootstrap bool
 	var opts compiler.CompileOptions
+	var cf cutFlags
 	var splitOut string // --split-out: see shard.go
 	var split *splitFlags
 	cmd := &cobra.Command{
@@ -28,7 +29,14 @@ func compileCmd() *cobra.Command {
 			"calibration samples (the inputs.npy beside the model by default, or --calib),\n" +
 			"replaces activations by the cheapest polynomials that keep the outputs on target,\n" +
 			"lowers to CKKS operations and picks 128-bit secure parameters. The plan file is\n" +
-			"versioned, checksummed and written atomically.",
+			"versioned, checksummed and written atomically.\n\n" +
+			"--cut auto|after=NODE splits the model between the data owner (plaintext prefix and\n" +
+			"suffix, within --reveal-prefix/--reveal-suffix weighted layers) and a worker\n" +
+			"(encrypted), choosing the split of least predicted latency: data-owner compute\n" +
+			"(--client-speed), encryption, transfers (--bandwidth), worker time (cost profile,\n" +
+			"bootstraps placed per candidate), decryption and round trips (--rtt).\n" +
+			"--client-aided activations|all lets the data owner compute activations between\n" +
+			"encrypted segments where that costs less than polynomials and bootstraps.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
@@ -48,6 +56,9 @@ func compileCmd() *cobra.Command {
 			}
 			opts.Calib = samples
 			opts.Log = os.Stderr
+			if opts.Split, opts.Profile, err = cf.options(); err != nil {
+				return err
+			}
 			if bootstrap {
 				opts.Lower.Boot = ckksir.DefaultBootParams()
 			}
@@ -69,6 +80,10 @@ func compileCmd() *cobra.Command {
 				return err
 			}
 			fmt.Print(plan.Approximations)
+			if plan.IsSplit() {
+				printSplit(os.Stdout, out, plan)
+				return nil
+			}
 			if prog := plan.Program; prog.Packing == ckksir.PackFeature {
 				fmt.Printf("plan %s: %s\n  packing feature, depth %d, %d samples per batch (one per slot), %d scalar products\n",
 					out, prog.Params, prog.Depth(), prog.Batch, prog.ScalarProducts())
@@ -92,6 +107,7 @@ func compileCmd() *cobra.Command {
 	cmd.Flags().Float64Var(&opts.Approx.Margin, "margin", 0.25, "widen each calibrated range by this fraction of its half-width on each side")
 	cmd.Flags().Var(&opts.Lower.Packing, "packing", "slot: whole samples per ciphertext (low latency); feature: one sample per slot, one ciphertext per tensor element, no rotations (throughput)")
 	cmd.Flags().IntVar(&opts.Lower.MaxLogN, "max-logn", 16, "largest ring degree 2^LOGN to consider")
+	cf.add(cmd)
 	cmd.Flags().BoolVar(&bootstrap, "bootstrap", true, "bootstrap a model too deep for any modulus chain (on N=2^16, with a sparse secret; bootstrapping keys take about 8 GB)")
 	cmd.Flags().StringVar(&splitOut, "split-out", "", "also write the split plan into this directory: the data-owner plan (no worker weights), one worker shard per segment and the manifest (as `ciphercut shard`)")
 	split = addSplitFlags(cmd)

@@ -86,6 +86,19 @@ func evalEncrypted(planPath, dir string, limit int, profile, memLimit string) er
 	if err := reportRanges(ref, x); err != nil {
 		return err
 	}
+	if plan.IsSplit() {
+		if profile != "" {
+			return fmt.Errorf("%s: --profile measures single-program plans, not split plans", planPath)
+		}
+		y, rep, err := runSplit(plan, ref, x, true, memLimit)
+		if err != nil {
+			return fmt.Errorf("%s: %w", planPath, err)
+		}
+		fmt.Printf("%s on %d samples (split %q)\n", m.Name, n, plan.Split.Candidates[0].Label)
+		printAccuracy(exact, approx, y, labels)
+		printSplitTiming(os.Stdout, rep, n)
+		return nil
+	}
 	sess, err := newSession(plan.Program, memLimit)
 	if err != nil {
 		return err
@@ -101,10 +114,7 @@ func evalEncrypted(planPath, dir string, limit int, profile, memLimit string) er
 	maxErr, meanErr := errorStats(y, approx)
 	maxExact, meanExact := errorStats(y, exact)
 	fmt.Printf("%s on %d samples (%s)\n", m.Name, n, plan.Program.Params)
-	fmt.Printf("  plaintext accuracy    %.2f%%\n", 100*zoo.Accuracy(exact, labels))
-	fmt.Printf("  polynomial plaintext  %.2f%%\n", 100*zoo.Accuracy(approx, labels))
-	fmt.Printf("  encrypted accuracy    %.2f%%\n", 100*zoo.Accuracy(y, labels))
-	fmt.Printf("  top-1 agreement       %.2f%% with plaintext\n", 100*zoo.Agreement(y, exact))
+	printAccuracy(exact, approx, y, labels)
 	fmt.Printf("  |encrypted - plan reference|  max %.3e  mean %.3e  (plan bound %.3e)\n", maxErr, meanErr, outputBound(plan))
 	fmt.Printf("  |encrypted - exact model|     max %.3e  mean %.3e\n", maxExact, meanExact)
 	printTiming(sess.Setup, t, n)
@@ -112,6 +122,15 @@ func evalEncrypted(planPath, dir string, limit int, profile, memLimit string) er
 		return fmt.Errorf("encrypted result exceeds the plan's error bound (%.3e > %.3e)", maxErr, outputBound(plan))
 	}
 	return nil
+}
+
+// printAccuracy prints the accuracies of the exact model, its polynomial
+// reference and the encrypted run, and the encrypted run's agreement.
+func printAccuracy(exact, approx, y, labels *ir.Tensor) {
+	fmt.Printf("  plaintext accuracy    %.2f%%\n", 100*zoo.Accuracy(exact, labels))
+	fmt.Printf("  polynomial plaintext  %.2f%%\n", 100*zoo.Accuracy(approx, labels))
+	fmt.Printf("  encrypted accuracy    %.2f%%\n", 100*zoo.Accuracy(y, labels))
+	fmt.Printf("  top-1 agreement       %.2f%% with plaintext\n", 100*zoo.Agreement(y, exact))
 }
 
 type evaluation struct {

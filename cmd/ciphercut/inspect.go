@@ -59,19 +59,42 @@ func inspectCmd() *cobra.Command {
 	return cmd
 }
 
-// inspectPlan prints a plan: approximations, HE program and key summary.
+// inspectPlan prints a plan: approximations, HE program and key summary;
+// for a split plan, the stages and each encrypted stage's program.
 func inspectPlan(path, memLimit string) error {
 	plan, _, err := loadPlan(path)
 	if err != nil {
 		return err
 	}
+	if plan.IsSplit() {
+		fmt.Printf("plan %s: model %s (sha256 %s), format v%d, split\n\n", path, plan.ModelName, plan.ModelSHA256, plan.FormatVersion)
+		fmt.Print(plan.Approximations)
+		fmt.Println()
+		printSplit(os.Stdout, path, plan)
+		for i, s := range plan.Stages {
+			if s.Program == nil {
+				continue
+			}
+			fmt.Printf("\nstage %d (%s), %s packing:\n", i, s.Kind, s.Program.Packing)
+			if err := inspectProgram(s.Program, memLimit); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	fmt.Printf("plan %s: model %s (sha256 %s), format v%d, %s packing\n\n", path, plan.ModelName, plan.ModelSHA256, plan.FormatVersion, plan.Program.Packing)
 	fmt.Print(plan.Approximations)
 	fmt.Println()
-	if err := ckksir.Dump(os.Stdout, plan.Program); err != nil {
+	return inspectProgram(plan.Program, memLimit)
+}
+
+// inspectProgram prints a CKKS program, its keys and the memory an
+// in-process run of it plans within memLimit (the --memory-limit flag).
+func inspectProgram(prog *ckksir.Program, memLimit string) error {
+	if err := ckksir.Dump(os.Stdout, prog); err != nil {
 		return err
 	}
-	keys, err := ckks.PlanKeys(plan.Program)
+	keys, err := ckks.PlanKeys(prog)
 	if err != nil {
 		return err
 	}
@@ -90,7 +113,7 @@ func inspectPlan(path, memLimit string) error {
 		limit = local.MemoryAvailable()
 	}
 	if limit > 0 {
-		m, err := local.PlanMemory(keys, plan.Program.WeightBytes(), limit, runtime.NumCPU())
+		m, err := local.PlanMemory(keys, prog.WeightBytes(), limit, runtime.NumCPU())
 		if err != nil {
 			fmt.Printf("in-process run on this machine (%d cores): %v\n", runtime.NumCPU(), err)
 			return nil

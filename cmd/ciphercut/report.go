@@ -13,7 +13,6 @@ import (
 	"github.com/ciphercut/ciphercut/cost/costplot"
 	"github.com/ciphercut/ciphercut/ir"
 	"github.com/ciphercut/ciphercut/ir/ckksir"
-	"github.com/ciphercut/ciphercut/runtime/ckks"
 	"github.com/ciphercut/ciphercut/runtime/local"
 )
 
@@ -36,6 +35,12 @@ func reportCmd() *cobra.Command {
 			plan, err := compiler.ReadPlan(args[0])
 			if err != nil {
 				return err
+			}
+			if plan.IsSplit() {
+				if measured != "" {
+					return fmt.Errorf("%s: --measured takes single-program plans, not split plans", args[0])
+				}
+				return writeSplitReport(os.Stdout, args[0], plan, profile, asJSON, plotPath)
 			}
 			rep, err := buildReport(plan.Program, profile, measured, samples, cpus)
 			if err != nil {
@@ -69,16 +74,6 @@ func buildReport(prog *ckksir.Program, profilePath, measuredPath string, samples
 	if err != nil {
 		return nil, err
 	}
-	counts, err := ckks.InstrStats(prog)
-	if err != nil {
-		return nil, err
-	}
-	kp, err := ckks.PlanKeys(prog)
-	if err != nil {
-		return nil, err
-	}
-	keys := cost.Keys{Rotations: kp.Rotations, Relinearization: kp.Relinearization,
-		KeyBytes: kp.KeyBytes, TotalBytes: kp.TotalBytes, EncodedBytes: kp.EncodedBytes}
 	var m *cost.Measurement
 	opts := cost.Options{Ciphertexts: ciphertextsFor(prog, samples), CPUs: cpus}
 	if measuredPath != "" {
@@ -96,7 +91,7 @@ func buildReport(prog *ckksir.Program, profilePath, measuredPath string, samples
 			opts.Magnitudes[o.Name] = o.MaxAbs
 		}
 	}
-	rep, err := cost.Predict(prog, counts, keys, prof, opts)
+	rep, err := compiler.PredictProgram(prog, prof, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -47,6 +47,16 @@ func runCmd() *cobra.Command {
 			if !x.DType.IsFloat() {
 				return fmt.Errorf("%s holds %s data; the model's input %q takes real numbers", input, x.DType, ref.Inputs[0].Name)
 			}
+			if plan.IsSplit() {
+				if rmt.enabled() || profile != "" {
+					return fmt.Errorf("%s: a split plan runs in process only, without --profile (remote workers and measurements take single-program plans)", args[0])
+				}
+				y, rep, err := runSplit(plan, ref, x, verify, *memLimit)
+				if err != nil {
+					return fmt.Errorf("%s: %w", args[0], err)
+				}
+				return finishSplitRun(os.Stdout, ref, x, y, output, verify, rep)
+			}
 			if rmt.enabled() {
 				y, err := rmt.run(args[0], plan, x)
 				if err != nil {

@@ -30,9 +30,8 @@ var (
 
 // Write draws the report into path, a .svg or .png file.
 func Write(r *cost.Report, path string) error {
-	ext := strings.ToLower(filepath.Ext(path))
-	if ext != ".svg" && ext != ".png" {
-		return fmt.Errorf("plot %s: want a .svg or .png file name", path)
+	if err := checkExt(path); err != nil {
+		return err
 	}
 	top, err := timePlot(r)
 	if err != nil {
@@ -43,18 +42,36 @@ func Write(r *cost.Report, path string) error {
 		return fmt.Errorf("plot %s: %w", path, err)
 	}
 	w := vg.Length(max(6, 1.2*float64(len(r.Layers))+2)) * vg.Inch
-	h := 8 * vg.Inch
+	return save(path, w, 8*vg.Inch, top, bottom)
+}
+
+// checkExt accepts .svg and .png file names.
+func checkExt(path string) error {
+	if ext := strings.ToLower(filepath.Ext(path)); ext != ".svg" && ext != ".png" {
+		return fmt.Errorf("plot %s: want a .svg or .png file name", path)
+	}
+	return nil
+}
+
+// save draws the plots stacked vertically on a w x h canvas into path
+// (.svg or .png).
+func save(path string, w, h vg.Length, plots ...*plot.Plot) error {
 	var c vg.CanvasWriterTo
-	if ext == ".svg" {
+	if strings.ToLower(filepath.Ext(path)) == ".svg" {
 		c = vgsvg.New(w, h)
 	} else {
 		c = vgimg.PngCanvas{Canvas: vgimg.New(w, h)}
 	}
-	tiles := draw.Tiles{Rows: 2, Cols: 1, PadX: vg.Millimeter, PadY: 4 * vg.Millimeter,
+	tiles := draw.Tiles{Rows: len(plots), Cols: 1, PadX: vg.Millimeter, PadY: 4 * vg.Millimeter,
 		PadTop: 2 * vg.Millimeter, PadBottom: 2 * vg.Millimeter, PadLeft: 2 * vg.Millimeter, PadRight: 2 * vg.Millimeter}
-	canvases := plot.Align([][]*plot.Plot{{top}, {bottom}}, tiles, draw.New(c))
-	top.Draw(canvases[0][0])
-	bottom.Draw(canvases[1][0])
+	rows := make([][]*plot.Plot, len(plots))
+	for i, p := range plots {
+		rows[i] = []*plot.Plot{p}
+	}
+	canvases := plot.Align(rows, tiles, draw.New(c))
+	for i, p := range plots {
+		p.Draw(canvases[i][0])
+	}
 	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("plot: %w", err)

@@ -118,41 +118,69 @@ func (s *Session) SetTrace(f func(instr int, d time.Duration)) { s.worker.SetTra
 // input, evaluates, decrypts and returns the single output with the same
 // leading axis.
 func (s *Session) Infer(x *ir.Tensor) (*ir.Tensor, Timing, error) {
-	var t Timing
 	if len(s.prog.Inputs) != 1 || len(s.prog.Outputs) != 1 {
-		return nil, t, fmt.Errorf("program has %d inputs and %d outputs; want one of each", len(s.prog.Inputs), len(s.prog.Outputs))
+		return nil, Timing{}, fmt.Errorf("program has %d inputs and %d outputs; want one of each", len(s.prog.Inputs), len(s.prog.Outputs))
 	}
-	if len(x.Shape) == 0 {
-		return nil, t, fmt.Errorf("input has no sample axis")
-	}
-	in, out := s.prog.Inputs[0].Name, s.prog.Outputs[0].Name
-	n := x.Shape[0]
-	start := time.Now()
-	cts, err := s.client.Encrypt(in, x)
+	out, t, err := s.Run(map[string]*ir.Tensor{s.prog.Inputs[0].Name: x})
 	if err != nil {
 		return nil, t, err
 	}
-	t.Encrypt = time.Since(start)
-	t.Ciphertexts = len(cts)
-	for _, ct := range cts {
-		t.UploadBytes += ct.Bytes()
+	return out[s.prog.Outputs[0].Name], t, nil
+}
+
+// Run encrypts every program input (by name; samples along the leading
+// axis, the same number for each), evaluates, decrypts and returns every
+// output by name with the same leading axis.
+func (s *Session) Run(inputs map[string]*ir.Tensor) (map[string]*ir.Tensor, Timing, error) {
+	var t Timing
+	n := -1
+	for _, in := range s.prog.Inputs {
+		x, ok := inputs[in.Name]
+		if !ok {
+			return nil, t, fmt.Errorf("no tensor for program input %q", in.Name)
+		}
+		if len(x.Shape) == 0 {
+			return nil, t, fmt.Errorf("input %q has no sample axis", in.Name)
+		}
+		if n >= 0 && x.Shape[0] != n {
+			return nil, t, fmt.Errorf("input %q has %d samples, the first input %d", in.Name, x.Shape[0], n)
+		}
+		n = x.Shape[0]
 	}
+	start := time.Now()
+	cts := map[string][]*ckks.Ciphertext{}
+	for _, in := range s.prog.Inputs {
+		c, err := s.client.Encrypt(in.Name, inputs[in.Name])
+		if err != nil {
+			return nil, t, err
+		}
+		cts[in.Name] = c
+		t.Ciphertexts = max(t.Ciphertexts, len(c))
+		for _, ct := range c {
+			t.UploadBytes += ct.Bytes()
+		}
+	}
+	t.Encrypt = time.Since(start)
 	start = time.Now()
-	res, err := s.worker.Run(map[string][]*ckks.Ciphertext{in: cts})
+	res, err := s.worker.Run(cts)
 	if err != nil {
 		return nil, t, err
 	}
 	t.Eval = time.Since(start)
-	for _, ct := range res[out] {
-		t.DownloadBytes += ct.Bytes()
-	}
 	start = time.Now()
-	y, err := s.client.Decrypt(out, res[out], n)
-	if err != nil {
-		return nil, t, err
+	outs := map[string]*ir.Tensor{}
+	for _, o := range s.prog.Outputs {
+		for _, ct := range res[o.Name] {
+			t.DownloadBytes += ct.Bytes()
+		}
+		y, err := s.client.Decrypt(o.Name, res[o.Name], n)
+		if err != nil {
+			return nil, t, err
+		}
+		outs[o.Name] = y
 	}
 	t.Decrypt = time.Since(start)
-	return y, t, nil
+	return outs, t, nil
 }
 
 // memoryAvailable is the budget NewSession checks plans against; tests

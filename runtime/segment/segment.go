@@ -25,6 +25,7 @@
 package segment
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/ciphercut/ciphercut/ir/ckksir"
@@ -132,6 +133,9 @@ func Cuts(p *ckksir.Program) []int {
 // valid cut nearest to each even share. n = 1 gives the whole program as
 // one segment.
 func Split(p *ckksir.Program, n int) ([]*Segment, error) {
+	if p == nil {
+		return nil, errNoProgram
+	}
 	if err := ckksir.Verify(p); err != nil {
 		return nil, fmt.Errorf("segment: %w", err)
 	}
@@ -162,6 +166,10 @@ func Split(p *ckksir.Program, n int) ([]*Segment, error) {
 	return SplitAt(p, cuts)
 }
 
+// errNoProgram answers a plan without a single program: a split plan
+// (compile --cut or --client-aided) holds one per encrypted stage.
+var errNoProgram = errors.New("segment: the plan has no single program (a split plan, compiled with --cut or --client-aided, runs in process only for now)")
+
 func abs(x int) int {
 	if x < 0 {
 		return -x
@@ -173,6 +181,9 @@ func abs(x int) int {
 // increasing, inside (0, len(Instrs))), giving len(cuts)+1 segments. It
 // refuses a cut where a live value is off the default scale.
 func SplitAt(p *ckksir.Program, cuts []int) ([]*Segment, error) {
+	if p == nil {
+		return nil, errNoProgram
+	}
 	if err := ckksir.Verify(p); err != nil {
 		return nil, fmt.Errorf("segment: %w", err)
 	}

@@ -1,6 +1,7 @@
 package segment
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/ciphercut/ciphercut/ir"
@@ -106,5 +107,16 @@ func TestSplitRefusesBadCuts(t *testing.T) {
 	segs, err := Split(p, 1)
 	if err != nil || len(segs) != 1 || len(segs[0].Program.Instrs) != 2 {
 		t.Errorf("Split(p, 1) = %v, %v", segs, err)
+	}
+}
+
+// TestSplitNoProgram checks that a plan without a single program (a split
+// plan) is an error, not a crash.
+func TestSplitNoProgram(t *testing.T) {
+	if _, err := Split(nil, 2); err == nil || !strings.Contains(err.Error(), "split plan") {
+		t.Errorf("Split(nil): %v", err)
+	}
+	if _, err := SplitAt(nil, []int{1}); err == nil || !strings.Contains(err.Error(), "split plan") {
+		t.Errorf("SplitAt(nil): %v", err)
 	}
 }

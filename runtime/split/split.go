@@ -1,0 +1,215 @@
+// Package split runs a split plan's stages in order, in one process: the
+// data owner's plaintext stages (prefix, client-aided activations, suffix)
+// with the reference interpreter, and each encrypted stage through a
+// runtime/local session, whose client (secret key, encryption, decryption)
+// stands for the data owner and whose evaluator (public evaluation keys
+// only) for the worker. Every value passes between stages through the data
+// owner, as plaintext; the worker sees only ciphertexts.
+package split
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/ciphercut/ciphercut/ir"
+	"github.com/ciphercut/ciphercut/ir/ckksir"
+	"github.com/ciphercut/ciphercut/runtime/local"
+	"github.com/ciphercut/ciphercut/runtime/plain"
+)
+
+// Stage is one stage to run.
+type Stage struct {
+	// Name labels the stage in errors and timings ("prefix", "encrypted
+	// 2", ...).
+	Name string
+	// Inputs and Outputs are value names; Graph computes the outputs from
+	// the inputs in plaintext (for an encrypted stage, its plaintext
+	// reference); Program, when set, makes the stage encrypted.
+	Inputs, Outputs []string
+	Graph           *ir.Graph
+	Program         *ckksir.Program
+}
+
+// Options control Run.
+type Options struct {
+	// Verify runs every encrypted stage's plaintext reference on the same
+	// inputs and fails when an output leaves the program's error bound.
+	Verify bool
+	// NewSession starts the session of an encrypted stage (keys and
+	// evaluator); nil means local.NewSession without progress.
+	NewSession func(*ckksir.Program) (*local.Session, error)
+}
+
+// StageTiming is what running one stage took.
+type StageTiming struct {
+	Name      string
+	Encrypted bool
+	// Plain is a plaintext stage's time; Setup an encrypted stage's key
+	// generation and worker setup; Timing its encryption, evaluation,
+	// decryption and bytes moved.
+	Plain  time.Duration
+	Setup  local.Setup
+	Timing local.Timing
+	// MaxError is, with Options.Verify, the largest difference from the
+	// stage's plaintext reference over its outputs, Bound the smallest
+	// predicted bound among them.
+	MaxError, Bound float64
+}
+
+// Report sums a run.
+type Report struct {
+	Stages []StageTiming
+	// Total is the wall time of the stages (setups excluded); Upload and
+	// Download the ciphertext bytes moved; RoundTrips the encrypted stages.
+	Total            time.Duration
+	Upload, Download int64
+	RoundTrips       int
+	Bootstraps       int
+}
+
+// Run runs the stages in order on the named inputs (samples stacked along
+// the leading axis, which replaces the batch axis of 1 of every stage
+// value) and returns every value the stages produced. Each encrypted stage
+// generates its keys when it starts and drops them when done, so that only
+// one stage's keys are held at a time.
+func Run(stages []Stage, inputs map[string]*ir.Tensor, opts Options) (map[string]*ir.Tensor, *Report, error) {
+	env := map[string]*ir.Tensor{}
+	n := -1
+	for name, x := range inputs {
+		if len(x.Shape) == 0 {
+			return nil, nil, fmt.Errorf("split: input %q has no sample axis", name)
+		}
+		if n >= 0 && x.Shape[0] != n {
+			return nil, nil, fmt.Errorf("split: input %q has %d samples, another input %d", name, x.Shape[0], n)
+		}
+		n = x.Shape[0]
+		env[name] = x
+	}
+	rep := &Report{}
+	for _, st := range stages {
+		feeds := map[string]*ir.Tensor{}
+		for _, in := range st.Inputs {
+			x, ok := env[in]
+			if !ok {
+				return nil, nil, fmt.Errorf("split: stage %s reads %q, which no earlier stage produced", st.Name, in)
+			}
+			feeds[in] = x
+		}
+		tm := StageTiming{Name: st.Name, Encrypted: st.Program != nil}
+		var outs map[string]*ir.Tensor
+		var err error
+		if st.Program == nil {
+			start := time.Now()
+			outs, err = runPlain(st.Graph, feeds, n)
+			tm.Plain = time.Since(start)
+			rep.Total += tm.Plain
+		} else {
+			outs, err = runEncrypted(st, feeds, opts, &tm)
+			rep.Total += tm.Timing.Total()
+			rep.Upload += tm.Timing.UploadBytes
+			rep.Download += tm.Timing.DownloadBytes
+			rep.RoundTrips++
+			rep.Bootstraps += st.Program.Bootstraps()
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("split: stage %s: %w", st.Name, err)
+		}
+		for _, o := range st.Outputs {
+			y, ok := outs[o]
+			if !ok {
+				return nil, nil, fmt.Errorf("split: stage %s did not produce %q", st.Name, o)
+			}
+			env[o] = y
+		}
+		rep.Stages = append(rep.Stages, tm)
+	}
+	return env, rep, nil
+}
+
+// runEncrypted runs one encrypted stage: keys, encryption of its inputs,
+// evaluation, decryption; with opts.Verify, the check against its
+// reference.
+func runEncrypted(st Stage, feeds map[string]*ir.Tensor, opts Options, tm *StageTiming) (map[string]*ir.Tensor, error) {
+	newSession := opts.NewSession
+	if newSession == nil {
+		newSession = func(p *ckksir.Program) (*local.Session, error) { return local.NewSession(p, local.Progress{}) }
+	}
+	sess, err := newSession(st.Program)
+	if err != nil {
+		return nil, err
+	}
+	tm.Setup = sess.Setup
+	outs, t, err := sess.Run(feeds)
+	tm.Timing = t
+	if err != nil || !opts.Verify {
+		return outs, err
+	}
+	n := 0
+	for _, x := range feeds {
+		n = x.Shape[0]
+	}
+	want, err := runPlain(st.Graph, feeds, n)
+	if err != nil {
+		return nil, fmt.Errorf("plaintext reference: %w", err)
+	}
+	tm.Bound = math.Inf(1)
+	for _, o := range st.Program.Outputs {
+		bound := st.Program.Values[o.Value].Bound
+		tm.Bound = min(tm.Bound, bound)
+		got, ref := outs[o.Name], want[o.Name]
+		if got == nil || ref == nil || len(got.Float) != len(ref.Float) {
+			return nil, fmt.Errorf("output %q: encrypted and reference results differ in shape", o.Name)
+		}
+		maxErr := 0.0
+		for i, v := range got.Float {
+			maxErr = math.Max(maxErr, math.Abs(v-ref.Float[i]))
+		}
+		tm.MaxError = math.Max(tm.MaxError, maxErr)
+		if maxErr > bound {
+			return nil, fmt.Errorf("output %q: max |encrypted - reference| = %.3e exceeds the predicted bound %.3e", o.Name, maxErr, bound)
+		}
+	}
+	return outs, nil
+}
+
+// runPlain runs g on every sample of feeds (stacked along the leading
+// axis; g's values have a batch axis of 1) and stacks its outputs.
+func runPlain(g *ir.Graph, feeds map[string]*ir.Tensor, n int) (map[string]*ir.Tensor, error) {
+	outs := map[string]*ir.Tensor{}
+	for s := range n {
+		one := map[string]*ir.Tensor{}
+		for _, in := range g.Inputs {
+			x, ok := feeds[in.Name]
+			if !ok {
+				return nil, fmt.Errorf("no value for input %q", in.Name)
+			}
+			per := len(x.Float) / max(1, x.Shape[0])
+			if in.Shape.Known() && in.Shape.Size() != per {
+				return nil, fmt.Errorf("input %q: %d elements per sample, the graph takes %v", in.Name, per, in.Shape)
+			}
+			one[in.Name] = &ir.Tensor{DType: ir.Float64, Shape: in.Shape.Clone(), Float: x.Float[s*per : (s+1)*per]}
+		}
+		res, err := plain.Run(g, one, nil)
+		if err != nil {
+			return nil, fmt.Errorf("sample %d: %w", s, err)
+		}
+		for _, o := range g.Outputs {
+			y := res[o.Name]
+			if y == nil || !y.DType.IsFloat() {
+				return nil, fmt.Errorf("output %q is missing or not real", o.Name)
+			}
+			acc := outs[o.Name]
+			if acc == nil {
+				shape := ir.Shape{n}
+				if len(y.Shape) > 0 {
+					shape = append(shape, y.Shape[1:]...)
+				}
+				acc = &ir.Tensor{DType: ir.Float64, Shape: shape, Float: make([]float64, 0, n*len(y.Float))}
+				outs[o.Name] = acc
+			}
+			acc.Float = append(acc.Float, y.Float...)
+		}
+	}
+	return outs, nil
+}
