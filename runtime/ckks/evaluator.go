@@ -524,6 +524,9 @@ func (e *Evaluator) state(n int) *laneState {
 	for len(st.evals) < n {
 		st.evals = append(st.evals, e.base.ShallowCopy())
 	}
+	for len(st.lazy) < n { // grown here, before the workers share st
+		st.lazy = append(st.lazy, nil)
+	}
 	st.active = n
 	return st
 }
@@ -1070,11 +1073,10 @@ type lazyBuffers struct {
 	tmp   *rlwe.Ciphertext
 }
 
-// lazyBuffers returns worker w's scratch, allocated on first use.
+// lazyBuffers returns worker w's scratch, allocated on first use. The
+// workers of a lane call it concurrently, each with its own w < st.active:
+// state sized st.lazy beforehand, so each only touches its own entry.
 func (st *laneState) lazyBuffers(params hefloat.Parameters, w, level int) *lazyBuffers {
-	for len(st.lazy) <= w {
-		st.lazy = append(st.lazy, nil)
-	}
 	if st.lazy[w] == nil {
 		st.lazy[w] = &lazyBuffers{
 			ecd: hefloat.NewEncoder(params),

@@ -2,6 +2,8 @@ package ckks
 
 import (
 	"fmt"
+	"os"
+	"runtime/debug"
 	"sort"
 
 	"github.com/ciphercut/ciphercut/ir/ckksir"
@@ -272,11 +274,15 @@ func replicate(v []float64, bs, batch int) []float64 {
 }
 
 // recovered runs f, turning a panic (Lattigo reports many misuses by
-// panicking) into an error.
+// panicking) into an error. With CIPHERCUT_PANIC_STACK set in the
+// environment it also prints the panic's stack to stderr (for debugging).
 func recovered(f func() error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("Lattigo panicked: %v", r)
+			if os.Getenv("CIPHERCUT_PANIC_STACK") != "" {
+				debug.PrintStack()
+			}
 		}
 	}()
 	return f()
