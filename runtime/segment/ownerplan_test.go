@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/ciphercut/ciphercut/compiler"
 	"github.com/ciphercut/ciphercut/ir/ckksir"
 	"github.com/ciphercut/ciphercut/runtime/ckks"
 	"github.com/ciphercut/ciphercut/testsuite/smallring"
@@ -89,14 +90,7 @@ func found(p *ckksir.Program, data []byte) (hits, searched int) {
 // shards' hashes and generates exactly the keys the segments need, and
 // without reveal holds no plaintext reference.
 func TestOwnerPlanHoldsNoWeights(t *testing.T) {
-	_, plan, p, err := smallring.Compile("../../testsuite/models/cancer-mlp", 0, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	segs, err := Split(p, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	plan, p, segs := cancerInTwo(t)
 	dir := t.TempDir()
 	sp, err := WriteSplit(dir, "plan-id", plan.ModelName, p, segs, plan.Graph, false)
 	if err != nil {
@@ -223,14 +217,7 @@ func TestOwnerPlanRunsLikeWhole(t *testing.T) {
 // TestOwnerPlanRefusesCorrupt checks DecodeOwnerPlan on a flipped byte, a
 // truncation and a shard file.
 func TestOwnerPlanRefusesCorrupt(t *testing.T) {
-	_, plan, p, err := smallring.Compile("../../testsuite/models/cancer-mlp", 0, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	segs, err := Split(p, 2)
-	if err != nil {
-		t.Fatal(err)
-	}
+	plan, p, segs := cancerInTwo(t)
 	op, err := NewOwnerPlan("id", plan.ModelName, p, segs, nil, false)
 	if err != nil {
 		t.Fatal(err)
@@ -292,4 +279,19 @@ func FuzzDecodeOwnerPlan(f *testing.F) {
 			t.Fatal("accepted a plan without program or segments")
 		}
 	})
+}
+
+// cancerInTwo compiles cancer-mlp on a test-only small ring and splits its
+// program into two segments.
+func cancerInTwo(t *testing.T) (*compiler.Plan, *ckksir.Program, []*Segment) {
+	t.Helper()
+	_, plan, p, err := smallring.Compile("../../testsuite/models/cancer-mlp", 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	segs, err := Split(p, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return plan, p, segs
 }
