@@ -60,14 +60,16 @@ func sessionProgress(prog *ckksir.Program) local.Progress {
 // prediction for the steps done; without a prediction every step counts
 // the same.
 type evalTracker struct {
-	pred      []float64 // predicted seconds per instruction; nil when unknown
-	boots     int       // bootstrap instructions in the program
-	instrs    int       // instructions in the program
-	start     time.Time
-	predDone  float64
-	bootsDone int
-	lastLog   time.Time
-	bar       *progressbar.ProgressBar
+	pred []float64 // predicted seconds per instruction; nil when unknown
+	// perCiphertext is the sum of weight over the program's instructions.
+	perCiphertext float64
+	boots         int // bootstrap instructions in the program
+	instrs        int // instructions in the program
+	start         time.Time
+	predDone      float64
+	bootsDone     int
+	lastLog       time.Time
+	bar           *progressbar.ProgressBar
 }
 
 func newEvalTracker(prog *ckksir.Program) *evalTracker {
@@ -80,6 +82,9 @@ func newEvalTracker(prog *ckksir.Program) *evalTracker {
 		t.pred = make([]float64, len(prog.Instrs))
 		for i, in := range rep.Instrs {
 			t.pred[i] = in.Seconds
+		}
+		for i := range t.pred {
+			t.perCiphertext += t.weight(i)
 		}
 	}
 	return t
@@ -106,11 +111,7 @@ func (t *evalTracker) step(s ckks.Step) {
 	cts := max(1, s.Total/max(t.instrs, 1)) // ciphertexts in this run
 	predTotal := float64(s.Total)
 	if t.pred != nil {
-		predTotal = 0
-		for i := range t.pred {
-			predTotal += t.weight(i)
-		}
-		predTotal *= float64(cts)
+		predTotal = t.perCiphertext * float64(cts)
 	}
 	elapsed := now.Sub(t.start)
 	left := time.Duration(float64(elapsed) * max(predTotal-t.predDone, 0) / t.predDone)

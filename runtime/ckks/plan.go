@@ -360,17 +360,8 @@ func (pl *plan) lazyMatrices(budget int64) []bool {
 // laneBytes estimates one evaluation lane's working memory (see
 // KeyPlan.LaneBytes).
 func (pl *plan) laneBytes() int64 {
-	params := pl.params
-	qp := int64(params.N()) * int64(params.MaxLevelQ()+1+params.MaxLevelP()+1) * 8 // one polynomial over QP
-	babies, group := 0, 0
-	for _, mp := range pl.matrices {
-		n1 := he.FindBestBSGSRatio(mp.diags, pl.slots, bsgsLogRatio)
-		index, _, rot := he.BSGSIndex(mp.diags, pl.slots, n1)
-		babies = max(babies, len(rot))
-		for _, g := range index {
-			group = max(group, len(g))
-		}
-	}
+	qp := pl.qpBytes()
+	babies, group := pl.widestBSGS()
 	// Live ciphertexts: the values alive at once, plus pooled temporaries.
 	live, maxLive := map[int]bool{}, 0
 	last := make([]int, len(pl.prog.Values))
@@ -403,15 +394,25 @@ func (pl *plan) laneBytes() int64 {
 // (about 8 polynomials over QP) and its scratch for diagonals encoded at
 // use (one giant step's worth).
 func (pl *plan) workerBytes() int64 {
-	params := pl.params
-	qp := int64(params.N()) * int64(params.MaxLevelQ()+1+params.MaxLevelP()+1) * 8
-	group := 0
+	_, group := pl.widestBSGS()
+	return int64(group+8) * pl.qpBytes()
+}
+
+// qpBytes is the size of one polynomial over every Q and P prime.
+func (pl *plan) qpBytes() int64 {
+	return int64(pl.params.N()) * int64(pl.params.MaxLevelQ()+1+pl.params.MaxLevelP()+1) * 8
+}
+
+// widestBSGS is the most baby steps of any matrix's baby-step giant-step
+// split and the most diagonals any of its giant steps groups.
+func (pl *plan) widestBSGS() (babies, group int) {
 	for _, mp := range pl.matrices {
 		n1 := he.FindBestBSGSRatio(mp.diags, pl.slots, bsgsLogRatio)
-		index, _, _ := he.BSGSIndex(mp.diags, pl.slots, n1)
+		index, _, rot := he.BSGSIndex(mp.diags, pl.slots, n1)
+		babies = max(babies, len(rot))
 		for _, g := range index {
 			group = max(group, len(g))
 		}
 	}
-	return int64(group+8) * qp
+	return babies, group
 }
