@@ -17,8 +17,9 @@ import (
 // PlanFormatVersion is the plan file format this ciphercut writes and reads.
 // It changes whenever the Plan struct or the CKKS IR (ckksir.Version)
 // changes incompatibly; other versions are refused. Version 2 added split
-// plans (Stages, Split).
-const PlanFormatVersion = 2
+// plans (Stages, Split); version 3 stores matrix diagonals compactly
+// (ckksir.Diagonal).
+const PlanFormatVersion = 3
 
 // planMagic opens every plan file.
 const planMagic = "CIPHERCUT-PLAN\n"

@@ -143,7 +143,7 @@ func TestPlanCorruption(t *testing.T) {
 	}{
 		{"empty", nil, "m.plan: not a ciphercut plan (bad magic)"},
 		{"onnx", []byte("\x08\x07\x12\x07pytorch"), "m.plan: not a ciphercut plan (bad magic)"},
-		{"version", mutate(func(b []byte) []byte { b[len(planMagic)] = 1; return b }), "m.plan: plan format v1, this ciphercut reads v2; recompile"},
+		{"version", mutate(func(b []byte) []byte { b[len(planMagic)] = 1; return b }), "m.plan: plan format v1, this ciphercut reads v3; recompile"},
 		{"truncated header", good[:len(planMagic)+10], "m.plan: truncated plan"},
 		{"truncated payload", good[:len(good)-7], "m.plan: truncated plan ("},
 		{"trailing bytes", append(append([]byte(nil), good...), 0), "m.plan: corrupt plan (1 bytes after the payload)"},

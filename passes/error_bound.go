@@ -422,8 +422,10 @@ func ckksEntries(p *ckksir.Program, m *ckksir.Matrix, in, out ckksir.Layout) *ck
 	a := &ckksSparse{rows: out.Size(), cols: in.Size()}
 	bs := p.BlockSize
 	inEl := in.Elements(bs)
+	diag := make([]float64, bs)
 	for _, d := range m.Indices() {
-		diag := m.Diagonals[d]
+		dd := m.Diagonals[d]
+		dd.Expand(diag)
 		for r := range out.Size() {
 			j := out.Slot(r)
 			if diag[j] == 0 || j+d < 0 || j+d >= bs {

@@ -1190,18 +1190,18 @@ func lowerDense(entries []lowerEntry, rows, cols int) *ckksir.DenseMatrix {
 // block diagonals: A[r][c] goes to diagonal in.Slot(c) - out.Slot(r) at
 // position out.Slot(r).
 func (lw *lowerer) blockMatrix(entries []lowerEntry, in, out ckksir.Layout) *ckksir.Matrix {
-	m := &ckksir.Matrix{Diagonals: map[int][]float64{}}
+	dense := map[int][]float64{}
 	for _, e := range entries {
 		j := out.Slot(e.r)
 		d := in.Slot(e.c) - j
-		diag := m.Diagonals[d]
+		diag := dense[d]
 		if diag == nil {
 			diag = make([]float64, lw.blockSize)
-			m.Diagonals[d] = diag
+			dense[d] = diag
 		}
 		diag[j] = e.v
 	}
-	return m
+	return ckksir.NewMatrix(dense)
 }
 
 // lowerCutOps are the affine ops whose output a following dense layer reads

@@ -267,7 +267,8 @@ func lcRunSlots(t testing.TB, p *ckksir.Program, samples map[string][][]float64,
 					noise.add(x, ckksKeySwitchSigma(p.Params, p.Values[ins.In[i]].Level))
 				}
 				for _, d := range m.Indices() {
-					diag := m.Diagonals[d]
+					dd := m.Diagonals[d]
+					diag := dd.Dense()
 					for b := 0; b < slots; b += bs {
 						for j, a := range diag {
 							xv := x[rot(b+j+d)]

@@ -49,7 +49,7 @@ func (b *pbProgram) linear(xs ...int) int {
 	out := b.value()
 	ins := ckksir.Instr{Op: ckksir.OpLinear, Out: out, In: xs, Layer: "linear"}
 	for range xs {
-		ins.Matrices = append(ins.Matrices, &ckksir.Matrix{Diagonals: map[int][]float64{0: {1, 1, 1, 1}, 1: {1, 1, 1, 0}}})
+		ins.Matrices = append(ins.Matrices, ckksir.NewMatrix(map[int][]float64{0: {1, 1, 1, 1}, 1: {1, 1, 1, 0}}))
 	}
 	b.p.Instrs = append(b.p.Instrs, ins)
 	return out

@@ -113,7 +113,7 @@ func inspectProgram(prog *ckksir.Program, memLimit string) error {
 		limit = local.MemoryAvailable()
 	}
 	if limit > 0 {
-		m, err := local.PlanMemory(keys, prog.WeightBytes(), limit, runtime.NumCPU())
+		m, err := local.PlanMemory(keys, local.WeightBytes(prog), limit, runtime.NumCPU())
 		if err != nil {
 			fmt.Printf("in-process run on this machine (%d cores): %v\n", runtime.NumCPU(), err)
 			return nil

@@ -265,12 +265,13 @@ func (o Op) String() string {
 }
 
 // Matrix is a linear map from one block layout to another, stored by its
-// non-zero generalized diagonals over a block: Diagonals[d][j] is the
-// coefficient of input slot (j+d) mod BlockSize in output slot j, for j in
-// [0, BlockSize). Diagonal indices lie in (-BlockSize, BlockSize) and never
-// wrap across blocks (an entry with j+d outside [0, BlockSize) is zero).
+// non-zero generalized diagonals over a block: position j of Diagonals[d]
+// is the coefficient of input slot (j+d) mod BlockSize in output slot j, for
+// j in [0, BlockSize). Diagonal indices lie in (-BlockSize, BlockSize) and
+// never wrap across blocks (an entry with j+d outside [0, BlockSize) is
+// zero). NewMatrix builds one from dense diagonals.
 type Matrix struct {
-	Diagonals map[int][]float64
+	Diagonals map[int]Diagonal
 }
 
 // Indices returns the diagonal indices in increasing order.
@@ -490,17 +491,12 @@ func (p *Program) DiagonalCount() int {
 }
 
 // WeightBytes is the memory the program's plaintext data takes as loaded:
-// matrix diagonals, dense matrices, biases, constant vectors and polynomial
-// coefficients, 8 bytes per value. An evaluator that encodes diagonals at
-// each use keeps all of it.
+// matrix diagonals (DiagonalBytes), dense matrices, biases, constant vectors
+// and polynomial coefficients, 8 bytes per value. An evaluator that encodes
+// diagonals at each use keeps all of it.
 func (p *Program) WeightBytes() int64 {
 	n := 0
 	for _, in := range p.Instrs {
-		for _, m := range in.Matrices {
-			for _, d := range m.Diagonals {
-				n += len(d)
-			}
-		}
 		for _, m := range in.Dense {
 			n += len(m.Data)
 		}
@@ -509,7 +505,21 @@ func (p *Program) WeightBytes() int64 {
 			n += len(in.Poly.Coeffs)
 		}
 	}
-	return 8 * int64(n)
+	return 8*int64(n) + p.DiagonalBytes()
+}
+
+// DiagonalBytes is the memory the matrices' diagonals take, stored
+// compactly (Diagonal.Bytes).
+func (p *Program) DiagonalBytes() int64 {
+	var n int64
+	for _, in := range p.Instrs {
+		for _, m := range in.Matrices {
+			for _, d := range m.Diagonals {
+				n += d.Bytes()
+			}
+		}
+	}
+	return n
 }
 
 // ScalarProducts is the number of non-zero dense coefficients over all

@@ -21,7 +21,7 @@ func small() *Program {
 		Outputs: []IO{{Name: "y", Value: 2}},
 		Values:  []Value{{Layout: lay, Level: 3}, {Layout: lay, Level: 2}, {Layout: lay, Level: 0, Bound: 1e-6}},
 		Instrs: []Instr{
-			{Op: OpLinear, Out: 1, In: []int{0}, Matrices: []*Matrix{{Diagonals: map[int][]float64{0: diag, -1: diag}}}, Layer: "fc"},
+			{Op: OpLinear, Out: 1, In: []int{0}, Matrices: []*Matrix{NewMatrix(map[int][]float64{0: diag, -1: diag})}, Layer: "fc"},
 			{Op: OpPoly, Out: 2, In: []int{1}, Poly: &Poly{Func: "Relu", A: -1, B: 1, Coeffs: []float64{0.1, 0.5, 0.4}}, Layer: "relu"},
 		},
 	}
@@ -60,16 +60,22 @@ func TestVerifyRejects(t *testing.T) {
 		"too deep":      {func(p *Program) { p.Values[0].Level = 1; p.Values[1].Level = 0; p.Values[2].Level = -2 }, "level -2"},
 		"undefined":     {func(p *Program) { p.Instrs[1].In = []int{2} }, "before it is defined"},
 		"out of range":  {func(p *Program) { p.Instrs[0].In = []int{7} }, "names value v7"},
-		"diagonal size": {func(p *Program) { p.Instrs[0].Matrices[0].Diagonals[0] = []float64{1} }, "malformed diagonal"},
-		"nil matrix":    {func(p *Program) { p.Instrs[0].Matrices[0] = nil }, "nil matrix"},
-		"no poly":       {func(p *Program) { p.Instrs[1].Poly = nil }, "lacks its polynomial"},
-		"layout":        {func(p *Program) { p.Values[0].Layout.Offset = 6 }, "outside a block"},
-		"redefined":     {func(p *Program) { p.Instrs[1].Out = 1 }, "redefines v1"},
-		"params":        {func(p *Program) { p.Params.LogN = 40 }, "implausible parameters"},
-		"slot count":    {func(p *Program) { p.Values[0].Layout.Slots = []int{0, 2} }, "has 2 slots, want 4"},
-		"slot range":    {func(p *Program) { p.Values[0].Layout.Slots = []int{0, 2, 4, 8} }, "outside a block of 8"},
-		"slot twice":    {func(p *Program) { p.Values[0].Layout.Slots = []int{0, 2, 2, 6} }, "two elements at slot 2"},
-		"slotwise":      {func(p *Program) { p.Values[2].Layout.Slots = []int{1, 3, 5, 7} }, "keeps the layout"},
+		"diagonal size": {func(p *Program) { p.Instrs[0].Matrices[0].Diagonals[0] = NewDiagonal([]float64{1}) }, "malformed diagonal"},
+		"diagonal runs": {func(p *Program) {
+			p.Instrs[0].Matrices[0].Diagonals[0] = Diagonal{Len: 8, Starts: []int32{6}, Offs: []int32{0, 3}, Values: []float64{1, 2, 3}}
+		}, "leaves the block"},
+		"diagonal offs": {func(p *Program) {
+			p.Instrs[0].Matrices[0].Diagonals[0] = Diagonal{Len: 8, Starts: []int32{0}, Offs: []int32{0, 4}, Values: []float64{1}}
+		}, "run offsets"},
+		"nil matrix": {func(p *Program) { p.Instrs[0].Matrices[0] = nil }, "nil matrix"},
+		"no poly":    {func(p *Program) { p.Instrs[1].Poly = nil }, "lacks its polynomial"},
+		"layout":     {func(p *Program) { p.Values[0].Layout.Offset = 6 }, "outside a block"},
+		"redefined":  {func(p *Program) { p.Instrs[1].Out = 1 }, "redefines v1"},
+		"params":     {func(p *Program) { p.Params.LogN = 40 }, "implausible parameters"},
+		"slot count": {func(p *Program) { p.Values[0].Layout.Slots = []int{0, 2} }, "has 2 slots, want 4"},
+		"slot range": {func(p *Program) { p.Values[0].Layout.Slots = []int{0, 2, 4, 8} }, "outside a block of 8"},
+		"slot twice": {func(p *Program) { p.Values[0].Layout.Slots = []int{0, 2, 2, 6} }, "two elements at slot 2"},
+		"slotwise":   {func(p *Program) { p.Values[2].Layout.Slots = []int{1, 3, 5, 7} }, "keeps the layout"},
 	} {
 		p := small()
 		c.corrupt(p)
@@ -164,6 +170,30 @@ func TestVerifyBootstrap(t *testing.T) {
 		err := Verify(p)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: got %v, want an error containing %q", name, err, c.want)
+		}
+	}
+}
+
+// TestDiagonalRoundTrip checks that a compact diagonal expands back to the
+// dense values it was made from.
+func TestDiagonalRoundTrip(t *testing.T) {
+	for _, dense := range [][]float64{{}, {0, 0, 0}, {1, 2, 3}, {0, 1, 0, 0, 2, 3, 0}, {4, 0, 0, 5}} {
+		d := NewDiagonal(dense)
+		if err := d.check(len(dense)); err != nil {
+			t.Fatalf("%v: %v", dense, err)
+		}
+		got := d.Dense()
+		nz := 0
+		for j, v := range dense {
+			if got[j] != v {
+				t.Fatalf("%v expands to %v", dense, got)
+			}
+			if v != 0 {
+				nz++
+			}
+		}
+		if d.NonZeros() != nz {
+			t.Errorf("%v: %d non-zeros stored, want %d", dense, d.NonZeros(), nz)
 		}
 	}
 }

@@ -124,8 +124,11 @@ func Verify(p *Program) error {
 					return fmt.Errorf("ckks program: %s has a nil matrix", where)
 				}
 				for d, diag := range m.Diagonals {
-					if d <= -p.BlockSize || d >= p.BlockSize || len(diag) != p.BlockSize {
-						return fmt.Errorf("ckks program: %s has a malformed diagonal %d", where, d)
+					if d <= -p.BlockSize || d >= p.BlockSize {
+						return fmt.Errorf("ckks program: %s has a malformed diagonal %d: outside the block", where, d)
+					}
+					if err := diag.check(p.BlockSize); err != nil {
+						return fmt.Errorf("ckks program: %s has a malformed diagonal %d: %v", where, d, err)
 					}
 				}
 			}

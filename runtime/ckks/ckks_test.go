@@ -33,17 +33,17 @@ func smallParams(maxLevel int) ckksir.Params {
 // denseMatrix turns a dense rows x cols matrix reading the tensor at inOff
 // and writing the tensor at outOff into block diagonals.
 func denseMatrix(w [][]float64, inOff, outOff, bs int) *ckksir.Matrix {
-	m := &ckksir.Matrix{Diagonals: map[int][]float64{}}
+	diags := map[int][]float64{}
 	for r, row := range w {
 		for c, v := range row {
 			d := (inOff + c) - (outOff + r)
-			if m.Diagonals[d] == nil {
-				m.Diagonals[d] = make([]float64, bs)
+			if diags[d] == nil {
+				diags[d] = make([]float64, bs)
 			}
-			m.Diagonals[d][outOff+r] = v
+			diags[d][outOff+r] = v
 		}
 	}
-	return m
+	return ckksir.NewMatrix(diags)
 }
 
 func randMatrix(rng *rand.Rand, rows, cols int, amp float64) [][]float64 {
@@ -111,9 +111,9 @@ func refBlocks(p *ckksir.Program, inputs map[string][]float64) map[string][]floa
 			for k, m := range ins.Matrices {
 				x := vals[ins.In[k]]
 				for d, diag := range m.Diagonals {
-					for j, v := range diag {
+					diag.Each(func(j int, v float64) {
 						out[j] += v * x[((j+d)%bs+bs)%bs]
-					}
+					})
 				}
 			}
 			if ins.Bias != nil {
@@ -602,7 +602,7 @@ func TestOffScaleInputsInsecureSmallRing(t *testing.T) {
 		copy(b[5:], v)
 		return b
 	}
-	shift := &ckksir.Matrix{Diagonals: map[int][]float64{0: blk(randVec(rng, 8, 1)), 1: blk(randVec(rng, 7, 1))}}
+	shift := ckksir.NewMatrix(map[int][]float64{0: blk(randVec(rng, 8, 1)), 1: blk(randVec(rng, 7, 1))})
 	p := &ckksir.Program{
 		Params: smallParams(6), BlockSize: bs, Batch: 2048 / bs,
 		Inputs:  []ckksir.IO{{Name: "x", Value: 0}},
@@ -665,10 +665,11 @@ func TestOffScaleInputsInsecureSmallRing(t *testing.T) {
 func TestBlockWrapInsecureSmallRing(t *testing.T) {
 	rng := rand.New(rand.NewSource(4))
 	for _, bs := range []int{64, 2048} {
-		m := &ckksir.Matrix{Diagonals: map[int][]float64{}}
+		diags := map[int][]float64{}
 		for _, d := range []int{0, 1, 5, -3, bs - 1, -(bs - 2)} {
-			m.Diagonals[d] = randVec(rng, bs, 0.3) // wrapping entries included
+			diags[d] = randVec(rng, bs, 0.3) // wrapping entries included
 		}
+		m := ckksir.NewMatrix(diags)
 		lay := ckksir.Layout{Shape: ir.Shape{bs}, Offset: 0}
 		p := &ckksir.Program{
 			Params: smallParams(2), BlockSize: bs, Batch: 2048 / bs,
@@ -710,10 +711,11 @@ func TestBlockWrapInsecureSmallRing(t *testing.T) {
 func TestEncodingMatchesLattigoInsecureSmallRing(t *testing.T) {
 	rng := rand.New(rand.NewSource(11))
 	for _, bs := range []int{64, 2048} {
-		m := &ckksir.Matrix{Diagonals: map[int][]float64{}}
+		diags := map[int][]float64{}
 		for _, d := range []int{0, 1, 5, -3, 17, -40, bs - 1, -(bs - 2)} {
-			m.Diagonals[d] = randVec(rng, bs, 1)
+			diags[d] = randVec(rng, bs, 1)
 		}
+		m := ckksir.NewMatrix(diags)
 		p := &ckksir.Program{Params: smallParams(2), BlockSize: bs, Batch: 2048 / bs}
 		pl := &plan{prog: p, slots: 2048}
 		var err error
@@ -759,7 +761,7 @@ func galoisSet(evk *EvaluationKeys) []uint64 {
 func TestGaloisKeysInsecureSmallRing(t *testing.T) {
 	lay := ckksir.Layout{Shape: ir.Shape{16}, Offset: 0}
 	linear := func(diags ...int) *ckksir.Program {
-		m := &ckksir.Matrix{Diagonals: map[int][]float64{}}
+		dense := map[int][]float64{}
 		for _, d := range diags {
 			v := make([]float64, 64)
 			for j := range v {
@@ -767,8 +769,9 @@ func TestGaloisKeysInsecureSmallRing(t *testing.T) {
 					v[j] = 0.5
 				}
 			}
-			m.Diagonals[d] = v
+			dense[d] = v
 		}
+		m := ckksir.NewMatrix(dense)
 		return &ckksir.Program{
 			Params: smallParams(1), BlockSize: 64, Batch: 32,
 			Inputs:  []ckksir.IO{{Name: "x", Value: 0}},

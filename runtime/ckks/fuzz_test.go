@@ -52,14 +52,15 @@ func FuzzUnmarshalCiphertext(f *testing.F) {
 // RNS digits, to produce a real serialized key set.
 func keySeedProgram() *ckksir.Program {
 	lay := ckksir.Layout{Shape: ir.Shape{4}}
-	m := &ckksir.Matrix{Diagonals: map[int][]float64{}}
+	diags := map[int][]float64{}
 	for _, d := range []int{0, 1} {
 		v := make([]float64, 64)
 		for j := range v {
 			v[j] = 0.5
 		}
-		m.Diagonals[d] = v
+		diags[d] = v
 	}
+	m := ckksir.NewMatrix(diags)
 	return &ckksir.Program{
 		Params: smallParams(2), BlockSize: 64, Batch: 32,
 		Inputs:  []ckksir.IO{{Name: "x", Value: 0}},

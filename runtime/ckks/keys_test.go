@@ -13,7 +13,7 @@ import (
 // 1% (headers), the same bytes.
 func TestPlanKeysMatchesGeneratedInsecureSmallRing(t *testing.T) {
 	lay := ckksir.Layout{Shape: ir.Shape{16}}
-	m := &ckksir.Matrix{Diagonals: map[int][]float64{}}
+	diags := map[int][]float64{}
 	for _, d := range []int{-5, 0, 1, 3, 9} {
 		v := make([]float64, 64)
 		for j := range v {
@@ -21,8 +21,9 @@ func TestPlanKeysMatchesGeneratedInsecureSmallRing(t *testing.T) {
 				v[j] = 0.25
 			}
 		}
-		m.Diagonals[d] = v
+		diags[d] = v
 	}
+	m := ckksir.NewMatrix(diags)
 	p := &ckksir.Program{
 		Params: smallParams(3), BlockSize: 64, Batch: 32,
 		Inputs:  []ckksir.IO{{Name: "x", Value: 0}},

@@ -203,19 +203,31 @@ type entry struct {
 	v float64
 }
 
-// blockEntries groups the non-zero entries of a block matrix by the
-// full-slot diagonal that carries them.
-func blockEntries(m *ckksir.Matrix, bs, slots int) map[int][]entry {
+// blockEntries regroups the non-zero entries of a block matrix by the
+// full-slot diagonal that carries them: position j of diagonal k is the
+// coefficient of input slot j+k in output slot j of every block. The
+// diagonals are stored compactly (the evaluator keeps them to encode at
+// each use).
+func blockEntries(m *ckksir.Matrix, bs, slots int) map[int]ckksir.Diagonal {
 	byDiag := map[int][]entry{}
 	for d, diag := range m.Diagonals {
-		for j, v := range diag {
+		diag.Each(func(j int, v float64) {
 			if v != 0 {
 				k := fullIndex(entryRotation(d, j, bs), slots)
 				byDiag[k] = append(byDiag[k], entry{j, v})
 			}
-		}
+		})
 	}
-	return byDiag
+	out := make(map[int]ckksir.Diagonal, len(byDiag))
+	dense := make([]float64, bs)
+	for k, es := range byDiag {
+		clear(dense)
+		for _, e := range es {
+			dense[e.j] += e.v
+		}
+		out[k] = ckksir.NewDiagonal(dense)
+	}
+	return out
 }
 
 // fullDiagonalIndices lists, sorted, the full-slot diagonals with a
@@ -233,17 +245,17 @@ func fullDiagonalIndices(m *ckksir.Matrix, bs, slots int) []int {
 	return idx
 }
 
-// expandDiagonal writes into out (Slots values) the full-slot diagonal made
-// of entries, the block matrix being applied identically in every one of
-// the batch blocks: out[b*bs+j] is the coefficient of input slot b*bs+j+r in
-// output slot b*bs+j, r the diagonal's rotation.
-func expandDiagonal(entries []entry, bs, batch int, out []float64) {
+// expandDiagonal writes into out (Slots values) a full-slot diagonal of a
+// block matrix applied identically in every one of the batch blocks:
+// out[b*bs+j] is the coefficient of input slot b*bs+j+r in output slot
+// b*bs+j, r the diagonal's rotation.
+func expandDiagonal(diag ckksir.Diagonal, bs, batch int, out []float64) {
 	clear(out)
-	for _, e := range entries {
+	diag.Runs(func(start int, vals []float64) {
 		for b := 0; b < batch; b++ {
-			out[b*bs+e.j] += e.v
+			copy(out[b*bs+start:], vals)
 		}
-	}
+	})
 }
 
 // expandMatrix returns every full-slot diagonal of a block matrix (the
@@ -251,9 +263,9 @@ func expandDiagonal(entries []entry, bs, batch int, out []float64) {
 // diagonal at a time instead).
 func expandMatrix(m *ckksir.Matrix, bs, batch, slots int) map[int][]float64 {
 	full := map[int][]float64{}
-	for k, es := range blockEntries(m, bs, slots) {
+	for k, diag := range blockEntries(m, bs, slots) {
 		full[k] = make([]float64, slots)
-		expandDiagonal(es, bs, batch, full[k])
+		expandDiagonal(diag, bs, batch, full[k])
 	}
 	if len(full) == 0 {
 		full[0] = make([]float64, slots)

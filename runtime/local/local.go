@@ -75,10 +75,10 @@ func NewSessionWithin(prog *ckksir.Program, progress Progress, limit int64) (*Se
 	if limit <= 0 {
 		limit = memoryAvailable()
 	}
-	mem := MemoryPlan{Lanes: runtime.NumCPU(), Cores: runtime.NumCPU(), Keys: need.TotalBytes, BootMatrices: need.BootstrapMatrixBytes, Weights: prog.WeightBytes(),
+	mem := MemoryPlan{Lanes: runtime.NumCPU(), Cores: runtime.NumCPU(), Keys: need.TotalBytes, BootMatrices: need.BootstrapMatrixBytes, Weights: WeightBytes(prog),
 		LaneBytes: need.LaneBytes, Encoded: need.EncodedBytes, EncodedAll: need.EncodedBytes, Overhead: RuntimeOverhead}
 	if limit > 0 {
-		if mem, err = PlanMemory(need, prog.WeightBytes(), limit, runtime.NumCPU()); err != nil {
+		if mem, err = PlanMemory(need, WeightBytes(prog), limit, runtime.NumCPU()); err != nil {
 			return nil, err
 		}
 	}

@@ -12,7 +12,7 @@ import (
 // program is a one-matrix program with diagonals 0..k-1 on a small ring.
 func program(k int) *ckksir.Program {
 	lay := ckksir.Layout{Shape: ir.Shape{16}}
-	m := &ckksir.Matrix{Diagonals: map[int][]float64{}}
+	diags := map[int][]float64{}
 	for d := 0; d < k; d++ {
 		v := make([]float64, 64)
 		for j := range v {
@@ -20,8 +20,9 @@ func program(k int) *ckksir.Program {
 				v[j] = 1.0 / float64(k)
 			}
 		}
-		m.Diagonals[d] = v
+		diags[d] = v
 	}
+	m := ckksir.NewMatrix(diags)
 	return &ckksir.Program{
 		Params:    ckksir.Params{LogN: 12, LogQ: []int{55, 40}, LogP: []int{56}, LogScale: 40},
 		BlockSize: 64, Batch: 32,

@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/ciphercut/ciphercut/ir"
+	"github.com/ciphercut/ciphercut/ir/ckksir"
 	"github.com/ciphercut/ciphercut/runtime/ckks"
 )
 
@@ -15,6 +16,14 @@ import (
 // ciphertexts) peaked at 16.72 GiB against a plan of 16.00 GiB made with
 // 1 GiB.
 const RuntimeOverhead int64 = 7 << 28
+
+// WeightBytes is the memory an in-process run keeps of prog's plaintext
+// data: the program as loaded (ckksir.Program.WeightBytes) and the
+// evaluator's copy of the matrix diagonals regrouped by full-slot rotation,
+// about as large as the program's own (ckksir.Program.DiagonalBytes).
+func WeightBytes(prog *ckksir.Program) int64 {
+	return prog.WeightBytes() + prog.DiagonalBytes()
+}
 
 // MemoryPlan is the predicted peak resident memory of an encrypted run in
 // one process and the strategy chosen to keep it within a limit: how many
@@ -28,8 +37,9 @@ type MemoryPlan struct {
 	Keys int64
 	// BootMatrices is the bootstrapping circuit's encoded DFT matrices.
 	BootMatrices int64
-	// Weights is the program's plaintext data as loaded
-	// (ckksir.Program.WeightBytes), which the evaluator keeps to encode
+	// Weights is the program's plaintext data as loaded and the
+	// evaluator's regrouped copy of its diagonals (WeightBytes), which it
+	// keeps to encode
 	// diagonals at each use.
 	Weights int64
 	// Lanes is the number of ciphertexts evaluated at once, each with

@@ -25,7 +25,7 @@ func weights(p *ckksir.Program) []float64 {
 	for _, ins := range p.Instrs {
 		for _, m := range ins.Matrices {
 			for _, d := range m.Diagonals {
-				out = append(out, d...)
+				out = append(out, d.Values...)
 			}
 		}
 		for _, m := range ins.Dense {
