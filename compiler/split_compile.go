@@ -18,9 +18,16 @@ import (
 const DefaultBootstrapSeconds = 12.8
 
 // PredictProgram predicts the cost of running prog on ciphertexts lanes
-// (see cost.Predict) with the profile prof.
+// (see cost.Predict) with the profile prof, every diagonal kept encoded.
 func PredictProgram(prog *ckksir.Program, prof *cost.Profile, opts cost.Options) (*cost.Report, error) {
-	counts, err := ckks.InstrStats(prog)
+	return PredictProgramWithin(prog, prof, opts, -1)
+}
+
+// PredictProgramWithin is PredictProgram for an evaluator that keeps only
+// budget bytes of encoded diagonals (local.MemoryPlan.Budget; -1: all) and
+// encodes the others at each use.
+func PredictProgramWithin(prog *ckksir.Program, prof *cost.Profile, opts cost.Options, budget int64) (*cost.Report, error) {
+	counts, err := ckks.InstrStatsWithin(prog, budget)
 	if err != nil {
 		return nil, err
 	}

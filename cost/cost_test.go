@@ -291,3 +291,36 @@ func TestParallelEfficiency(t *testing.T) {
 		t.Errorf("two lanes: %g s, want %g", got, want)
 	}
 }
+
+// TestEncodeAtUseAndLanes checks the memory plan's two effects on time:
+// diagonals encoded at each use cost one encoding each at the matrix's
+// level, and fewer lanes than cores run the ciphertexts in more rounds.
+func TestEncodeAtUseAndLanes(t *testing.T) {
+	p, counts := testProgram()
+	prof := testProfile()
+	kept, err := Predict(p, counts, Keys{}, prof, Options{CPUs: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lazy := append([]OpCounts(nil), counts...)
+	lazy[0].Encodes = lazy[0].Diagonals
+	enc, err := Predict(p, lazy, Keys{}, prof, Options{CPUs: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lv := newMachine(p, prof).at(counts[0].LevelIn)
+	if got, want := enc.Instrs[0].Seconds-kept.Instrs[0].Seconds, 8*lv.Encode; lv.Encode <= 0 || math.Abs(got-want) > 1e-12 {
+		t.Errorf("8 diagonals encoded at use cost %g s more, want %g", got, want)
+	}
+	if enc.Totals.Counts.Encodes != 8 || len(enc.Notes) <= len(kept.Notes) {
+		t.Errorf("totals %+v, notes %q", enc.Totals.Counts, enc.Notes)
+	}
+	// Two ciphertexts, two cores, one lane: two rounds of a two-core lane.
+	one, err := Predict(p, counts, Keys{}, prof, Options{CPUs: 2, Ciphertexts: 2, Lanes: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := one.Totals.EvalSeconds, 2*one.Totals.LaneSeconds; math.Abs(got-want) > 1e-12 {
+		t.Errorf("one lane, two ciphertexts: %g s, want %g", got, want)
+	}
+}

@@ -21,6 +21,10 @@ type OpCounts struct {
 	// Diagonals is the number of full-slot diagonals over all matrices:
 	// each costs one plaintext multiply-accumulate in the extended basis.
 	Diagonals int `json:"diagonals,omitempty"`
+	// Encodes is the number of those diagonals encoded at each use: the
+	// diagonals of matrices the run's memory budget does not keep encoded
+	// between uses (each costs one encoding at the matrix's level).
+	Encodes int `json:"encodes,omitempty"`
 	// BabySteps counts the hoisted rotations (non-zero baby steps), summed
 	// over matrices; GiantSteps counts the non-zero giant steps, each a full
 	// key switch.

@@ -30,6 +30,10 @@ type Options struct {
 	// CPUs is the number of cores the evaluator uses; 0 means the
 	// profile's.
 	CPUs int
+	// Lanes is the number of ciphertexts evaluated at once, the cores
+	// shared among them (the memory plan's choice, local.MemoryPlan); 0
+	// means one per core, up to Ciphertexts.
+	Lanes int
 	// Magnitudes maps output names to the largest output magnitude the
 	// precision in bits is relative to; a missing output counts as 1 (the
 	// bits are then bits of absolute precision).
@@ -181,6 +185,9 @@ func Predict(p *ckksir.Program, counts []OpCounts, keys Keys, prof *Profile, opt
 	rep.Notes = append(rep.Notes, fmt.Sprintf("whole-operation corrections from the profile: linear transformations ×%.2f, polynomials ×%.2f", m.linFix, m.polyFix))
 	feature := p.Packing == ckksir.PackFeature
 	workers := min(cpus, n)
+	if opts.Lanes > 0 {
+		workers = min(workers, opts.Lanes)
+	}
 	inner := max(1, cpus/workers)
 	if feature {
 		inner = cpus // every instruction's ciphertexts spread over all cores
@@ -221,6 +228,9 @@ func Predict(p *ckksir.Program, counts []OpCounts, keys Keys, prof *Profile, opt
 		l.Bits = bits(1, l.Bound)
 	}
 	tot.Bootstraps = tot.Counts.Bootstraps
+	if e := tot.Counts.Encodes; e > 0 {
+		rep.Notes = append(rep.Notes, fmt.Sprintf("%d of the %d diagonals are encoded at each use (the memory budget keeps the others encoded)", e, tot.Counts.Diagonals))
+	}
 	if tot.Bootstraps > 0 && m.ring.Bootstrap == 0 {
 		rep.Notes = append(rep.Notes, "bootstrapping was not measured by the profile: its time counts as 0")
 	}
@@ -277,6 +287,7 @@ func addCounts(t *OpCounts, c OpCounts) {
 	t.Ciphertexts += c.Ciphertexts
 	t.Matrices += c.Matrices
 	t.Diagonals += c.Diagonals
+	t.Encodes += c.Encodes
 	t.BabySteps += c.BabySteps
 	t.GiantSteps += c.GiantSteps
 	t.ScalarMults += c.ScalarMults
@@ -405,6 +416,9 @@ func (m *machine) instrSeconds(c OpCounts, inner int, feature bool) float64 {
 		}
 		t = m.linFix*matrixModel(lv, c.Matrices, c.Diagonals, c.BabySteps, c.GiantSteps, inner, m.speedup) +
 			float64(c.Adds)*lv.Add + float64(c.Rescales)*lv.Rescale + float64(c.PlainAdds)*out.AddPlain
+		// Diagonals encoded at each use: spread over the lane's cores with
+		// the giant steps.
+		t += float64(c.Encodes) * lv.Encode / m.speedup(inner)
 		return t
 	case "poly":
 		mid := m.at((c.LevelIn + c.LevelOut) / 2)

@@ -3,12 +3,14 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/debug"
 
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
 	"github.com/ciphercut/ciphercut/ir/ckksir"
+	"github.com/ciphercut/ciphercut/runtime/ckks"
 	"github.com/ciphercut/ciphercut/runtime/local"
 )
 
@@ -34,6 +36,36 @@ func parseMemoryLimit(s string) (int64, error) {
 	}
 	debug.SetMemoryLimit(int64(b) / 20 * 19)
 	return int64(b), nil
+}
+
+// inProcessMemory plans the memory of an in-process run of prog on cpus
+// cores (0: all of this machine's) within the --memory-limit value s
+// (default: the memory available now). It returns nil when the limit is
+// unknown or the run does not fit (printing why on stderr).
+func inProcessMemory(prog *ckksir.Program, s string, cpus int) (*local.MemoryPlan, error) {
+	limit, err := parseMemoryLimit(s)
+	if err != nil {
+		return nil, err
+	}
+	if limit == 0 {
+		limit = local.MemoryAvailable()
+	}
+	if limit <= 0 {
+		return nil, nil
+	}
+	if cpus <= 0 {
+		cpus = runtime.NumCPU()
+	}
+	kp, err := ckks.PlanKeys(prog)
+	if err != nil {
+		return nil, err
+	}
+	m, err := local.PlanMemory(kp, local.WeightBytes(prog), limit, cpus)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "in-process run on %d cores: %v\n", cpus, err)
+		return nil, nil
+	}
+	return &m, nil
 }
 
 // newSession starts an in-process session for prog within the memory

@@ -78,7 +78,7 @@ func newEvalTracker(prog *ckksir.Program) *evalTracker {
 		return t
 	}
 	t.boots, t.instrs = prog.Bootstraps(), len(prog.Instrs)
-	if rep, err := buildReport(prog, "", "", 0, 0); err == nil && len(rep.Instrs) == len(prog.Instrs) {
+	if rep, err := buildReport(prog, "", "", 0, 0, nil); err == nil && len(rep.Instrs) == len(prog.Instrs) {
 		t.pred = make([]float64, len(prog.Instrs))
 		for i, in := range rep.Instrs {
 			t.pred[i] = in.Seconds

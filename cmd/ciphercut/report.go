@@ -20,8 +20,9 @@ func reportCmd() *cobra.Command {
 	var profile, measured, plotPath string
 	var asJSON bool
 	var samples, cpus int
+	var memLimit *string
 	cmd := &cobra.Command{
-		Use:   "report PLAN [--profile FILE] [--measured OUT.json] [--json] [--plot FILE.svg|png]",
+		Use:   "report PLAN [--profile FILE] [--measured OUT.json] [--memory-limit SIZE] [--json] [--plot FILE.svg|png]",
 		Short: "Predict a plan's cost per layer: time, operations, keys, memory, precision",
 		Long: "report predicts, per layer and in total, what running PLAN encrypted costs: operation\n" +
 			"counts (diagonals, hoisted and full rotations, ciphertext products, rescales),\n" +
@@ -29,7 +30,9 @@ func reportCmd() *cobra.Command {
 			"bytes and the precision (bits) the plan's error bounds guarantee. Times come from\n" +
 			"the machine profile (--profile, else the one `ciphercut calibrate` wrote, else the\n" +
 			"bundled default). --measured puts the times and errors `ciphercut run/eval\n" +
-			"--profile` measured beside the predictions.",
+			"--profile` measured beside the predictions. Times are for an in-process run on\n" +
+			"this machine within --memory-limit: the diagonals its memory plan cannot keep\n" +
+			"encoded are encoded at each use, and the plan may evaluate fewer ciphertexts at once.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			plan, err := compiler.ReadPlan(args[0])
@@ -42,7 +45,11 @@ func reportCmd() *cobra.Command {
 				}
 				return writeSplitReport(os.Stdout, args[0], plan, profile, asJSON, plotPath)
 			}
-			rep, err := buildReport(plan.Program, profile, measured, samples, cpus)
+			mem, err := inProcessMemory(plan.Program, *memLimit, cpus)
+			if err != nil {
+				return err
+			}
+			rep, err := buildReport(plan.Program, profile, measured, samples, cpus, mem)
 			if err != nil {
 				return err
 			}
@@ -64,12 +71,15 @@ func reportCmd() *cobra.Command {
 	cmd.Flags().IntVar(&cpus, "cpus", 0, "cores the evaluator uses (default: the measurement's, else the profile's)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	cmd.Flags().IntVar(&samples, "samples", 0, "samples per run (default: the measurement's, else one ciphertext)")
+	memLimit = memoryLimitFlag(cmd)
 	return cmd
 }
 
 // buildReport predicts prog's cost with a profile and attaches a
-// measurement when measuredPath is set.
-func buildReport(prog *ckksir.Program, profilePath, measuredPath string, samples, cpus int) (*cost.Report, error) {
+// measurement when measuredPath is set. mem, when not nil, is the run's
+// memory plan: its lanes and the diagonals it encodes at each use count;
+// nil predicts a run that keeps every diagonal encoded.
+func buildReport(prog *ckksir.Program, profilePath, measuredPath string, samples, cpus int, mem *local.MemoryPlan) (*cost.Report, error) {
 	prof, src, err := cost.LoadProfileOrDefault(profilePath)
 	if err != nil {
 		return nil, err
@@ -91,9 +101,18 @@ func buildReport(prog *ckksir.Program, profilePath, measuredPath string, samples
 			opts.Magnitudes[o.Name] = o.MaxAbs
 		}
 	}
-	rep, err := compiler.PredictProgram(prog, prof, opts)
+	budget := int64(-1)
+	if mem != nil {
+		budget, opts.Lanes = mem.Budget(), mem.Lanes
+	}
+	rep, err := compiler.PredictProgramWithin(prog, prof, opts, budget)
 	if err != nil {
 		return nil, err
+	}
+	if mem != nil {
+		rep.Totals.PeakMemoryBytes = mem.Peak()
+		rep.Notes = append(rep.Notes, fmt.Sprintf("in-process run within %.2f GiB: %d lane(s) on %d core(s), %.2f of %.2f GiB of diagonals kept encoded",
+			float64(mem.Limit)/(1<<30), mem.Lanes, mem.Cores, float64(mem.Encoded)/(1<<30), float64(mem.EncodedAll)/(1<<30)))
 	}
 	rep.Profile += " (" + src + ")"
 	if m != nil {

@@ -33,7 +33,7 @@ func checkReports(t *testing.T, plan, measured string) {
 	if o := m.Outputs[0]; o.MaxError > o.Bound || o.MaxAbs <= 0 {
 		t.Errorf("measured output %+v", o)
 	}
-	rep, err := buildReport(p.Program, "", measured, 0, 0)
+	rep, err := buildReport(p.Program, "", measured, 0, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -68,7 +68,7 @@ func writeSplitReport(w io.Writer, path string, plan *compiler.Plan, profile str
 		if s.Program == nil {
 			continue
 		}
-		rep, err := buildReport(s.Program, profile, "", 0, 0)
+		rep, err := buildReport(s.Program, profile, "", 0, 0, nil)
 		if err != nil {
 			return fmt.Errorf("stage %d: %w", i, err)
 		}

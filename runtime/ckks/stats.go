@@ -16,15 +16,29 @@ import (
 // as the runtime's plan splits them (the same Lattigo baby-step giant-step
 // choice, ratio bsgsLogRatio), the Paterson-Stockmeyer products of each
 // polynomial, rescales and additions. It generates no key and encodes
-// nothing; the counts feed package cost.
+// nothing; the counts feed package cost. Every diagonal is taken to stay
+// encoded between uses (InstrStatsWithin counts those encoded at each use).
 func InstrStats(p *ckksir.Program) ([]cost.OpCounts, error) {
+	return InstrStatsWithin(p, -1)
+}
+
+// InstrStatsWithin is InstrStats for an evaluator keeping budget bytes of
+// encoded diagonals (NewEvaluatorWithBudget; -1: all of them): the
+// diagonals of the matrices it encodes at each use count in
+// OpCounts.Encodes.
+func InstrStatsWithin(p *ckksir.Program, budget int64) ([]cost.OpCounts, error) {
 	pl, err := newPlan(p)
 	if err != nil {
 		return nil, err
 	}
 	byInstr := map[int][]matrixPlan{}
-	for _, mp := range pl.matrices {
+	lazy := pl.lazyMatrices(budget)
+	encodes := make([]int, len(p.Instrs))
+	for i, mp := range pl.matrices {
 		byInstr[mp.instr] = append(byInstr[mp.instr], mp)
+		if lazy[i] {
+			encodes[mp.instr] += len(mp.diags)
+		}
 	}
 	rots := rotationsByGaloisElement(pl)
 	feature := p.Packing == ckksir.PackFeature
@@ -58,6 +72,7 @@ func InstrStats(p *ckksir.Program) ([]cost.OpCounts, error) {
 			for _, mp := range byInstr[i] {
 				c.Matrices++
 				c.Diagonals += len(mp.diags)
+				c.Encodes = encodes[i]
 				n1 := he.FindBestBSGSRatio(mp.diags, pl.slots, bsgsLogRatio)
 				index, _, rotN2 := he.BSGSIndex(mp.diags, pl.slots, n1)
 				babies := 0

@@ -14,6 +14,48 @@ import (
 	"github.com/tuneinsight/lattigo/v5/utils/bignum"
 )
 
+// TestInstrStatsWithinInsecureSmallRing checks the diagonals counted as
+// encoded at each use: none when every matrix stays encoded, all of them
+// with a zero budget, and the evaluator's own choice in between.
+func TestInstrStatsWithinInsecureSmallRing(t *testing.T) {
+	p := buildMainProgram(rand.New(rand.NewSource(1))).p
+	pl, err := newPlan(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	encodes := func(budget int64) (enc, diags int) {
+		stats, err := InstrStatsWithin(p, budget)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range stats {
+			enc += s.Encodes
+			diags += s.Diagonals
+		}
+		return enc, diags
+	}
+	if enc, _ := encodes(-1); enc != 0 {
+		t.Errorf("every matrix encoded: %d diagonals encoded at each use", enc)
+	}
+	if enc, diags := encodes(0); enc != diags || diags == 0 {
+		t.Errorf("nothing encoded: %d of %d diagonals encoded at each use", enc, diags)
+	}
+	// Half the bytes: the evaluator leaves the largest matrices lazy.
+	var total int64
+	for _, mp := range pl.matrices {
+		total += pl.encodedBytes(mp)
+	}
+	want := 0
+	for i, lazy := range pl.lazyMatrices(total / 2) {
+		if lazy {
+			want += len(pl.matrices[i].diags)
+		}
+	}
+	if enc, diags := encodes(total / 2); enc != want || enc == 0 || enc == diags {
+		t.Errorf("half encoded: %d of %d diagonals encoded at each use, want %d", enc, diags, want)
+	}
+}
+
 // TestInstrStatsInsecureSmallRing checks the counts of every instruction of
 // the main test program against the runtime's own plan.
 func TestInstrStatsInsecureSmallRing(t *testing.T) {
