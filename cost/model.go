@@ -416,9 +416,11 @@ func (m *machine) instrSeconds(c OpCounts, inner int, feature bool) float64 {
 		}
 		t = m.linFix*matrixModel(lv, c.Matrices, c.Diagonals, c.BabySteps, c.GiantSteps, inner, m.speedup) +
 			float64(c.Adds)*lv.Add + float64(c.Rescales)*lv.Rescale + float64(c.PlainAdds)*out.AddPlain
-		// Diagonals encoded at each use: spread over the lane's cores with
+		// Diagonals encoded at each use, over the extended basis Q_l·P
+		// (the profile encodes over Q_l), spread over the lane's cores with
 		// the giant steps.
-		t += float64(c.Encodes) * lv.Encode / m.speedup(inner)
+		ext := float64(c.LevelIn+1+m.nP) / float64(c.LevelIn+1)
+		t += float64(c.Encodes) * lv.Encode * ext / m.speedup(min(inner, max(1, c.GiantSteps)))
 		return t
 	case "poly":
 		mid := m.at((c.LevelIn + c.LevelOut) / 2)

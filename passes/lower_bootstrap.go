@@ -46,16 +46,20 @@ func (lw *lowerer) lowerBootstrapped(mags [][]float64) ([][]float64, error) {
 		bounds[i] = lowerMaxAbs(m)
 	}
 	top := params.MaxLevel()
-	popts := PlaceOptions{InputLevel: top, BootLevel: top - 1, Bounds: bounds}
+	popts := PlaceOptions{InputLevel: top, BootLevel: top - 1, Bounds: bounds, Naive: lw.opts.NaivePlacement}
 	pl, err := PlaceBootstraps(p, popts)
 	if err != nil {
 		return nil, fmt.Errorf("lowering %q: %w", lw.g.Name, err)
 	}
 	if lw.opts.Log != nil {
-		popts.Naive = true
-		if naive, err := PlaceBootstraps(p, popts); err == nil {
+		popts.Naive = !popts.Naive
+		if other, err := PlaceBootstraps(p, popts); err == nil {
+			best, naive := pl, other
+			if lw.opts.NaivePlacement {
+				best, naive = other, pl
+			}
 			fmt.Fprintf(lw.opts.Log, "bootstrap placement: %d bootstraps, predicted cost %.4g; naive (bootstrap when out of levels): %d bootstraps, %.4g\n",
-				pl.Bootstraps, pl.Cost, naive.Bootstraps, naive.Cost)
+				best.Bootstraps, best.Cost, naive.Bootstraps, naive.Cost)
 		}
 	}
 	q := pl.Program

@@ -59,8 +59,12 @@ type LowerOptions struct {
 	// the largest ring and places bootstraps (see lower_bootstrap.go). Nil
 	// makes such a circuit an error.
 	Boot *ckksir.BootParams
+	// NaivePlacement places bootstraps by the naive policy (bootstrap a
+	// value when an instruction has too few levels left for it) instead of
+	// minimizing the predicted time; for comparisons.
+	NaivePlacement bool
 	// Log, when set, receives a line comparing the bootstrap placement with
-	// the naive policy (bootstrap when out of levels).
+	// the other policy (naive or minimal cost).
 	Log io.Writer
 	// Probes, when set, caches probed affine regions across calls on
 	// subgraphs of one graph (see ProbeCache).

@@ -108,6 +108,7 @@ func compileCmd() *cobra.Command {
 	cmd.Flags().Var(&opts.Lower.Packing, "packing", "slot: whole samples per ciphertext (low latency); feature: one sample per slot, one ciphertext per tensor element, no rotations (throughput)")
 	cmd.Flags().IntVar(&opts.Lower.MaxLogN, "max-logn", 16, "largest ring degree 2^LOGN to consider")
 	cf.add(cmd)
+	cmd.Flags().BoolVar(&opts.Lower.NaivePlacement, "naive-placement", false, "place bootstraps where a value runs out of levels instead of where they cost least (to compare the two)")
 	cmd.Flags().BoolVar(&bootstrap, "bootstrap", true, "bootstrap a model too deep for any modulus chain (on N=2^16, with a sparse secret; bootstrapping keys take about 8 GB)")
 	cmd.Flags().StringVar(&splitOut, "split-out", "", "also write the split plan into this directory: the data-owner plan (no worker weights), one worker shard per segment and the manifest (as `ciphercut shard`)")
 	split = addSplitFlags(cmd)
