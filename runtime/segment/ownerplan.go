@@ -169,16 +169,16 @@ func (op *OwnerPlan) RunStages() ([]split.Stage, error) {
 	return out, nil
 }
 
-// segments lists the plan's segments in order, across its encrypted
-// stages for a split plan.
-func (op *OwnerPlan) segments() []*OwnerSegment {
+// AllSegments lists the plan's segments in order: Segments, or for a
+// split plan those of its encrypted stages.
+func (op *OwnerPlan) AllSegments() []*OwnerSegment {
 	var out []*OwnerSegment
 	for i := range op.Segments {
 		out = append(out, &op.Segments[i])
 	}
 	for _, st := range op.Stages {
 		if st.Encrypted != nil {
-			out = append(out, st.Encrypted.segments()...)
+			out = append(out, st.Encrypted.AllSegments()...)
 		}
 	}
 	return out
@@ -201,7 +201,7 @@ func (op *OwnerPlan) Split() []*Segment {
 // them.
 func (op *OwnerPlan) Cuts() []int {
 	var cuts []int
-	for _, s := range op.segments()[1:] {
+	for _, s := range op.AllSegments()[1:] {
 		cuts = append(cuts, s.Start)
 	}
 	return cuts
@@ -400,7 +400,7 @@ func WriteOwnerSplit(dir string, op *OwnerPlan, segs []*Segment) (*SplitFiles, e
 	if err != nil {
 		return nil, err
 	}
-	own := op.segments()
+	own := op.AllSegments()
 	if len(own) != len(m.Shards) {
 		return nil, fmt.Errorf("the data-owner plan has %d segments, %d shards written", len(own), len(m.Shards))
 	}

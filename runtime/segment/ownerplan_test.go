@@ -330,8 +330,8 @@ func TestSplitOwnerPlanHoldsNoWeights(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Reference != nil || len(got.Stages) != len(stages) || len(got.segments()) != len(segs) {
-		t.Fatalf("decoded %d stages, %d segments, reference %v; want %d, %d, none", len(got.Stages), len(got.segments()), got.Reference != nil, len(stages), len(segs))
+	if got.Reference != nil || len(got.Stages) != len(stages) || len(got.AllSegments()) != len(segs) {
+		t.Fatalf("decoded %d stages, %d segments, reference %v; want %d, %d, none", len(got.Stages), len(got.AllSegments()), got.Reference != nil, len(stages), len(segs))
 	}
 	for i, st := range got.Stages {
 		if (st.Encrypted != nil) != (stages[i].Program != nil) || (st.Graph != nil) == (st.Encrypted != nil) {
