@@ -107,7 +107,8 @@ func (r SegmentRun) where() string {
 	}
 	s := fmt.Sprintf("segment %d on worker %s, round trip %v", r.Index, r.Worker, r.Wall.Round(time.Millisecond))
 	if len(r.Failures) > 0 {
-		s += fmt.Sprintf(" after %d failed attempts (%s)", len(r.Failures), strings.Join(r.Failures, "; "))
+		// One line: libp2p's dial errors span several.
+		s += fmt.Sprintf(" after %d failed attempts (%s)", len(r.Failures), strings.Join(strings.Fields(strings.Join(r.Failures, "; ")), " "))
 	}
 	if len(r.Checked) > 0 {
 		s += fmt.Sprintf(", checked by %v", r.Checked)
