@@ -31,11 +31,7 @@ func TestSplitDigitsCNNWorkers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("encrypted runs take seconds; skipped in -short mode")
 	}
-	m, plan, err := smallring.CompileSplit("../../testsuite/models/digits-cnn", 3, 13, smallring.DigitsCNNSplit())
-	if err != nil {
-		t.Fatal(err)
-	}
-	stages, err := plan.RunStages()
+	m, plan, stages, err := smallring.CompileSplit("../../testsuite/models/digits-cnn", 3, 13, smallring.DigitsCNNSplit())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -83,6 +83,43 @@ func found(p *ckksir.Program, data []byte) (hits, searched int) {
 	return hits, searched
 }
 
+// checkNoWeights searches the data-owner plan written into dir for every
+// weight of every segment (matrix diagonals, biases, polynomial
+// coefficients): none may appear, while each shard (listed by the
+// manifest) holds all of its own segment's (the search works); weights a
+// shard shares with other segments (constants) are logged. It returns the
+// data-owner plan's bytes.
+func checkNoWeights(t *testing.T, dir string, m *Manifest, segs []*Segment) []byte {
+	t.Helper()
+	ownerBytes, err := os.ReadFile(filepath.Join(dir, OwnerPlanFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range segs {
+		hits, searched := found(s.Program, ownerBytes)
+		t.Logf("segment %d: %d of its %d distinct weights found in the data-owner plan (%d bytes)", s.Index, hits, searched, len(ownerBytes))
+		if searched == 0 {
+			t.Fatalf("segment %d: no weight to search", s.Index)
+		}
+		if hits > 0 {
+			t.Errorf("segment %d: %d weights appear in the data-owner plan", s.Index, hits)
+		}
+		shard, err := os.ReadFile(filepath.Join(dir, m.Shards[s.Index].File))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hits, searched := found(s.Program, shard); hits != searched {
+			t.Errorf("segment %d: its shard holds %d of its %d weights, want all (the search is broken)", s.Index, hits, searched)
+		}
+		for _, other := range segs {
+			if hits, _ := found(other.Program, shard); other != s && hits > 0 {
+				t.Logf("segment %d's shard holds %d weights equal to segment %d's (shared values, e.g. constants)", s.Index, hits, other.Index)
+			}
+		}
+	}
+	return ownerBytes
+}
+
 // TestOwnerPlanHoldsNoWeights splits cancer-mlp in two, writes the split
 // and searches the bytes of the data-owner plan for every weight of every
 // encrypted segment (matrix diagonals, biases, polynomial coefficients):
@@ -97,31 +134,7 @@ func TestOwnerPlanHoldsNoWeights(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ownerBytes, err := os.ReadFile(filepath.Join(dir, OwnerPlanFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range segs {
-		hits, searched := found(s.Program, ownerBytes)
-		t.Logf("segment %d: %d of its %d distinct weights found in the data-owner plan (%d bytes)", s.Index, hits, searched, len(ownerBytes))
-		if searched == 0 {
-			t.Fatalf("segment %d: no weight to search", s.Index)
-		}
-		if hits > 0 {
-			t.Errorf("segment %d: %d weights appear in the data-owner plan", s.Index, hits)
-		}
-		shard, err := os.ReadFile(filepath.Join(dir, sp.Manifest.Shards[s.Index].File))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if hits, searched := found(s.Program, shard); hits != searched {
-			t.Errorf("segment %d: its shard holds %d of its %d weights, want all (the search is broken)", s.Index, hits, searched)
-		}
-		other := segs[1-s.Index].Program
-		if hits, _ := found(other, shard); hits > 0 {
-			t.Logf("segment %d's shard holds %d weights equal to the other segment's (shared values, e.g. constants)", s.Index, hits)
-		}
-	}
+	ownerBytes := checkNoWeights(t, dir, sp.Manifest, segs)
 	op, err := DecodeOwnerPlan(ownerBytes, "owner.plan")
 	if err != nil {
 		t.Fatal(err)
@@ -291,11 +304,7 @@ func FuzzDecodeOwnerPlan(f *testing.F) {
 // and a plan whose stage reads a value nothing gives is refused, naming
 // the stage.
 func TestSplitOwnerPlanHoldsNoWeights(t *testing.T) {
-	m, plan, err := smallring.CompileSplit("../../testsuite/models/digits-cnn", 3, 13, smallring.DigitsCNNSplit())
-	if err != nil {
-		t.Fatal(err)
-	}
-	stages, err := plan.RunStages()
+	m, plan, stages, err := smallring.CompileSplit("../../testsuite/models/digits-cnn", 3, 13, smallring.DigitsCNNSplit())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,24 +317,7 @@ func TestSplitOwnerPlanHoldsNoWeights(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ownerBytes, err := os.ReadFile(filepath.Join(dir, OwnerPlanFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range segs {
-		hits, searched := found(s.Program, ownerBytes)
-		t.Logf("segment %d: %d of its %d distinct weights found in the data-owner plan (%d bytes)", s.Index, hits, searched, len(ownerBytes))
-		if searched == 0 || hits > 0 {
-			t.Errorf("segment %d: %d of %d weights appear in the data-owner plan", s.Index, hits, searched)
-		}
-		shard, err := os.ReadFile(filepath.Join(dir, sp.Manifest.Shards[s.Index].File))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if hits, searched := found(s.Program, shard); hits != searched {
-			t.Errorf("segment %d: its shard holds %d of its %d weights, want all", s.Index, hits, searched)
-		}
-	}
+	ownerBytes := checkNoWeights(t, dir, sp.Manifest, segs)
 	got, err := DecodeOwnerPlan(ownerBytes, "owner.plan")
 	if err != nil {
 		t.Fatal(err)

@@ -25,7 +25,7 @@ func TestSplitDigitsCNNInsecureSmallRing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("encrypted runs take seconds; skipped in -short mode")
 	}
-	m, plan, err := smallring.CompileSplit(filepath.Join("..", "..", "testsuite", "models", "digits-cnn"), 3, 13, smallring.DigitsCNNSplit())
+	m, plan, _, err := smallring.CompileSplit(filepath.Join("..", "..", "testsuite", "models", "digits-cnn"), 3, 13, smallring.DigitsCNNSplit())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/ciphercut/ciphercut/compiler"
 	"github.com/ciphercut/ciphercut/ir/ckksir"
 	"github.com/ciphercut/ciphercut/passes"
+	"github.com/ciphercut/ciphercut/runtime/split"
 	"github.com/ciphercut/ciphercut/testsuite/zoo"
 )
 
@@ -33,26 +34,27 @@ func Compile(dir string, precision, logN int) (*zoo.Model, *compiler.Plan, *ckks
 }
 
 // CompileSplit compiles the model in folder dir as Compile does, split as
-// opts says (a split plan: stages), and moves every encrypted stage's
-// program to the ring N=2^logN in the returned plan (its file then holds
-// the small-ring programs).
-func CompileSplit(dir string, precision, logN int, opts *passes.SplitOptions) (*zoo.Model, *compiler.Plan, error) {
+// opts says (a split plan: stages), moves every encrypted stage's program
+// to the ring N=2^logN in the returned plan (its file then holds the
+// small-ring programs) and returns its stages for runtime/split too.
+func CompileSplit(dir string, precision, logN int, opts *passes.SplitOptions) (*zoo.Model, *compiler.Plan, []split.Stage, error) {
 	m, plan, err := compile(dir, precision, opts)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if !plan.IsSplit() {
-		return nil, nil, fmt.Errorf("%s: the plan is not split", filepath.Base(dir))
+		return nil, nil, nil, fmt.Errorf("%s: the plan is not split", filepath.Base(dir))
 	}
 	for i, s := range plan.Stages {
 		if s.Program == nil {
 			continue
 		}
 		if plan.Stages[i].Program, err = Move(s.Program, logN); err != nil {
-			return nil, nil, fmt.Errorf("%s: stage %d: %w", filepath.Base(dir), i, err)
+			return nil, nil, nil, fmt.Errorf("%s: stage %d: %w", filepath.Base(dir), i, err)
 		}
 	}
-	return m, plan, nil
+	stages, err := plan.RunStages()
+	return m, plan, stages, err
 }
 
 // DigitsCNNSplit is the split the tests run digits-cnn with (precision 3
