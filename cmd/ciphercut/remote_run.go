@@ -289,15 +289,21 @@ func (rf *remoteFlags) runOwnerPlan(path, input, output string, verify bool) err
 
 // run executes the full plan on x through remote workers.
 func (rf *remoteFlags) run(planPath string, plan *compiler.Plan, x *ir.Tensor) (*ir.Tensor, error) {
-	data, err := os.ReadFile(planPath)
-	if err != nil {
-		return nil, err
-	}
-	job, err := rf.fromPlan(planPath, segment.PlanID(data), plan)
+	job, err := rf.planJob(planPath, plan)
 	if err != nil {
 		return nil, err
 	}
 	return rf.execute(job, x)
+}
+
+// planJob is the job of the full plan read from planPath (its id: the
+// file's SHA-256).
+func (rf *remoteFlags) planJob(planPath string, plan *compiler.Plan) (*remoteJob, error) {
+	data, err := os.ReadFile(planPath)
+	if err != nil {
+		return nil, err
+	}
+	return rf.fromPlan(planPath, segment.PlanID(data), plan)
 }
 
 // remoteSession is the data owner's side of a remote run: its host in the
@@ -501,11 +507,7 @@ func (rf *remoteFlags) executeSplit(job *remoteJob, x *ir.Tensor, verify bool) (
 // runSplit runs the full split plan (of the file planPath) on x through
 // remote workers.
 func (rf *remoteFlags) runSplit(planPath string, plan *compiler.Plan, x *ir.Tensor, verify bool) (*ir.Tensor, *split.Report, error) {
-	data, err := os.ReadFile(planPath)
-	if err != nil {
-		return nil, nil, err
-	}
-	job, err := rf.fromPlan(planPath, segment.PlanID(data), plan)
+	job, err := rf.planJob(planPath, plan)
 	if err != nil {
 		return nil, nil, err
 	}
