@@ -10,14 +10,22 @@
 # segment 1 fails over to the spare, and the data owner reads its keys from
 # owner-keys instead of generating them. See docs/p2p.md.
 #
-# Usage: scripts/p2p-loopback.sh [MODEL_DIR] [WORKDIR]
+# A split plan (CUT="--cut auto --client-aided activations", or PLAN=FILE
+# of one) runs the same way: one shard per encrypted stage, w1 serving the
+# first, w2 the others, w3 all; the data owner runs the plaintext stages
+# (client-aided activations, prefix, suffix) itself between the workers'
+# round trips.
+#
+# Usage: [CUT=FLAGS] [PLAN=FILE] [INPUT=X.npy] scripts/p2p-loopback.sh [MODEL_DIR] [WORKDIR]
 #   MODEL_DIR defaults to testsuite/models/cancer-mlp; WORKDIR to a fresh
 #   temporary directory (kept, with the workers' logs). PLAN=FILE uses that
-#   plan of the model instead of compiling one.
+#   plan of the model instead of compiling one (with the compile flags
+#   CUT); INPUT the samples instead of MODEL_DIR/inputs.npy.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 model=${1:-$root/testsuite/models/cancer-mlp}
+input=${INPUT:-$model/inputs.npy}
 work=${2:-$(mktemp -d -t ciphercut-p2p-XXXXXX)}
 mkdir -p "$work"
 bin=$work/ciphercut
@@ -34,14 +42,27 @@ echo "== building into $work"
 if [ -n "${PLAN:-}" ]; then
 	cp "$PLAN" "$work/model.plan" # a plan of the model compiled beforehand
 else
-	"$bin" compile "$model/model.onnx" -o "$work/model.plan" >/dev/null 2>&1
+	"$bin" compile "$model/model.onnx" -o "$work/model.plan" ${CUT:-} >/dev/null 2>&1
 fi
 for w in w1 w2 w3 w4; do
 	eval "${w}_id=$("$bin" identity "$work/$w.key")"
 done
 model_owner=$("$bin" identity "$work/model-owner.key")
-"$bin" shard "$work/model.plan" --segments 2 -o "$work/shards" --sign "$work/model-owner.key" --reveal-reference \
-	--worker "0=$w1_id" --worker "0=$w3_id" --worker "1=$w2_id" --worker "1=$w3_id"
+# A whole plan is cut in 2 segments, a split plan has one per encrypted
+# stage: count them with an unsigned split first.
+"$bin" shard "$work/model.plan" -o "$work/count" >/dev/null
+nseg=$(ls "$work"/count/shard-*.bin | wc -l)
+vouch=(--worker "0=$w1_id" --worker "0=$w3_id")
+rest=()
+for ((k = 1; k < nseg; k++)); do
+	vouch+=(--worker "$k=$w2_id" --worker "$k=$w3_id")
+	rest+=(--shard "$work/shards/shard-$k.bin")
+done
+if ((nseg == 1)); then # one encrypted stage: w2 serves it too
+	vouch+=(--worker "0=$w2_id")
+	rest=(--shard "$work/shards/shard-0.bin")
+fi
+"$bin" shard "$work/model.plan" -o "$work/shards" --sign "$work/model-owner.key" --reveal-reference "${vouch[@]}"
 owner=$("$bin" identity "$work/owner.key")
 echo "== data owner $owner, model owner $model_owner"
 # w2 admits the data owner by the model owner's token rather than --allow.
@@ -72,8 +93,8 @@ start_worker() {
 
 start_worker w1 --shard "$work/shards/shard-0.bin"
 boot=$addr
-auth="--token-issuer $model_owner" start_worker w2 --shard "$work/shards/shard-1.bin" --bootstrap "$boot"
-start_worker w3 --shard "$work/shards/shard-0.bin" --shard "$work/shards/shard-1.bin" --bootstrap "$boot"
+auth="--token-issuer $model_owner" start_worker w2 "${rest[@]}" --bootstrap "$boot"
+start_worker w3 --shard "$work/shards/shard-0.bin" "${rest[@]}" --bootstrap "$boot"
 start_worker w4 --shard "$work/shards/shard-0.bin" --bootstrap "$boot"
 sleep 1 # let the announcements spread
 
@@ -82,7 +103,7 @@ sleep 1 # let the announcements spread
 # reads them) and bootstraps from the spare, which stays up throughout.
 spare=$(grep -m1 '^listening on' "$work/w3.out" | cut -d' ' -f3)
 run() {
-	"$bin" run "$work/shards/owner.plan" -i "$model/inputs.npy" -o "$work/out.npy" --verify \
+	"$bin" run "$work/shards/owner.plan" -i "$input" -o "$work/out.npy" --verify \
 		--swarm "$spare" --manifest "$work/shards/manifest.json" --trust "$model_owner" \
 		--identity "$work/owner.key" --token "$work/owner.token" --keys "$work/owner-keys" \
 		--worker-timeout 60s "$@" 2>"$work/owner.log"

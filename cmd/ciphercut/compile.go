@@ -82,6 +82,9 @@ func compileCmd() *cobra.Command {
 			fmt.Print(plan.Approximations)
 			if plan.IsSplit() {
 				printSplit(os.Stdout, out, plan)
+				if splitOut != "" {
+					return split.write(out, plan, splitOut)
+				}
 				return nil
 			}
 			if prog := plan.Program; prog.Packing == ckksir.PackFeature {

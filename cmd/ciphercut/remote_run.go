@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/ciphercut/ciphercut/ir"
 	"github.com/ciphercut/ciphercut/runtime/remote"
 	"github.com/ciphercut/ciphercut/runtime/segment"
+	"github.com/ciphercut/ciphercut/runtime/split"
 )
 
 // remoteFlags are run's options for remote workers: --workers N starts N
@@ -108,6 +110,22 @@ func (rf *remoteFlags) fromPlan(planPath, planID string, plan *compiler.Plan) (*
 	if err != nil {
 		return nil, err
 	}
+	if plan.IsSplit() {
+		// The model owner's full plan holds every stage's reference: the
+		// in-memory data-owner plan reveals them, for --verify.
+		op, segs, err := splitOwnerPlan(planID, plan, true)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", planPath, err)
+		}
+		if err := rf.checkSegments(planPath, op, cuts); err != nil {
+			return nil, err
+		}
+		job := &remoteJob{owner: op, listed: listed}
+		for _, s := range segs {
+			job.shards = append(job.shards, segment.NewShard(planID, plan.ModelName, s))
+		}
+		return job, nil
+	}
 	var segs []*segment.Segment
 	if rf.manifest != "" {
 		segs, err = segment.SplitAt(plan.Program, cuts)
@@ -140,15 +158,12 @@ func (rf *remoteFlags) fromOwnerPlan(path string) (*remoteJob, error) {
 	if err != nil {
 		return nil, err
 	}
-	if rf.segments != 0 && rf.segments != len(op.Segments) {
-		return nil, fmt.Errorf("%s is split in %d segments; --segments %d cannot change that", path, len(op.Segments), rf.segments)
-	}
 	cuts, listed, err := rf.trusted(path, op.PlanID)
 	if err != nil {
 		return nil, err
 	}
-	if rf.manifest != "" && !slices.Equal(cuts, op.Cuts()) {
-		return nil, fmt.Errorf("%s cuts the program before %v, %s before %v", rf.manifest, cuts, path, op.Cuts())
+	if err := rf.checkSegments(path, op, cuts); err != nil {
+		return nil, err
 	}
 	job := &remoteJob{owner: op, listed: listed}
 	if rf.workers == 0 {
@@ -158,7 +173,7 @@ func (rf *remoteFlags) fromOwnerPlan(path string) (*remoteJob, error) {
 	if dir == "" {
 		dir = filepath.Dir(path)
 	}
-	for _, s := range op.Segments {
+	for _, s := range op.AllSegments() {
 		file := filepath.Join(dir, fmt.Sprintf("shard-%d.bin", s.Index))
 		data, err := os.ReadFile(file)
 		if err != nil {
@@ -177,6 +192,45 @@ func (rf *remoteFlags) fromOwnerPlan(path string) (*remoteJob, error) {
 		job.shards = append(job.shards, sh)
 	}
 	return job, nil
+}
+
+// checkSegments checks --segments and the --manifest's cuts (when given)
+// against the segments of the data-owner plan of the plan at path.
+func (rf *remoteFlags) checkSegments(path string, op *segment.OwnerPlan, cuts []int) error {
+	n := len(op.AllSegments())
+	if rf.segments != 0 && rf.segments != n {
+		what := "segments"
+		if op.IsSplit() {
+			what = "segments (one per encrypted stage)"
+		}
+		return fmt.Errorf("%s is split in %d %s; --segments %d cannot change that", path, n, what, rf.segments)
+	}
+	if rf.manifest != "" && !slices.Equal(cuts, op.Cuts()) {
+		return fmt.Errorf("%s cuts the program before %v, %s before %v", rf.manifest, cuts, path, op.Cuts())
+	}
+	return nil
+}
+
+// splitOwnerPlan derives the data-owner plan of the split plan plan (of
+// id planID) and its segments, one per encrypted stage; revealed keeps the
+// encrypted stages' plaintext references and the model's.
+func splitOwnerPlan(planID string, plan *compiler.Plan, revealed bool) (*segment.OwnerPlan, []*segment.Segment, error) {
+	stages, err := plan.RunStages()
+	if err != nil {
+		return nil, nil, err
+	}
+	g, err := ir.UnmarshalGraph(plan.Graph)
+	if err != nil {
+		return nil, nil, err
+	}
+	var ins, outs []string
+	for _, v := range g.Inputs {
+		ins = append(ins, v.Name)
+	}
+	for _, v := range g.Outputs {
+		outs = append(outs, v.Name)
+	}
+	return segment.NewSplitOwnerPlan(planID, plan.ModelName, stages, ins, outs, plan.Graph, revealed)
 }
 
 // isOwnerPlan reports whether the file at path is a data-owner plan
@@ -219,6 +273,13 @@ func (rf *remoteFlags) runOwnerPlan(path, input, output string, verify bool) err
 	if !x.DType.IsFloat() {
 		return fmt.Errorf("%s holds %s data; the model's input takes real numbers", input, x.DType)
 	}
+	if job.owner.IsSplit() {
+		y, rep, err := rf.executeSplit(job, x, verify)
+		if err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		return finishSplitRun(os.Stdout, job.owner.Outputs[0], ref, x, y, output, verify, rep)
+	}
 	y, err := rf.execute(job, x)
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
@@ -228,22 +289,54 @@ func (rf *remoteFlags) runOwnerPlan(path, input, output string, verify bool) err
 
 // run executes the full plan on x through remote workers.
 func (rf *remoteFlags) run(planPath string, plan *compiler.Plan, x *ir.Tensor) (*ir.Tensor, error) {
-	data, err := os.ReadFile(planPath)
-	if err != nil {
-		return nil, err
-	}
-	job, err := rf.fromPlan(planPath, segment.PlanID(data), plan)
+	job, err := rf.planJob(planPath, plan)
 	if err != nil {
 		return nil, err
 	}
 	return rf.execute(job, x)
 }
 
-// execute runs the job on x through remote workers (or in-process ones,
-// --workers) and prints where each segment ran.
-func (rf *remoteFlags) execute(job *remoteJob, x *ir.Tensor) (*ir.Tensor, error) {
-	op := job.owner
-	planID, segs := op.PlanID, op.Split()
+// planJob is the job of the full plan read from planPath (its id: the
+// file's SHA-256).
+func (rf *remoteFlags) planJob(planPath string, plan *compiler.Plan) (*remoteJob, error) {
+	data, err := os.ReadFile(planPath)
+	if err != nil {
+		return nil, err
+	}
+	return rf.fromPlan(planPath, segment.PlanID(data), plan)
+}
+
+// remoteSession is the data owner's side of a remote run: its host in the
+// DHT (with the in-process workers of --workers), the finder of the
+// segments' providers and the owner options from the flags.
+type remoteSession struct {
+	host    host.Host
+	find    remote.Finder
+	opts    remote.OwnerOptions
+	closers []func()
+}
+
+func (s *remoteSession) close() {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		s.closers[i]()
+	}
+}
+
+// connect starts the data owner's host (--identity), checks its --token,
+// starts the in-process workers of --workers serving the job's shards,
+// joins the DHT (--swarm, or those workers) and returns the session; its
+// close stops all of it.
+func (rf *remoteFlags) connect(job *remoteJob) (_ *remoteSession, err error) {
+	sess := &remoteSession{}
+	defer func() {
+		if err != nil {
+			sess.close()
+		}
+	}()
+	nsegs := len(job.owner.AllSegments())
+	if rf.workers > 0 && rf.workers < nsegs {
+		return nil, fmt.Errorf("--workers %d cannot serve %d segments (worker i serves segment i mod %d); give at least %d", rf.workers, nsegs, nsegs, nsegs)
+	}
 	priv, err := identityKey(rf.identity)
 	if err != nil {
 		return nil, err
@@ -273,7 +366,8 @@ func (rf *remoteFlags) execute(job *remoteJob, x *ir.Tensor) (*ir.Tensor, error)
 	if err != nil {
 		return nil, err
 	}
-	defer h.Close()
+	sess.host = h
+	sess.closers = append(sess.closers, func() { h.Close() })
 	ctx := context.Background()
 	boot, err := remote.AddrInfos(rf.swarm)
 	if err != nil {
@@ -289,7 +383,7 @@ func (rf *remoteFlags) execute(job *remoteJob, x *ir.Tensor) (*ir.Tensor, error)
 			if cacheDir, err = os.MkdirTemp("", "ciphercut-workers-"); err != nil {
 				return nil, err
 			}
-			defer os.RemoveAll(cacheDir)
+			sess.closers = append(sess.closers, func() { os.RemoveAll(cacheDir) })
 		}
 		wo := remote.WorkerOptions{Allow: []peer.ID{h.ID()}, CacheDir: cacheDir, Log: log.New(os.Stderr, "worker: ", log.LstdFlags)}
 		if token != nil {
@@ -305,36 +399,38 @@ func (rf *remoteFlags) execute(job *remoteJob, x *ir.Tensor) (*ir.Tensor, error)
 		if err != nil {
 			return nil, err
 		}
-		defer c.Close()
-		fmt.Printf("started %d workers on loopback, %d segments\n", rf.workers, len(segs))
+		sess.closers = append(sess.closers, func() { c.Close() })
+		fmt.Printf("started %d workers on loopback, %d segments\n", rf.workers, nsegs)
 		boot = append(boot, c.Bootstrap()...)
 	}
 	d, err := remote.NewDHT(ctx, h, false, boot)
 	if err != nil {
 		return nil, err
 	}
-	defer d.Close()
+	sess.closers = append(sess.closers, func() { d.Close() })
 	fmt.Printf("data owner %s\n", h.ID())
-	find := remote.OnlyListed(remote.DHTProviders(d, planID, rf.redundancy, 30*time.Second), job.listed)
-	owner, setup, err := remote.NewOwner(h, find, op,
-		remote.OwnerOptions{KeyDir: rf.keys, Token: token, Timeout: rf.timeout, Redundancy: rf.redundancy, KeyProgress: sessionProgress(nil).Keys, Log: log.New(os.Stderr, "owner: ", log.LstdFlags)})
+	sess.find = remote.OnlyListed(remote.DHTProviders(d, job.owner.PlanID, rf.redundancy, 30*time.Second), job.listed)
+	sess.opts = remote.OwnerOptions{KeyDir: rf.keys, Token: token, Timeout: rf.timeout, Redundancy: rf.redundancy,
+		KeyProgress: sessionProgress(nil).Keys, Log: log.New(os.Stderr, "owner: ", log.LstdFlags)}
+	return sess, nil
+}
+
+// execute runs the job on x through remote workers (or in-process ones,
+// --workers) and prints where each segment ran.
+func (rf *remoteFlags) execute(job *remoteJob, x *ir.Tensor) (*ir.Tensor, error) {
+	sess, err := rf.connect(job)
 	if err != nil {
 		return nil, err
 	}
-	how := "generated"
-	if setup.SecretKeyLoaded {
-		how = "secret key read from " + filepath.Join(rf.keys, remote.SecretKeyFile) + ", evaluation keys "
-		loaded := 0
-		for _, l := range setup.KeysLoaded {
-			if l {
-				loaded++
-			}
-		}
-		how += fmt.Sprintf("read for %d of %d segments", loaded, len(segs))
+	defer sess.close()
+	segs := job.owner.Split()
+	owner, setup, err := remote.NewOwner(sess.host, sess.find, job.owner, sess.opts)
+	if err != nil {
+		return nil, err
 	}
-	fmt.Printf("keys: %v for %d segments (%s)\n", setup.KeyGen.Round(time.Millisecond), len(segs), how)
+	fmt.Printf("keys: %v for %d segments (%s)\n", setup.KeyGen.Round(time.Millisecond), len(segs), keysHow(setup, filepath.Join(rf.keys, remote.SecretKeyFile)))
 	start := time.Now()
-	y, runs, err := owner.Infer(ctx, x)
+	y, runs, err := owner.Infer(context.Background(), x)
 	if err != nil {
 		return nil, err
 	}
@@ -355,6 +451,67 @@ func (rf *remoteFlags) execute(job *remoteJob, x *ir.Tensor) (*ir.Tensor, error)
 	}
 	fmt.Printf("pipeline: %d samples, encrypt + %d segments + decrypt in %v\n", x.Shape[0], len(segs), time.Since(start).Round(time.Millisecond))
 	return y, nil
+}
+
+// keysHow says whether an owner's keys were generated or read (the secret
+// key from skFile).
+func keysHow(setup *remote.Setup, skFile string) string {
+	if !setup.SecretKeyLoaded {
+		return "generated"
+	}
+	loaded := 0
+	for _, l := range setup.KeysLoaded {
+		if l {
+			loaded++
+		}
+	}
+	return fmt.Sprintf("secret key read from %s, evaluation keys read for %d of %d segments", skFile, loaded, len(setup.KeysLoaded))
+}
+
+// executeSplit runs a split job on x: runtime/split runs the stages in
+// order, as in process, with the encrypted ones on remote workers (or
+// in-process ones, --workers), one data owner's client per encrypted stage.
+// With verify, each encrypted stage is checked against its revealed
+// plaintext reference.
+func (rf *remoteFlags) executeSplit(job *remoteJob, x *ir.Tensor, verify bool) (*ir.Tensor, *split.Report, error) {
+	op := job.owner
+	if len(op.Inputs) != 1 || len(op.Outputs) != 1 {
+		return nil, nil, fmt.Errorf("split plans of models with %d inputs and %d outputs are not supported; want one of each", len(op.Inputs), len(op.Outputs))
+	}
+	sess, err := rf.connect(job)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer sess.close()
+	so, setups, err := remote.NewSplitOwner(sess.host, sess.find, op, sess.opts)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i, st := range op.Stages {
+		if s := setups[i]; s != nil {
+			dir := filepath.Join(rf.keys, fmt.Sprintf("stage-%d", st.Encrypted.Segments[0].Index))
+			fmt.Printf("keys of stage %s: %v (%s)\n", st.Name, s.KeyGen.Round(time.Millisecond), keysHow(s, filepath.Join(dir, remote.SecretKeyFile)))
+		}
+	}
+	env, rep, err := so.Run(context.Background(), map[string]*ir.Tensor{op.Inputs[0]: x}, verify)
+	if err != nil {
+		return nil, nil, err
+	}
+	y, ok := env[op.Outputs[0]]
+	if !ok {
+		return nil, nil, fmt.Errorf("no stage produced the output %q", op.Outputs[0])
+	}
+	return y, rep, nil
+}
+
+// runSplit runs the full split plan (of the file planPath) on x through
+// remote workers.
+func (rf *remoteFlags) runSplit(planPath string, plan *compiler.Plan, x *ir.Tensor, verify bool) (*ir.Tensor, *split.Report, error) {
+	job, err := rf.planJob(planPath, plan)
+	if err != nil {
+		return nil, nil, err
+	}
+	return rf.executeSplit(job, x, verify)
 }
 
 // finishRun writes or prints a remote run's output and verifies it when

@@ -10,9 +10,11 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/ciphercut/ciphercut/compiler"
+	"github.com/ciphercut/ciphercut/frontends/npy"
 	"github.com/ciphercut/ciphercut/runtime/remote"
 	"github.com/ciphercut/ciphercut/runtime/segment"
 	"github.com/ciphercut/ciphercut/testsuite/smallring"
+	"github.com/ciphercut/ciphercut/testsuite/zoo"
 )
 
 // TestRunOnWorkers shards a plan (cancer-mlp on a test-only small ring),
@@ -201,4 +203,102 @@ func smallPlanAndModelOwner(t *testing.T) (dir, planPath, modelKey string, model
 		t.Fatal(err)
 	}
 	return dir, planPath, modelKey, modelOwner
+}
+
+// TestRunSplitOnWorkers compiles digits-mlp split with client-aided
+// activations (encrypted, client-aided Relu, encrypted, suffix; 128-bit,
+// N=2^13) with --split-out, runs it in process, then its data-owner plan
+// on in-process workers (one shard per encrypted stage), and the full plan
+// on workers with --verify: the remote outputs match the in-process ones
+// (same top-1, logits within 1e-5 of their scale) and the output names
+// where each stage ran. Bad options and a corrupt data-owner plan are
+// one-line errors naming the file.
+func TestRunSplitOnWorkers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("encrypted runs; skipped in -short mode")
+	}
+	dir := t.TempDir()
+	samples, err := npy.Read(filepath.Join(digitsMLP, "inputs.npy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := filepath.Join(dir, "x.npy")
+	if err := npy.Write(in, zoo.Rows(samples, 0, 8)); err != nil {
+		t.Fatal(err)
+	}
+	planPath, split := filepath.Join(dir, "dm.plan"), filepath.Join(dir, "split")
+	if err := run("compile", filepath.Join(digitsMLP, "model.onnx"), "-o", planPath, "--cut", "auto", "--client-aided", "activations",
+		"--split-out", split); err != nil {
+		t.Fatal(err)
+	}
+	ownerPlan := filepath.Join(split, segment.OwnerPlanFile)
+	op, err := segment.ReadOwnerPlan(ownerPlan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !op.IsSplit() || len(op.AllSegments()) < 2 {
+		t.Fatalf("owner.plan: %d stages, %d segments; want a split plan with two encrypted stages or more", len(op.Stages), len(op.AllSegments()))
+	}
+	outputs := map[string]string{}
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"in process", []string{planPath}},
+		{"owner.plan on workers", []string{ownerPlan, "--workers", "3"}},
+		{"full plan on workers", []string{planPath, "--workers", "2", "--verify", "--manifest", filepath.Join(split, segment.ManifestFile)}},
+	} {
+		outputs[c.name] = filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-")+".npy")
+		stdout, err := runCaptured(t, append([]string{"run", "-i", in, "-o", outputs[c.name]}, c.args...)...)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if remote := c.name != "in process"; strings.Contains(stdout, "on worker 12D3KooW") != remote || strings.Contains(stdout, "in process") == remote {
+			t.Errorf("%s: output does not say where the stages ran:\n%s", c.name, stdout)
+		}
+	}
+	want, err := npy.Read(outputs["in process"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	scale := 0.0
+	for _, v := range want.Float {
+		scale = max(scale, v, -v)
+	}
+	for name, path := range outputs {
+		got, err := npy.Read(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := zoo.MaxAbsDiff(got, want); zoo.Agreement(got, want) < 1 || d > 1e-5*scale {
+			t.Errorf("%s against in process: top-1 agreement %.3f, max |difference| %.3e (outputs up to %.3e)", name, zoo.Agreement(got, want), d, scale)
+		}
+	}
+	corrupt := filepath.Join(dir, "corrupt.plan")
+	data, err := os.ReadFile(ownerPlan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)-5] ^= 1
+	if err := os.WriteFile(corrupt, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{ownerPlan, "--workers", "3", "--segments", "3"}, "owner.plan is split in 2 segments (one per encrypted stage)"},
+		{[]string{ownerPlan, "--workers", "1"}, "--workers 1 cannot serve 2 segments"},
+		{[]string{ownerPlan, "--workers", "2", "--verify"}, "owner.plan holds no plaintext reference"},
+		{[]string{corrupt, "--workers", "2"}, "corrupt.plan"},
+		{[]string{planPath, "--workers", "2", "--profile", filepath.Join(dir, "m.json")}, "dm.plan: a split plan runs without --profile"},
+	} {
+		err := run(append([]string{"run", "-i", in}, c.args...)...)
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("run %v: error %v, want one line containing %q", c.args, err, c.want)
+		}
+	}
+	if err := run("shard", planPath, "--segments", "3", "-o", filepath.Join(dir, "x")); err == nil || !strings.Contains(err.Error(), "2 encrypted stages") {
+		t.Errorf("shard --segments 3 of a split plan: %v", err)
+	}
 }

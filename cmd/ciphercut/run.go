@@ -12,6 +12,7 @@ import (
 	"github.com/ciphercut/ciphercut/ir"
 	"github.com/ciphercut/ciphercut/passes"
 	"github.com/ciphercut/ciphercut/runtime/local"
+	"github.com/ciphercut/ciphercut/runtime/split"
 	"github.com/ciphercut/ciphercut/testsuite/zoo"
 )
 
@@ -48,14 +49,20 @@ func runCmd() *cobra.Command {
 				return fmt.Errorf("%s holds %s data; the model's input %q takes real numbers", input, x.DType, ref.Inputs[0].Name)
 			}
 			if plan.IsSplit() {
-				if rmt.enabled() || profile != "" {
-					return fmt.Errorf("%s: a split plan runs in process only, without --profile (remote workers and measurements take single-program plans)", args[0])
+				if profile != "" {
+					return fmt.Errorf("%s: a split plan runs without --profile (measurements take single-program plans)", args[0])
 				}
-				y, rep, err := runSplit(plan, ref, x, verify, *memLimit)
+				var y *ir.Tensor
+				var rep *split.Report
+				if rmt.enabled() {
+					y, rep, err = rmt.runSplit(args[0], plan, x, verify)
+				} else {
+					y, rep, err = runSplit(plan, ref, x, verify, *memLimit)
+				}
 				if err != nil {
 					return fmt.Errorf("%s: %w", args[0], err)
 				}
-				return finishSplitRun(os.Stdout, ref, x, y, output, verify, rep)
+				return finishSplitRun(os.Stdout, ref.Outputs[0].Name, ref, x, y, output, verify, rep)
 			}
 			if rmt.enabled() {
 				y, err := rmt.run(args[0], plan, x)

@@ -30,7 +30,11 @@ func shardCmd() *cobra.Command {
 			"plaintext reference only with --reveal-reference); and DIR/manifest.json (plan id,\n" +
 			"cuts, shard hashes). --sign KEYFILE signs the manifest with the model owner's key,\n" +
 			"vouching for the workers given with --worker K=PEERID (segment K, from 0):\n" +
-			"`ciphercut run --trust <model owner's peer id>` then accepts only those.",
+			"`ciphercut run --trust <model owner's peer id>` then accepts only those.\n\n" +
+			"A split plan (compile --cut, --client-aided) gives one shard per encrypted stage, and\n" +
+			"its data-owner plan holds the stages in order: the plaintext ones (prefix,\n" +
+			"client-aided activations, suffix) with the weights the policy reveals, the\n" +
+			"encrypted ones as interfaces.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if out == "" {
@@ -60,7 +64,7 @@ type splitFlags struct {
 func addSplitFlags(cmd *cobra.Command) *splitFlags {
 	sf := &splitFlags{}
 	f := cmd.Flags()
-	f.IntVar(&sf.segments, "segments", 2, "number of encrypted segments (worker shards) of the split")
+	f.IntVar(&sf.segments, "segments", 0, "number of encrypted segments (worker shards) of the split (default 2; a split plan (--cut, --client-aided) has one per encrypted stage)")
 	f.StringVar(&sf.sign, "sign", "", "model owner's Ed25519 key file: sign the split's manifest")
 	f.StringArrayVar(&sf.workers, "worker", nil, "K=PEERID: a worker the model owner vouches for, for segment K (repeatable; needs --sign)")
 	f.BoolVar(&sf.reveal, "reveal-reference", false, "put the plaintext reference (the approximated model, weights included) in the data-owner plan, so that `run --verify` can check results")
@@ -74,10 +78,6 @@ func (sf *splitFlags) write(planPath string, plan *compiler.Plan, dir string) er
 	if err != nil {
 		return err
 	}
-	segs, err := segment.Split(plan.Program, sf.segments)
-	if err != nil {
-		return fmt.Errorf("%s: %w", planPath, err)
-	}
 	vouched, err := parseWorkers(sf.workers)
 	if err != nil {
 		return err
@@ -85,7 +85,30 @@ func (sf *splitFlags) write(planPath string, plan *compiler.Plan, dir string) er
 	if len(vouched) > 0 && sf.sign == "" {
 		return fmt.Errorf("--worker needs --sign KEYFILE (the model owner's key)")
 	}
-	sp, err := segment.WriteSplit(dir, segment.PlanID(data), plan.ModelName, plan.Program, segs, plan.Graph, sf.reveal)
+	var op *segment.OwnerPlan
+	var segs []*segment.Segment
+	if plan.IsSplit() {
+		// The data owner gets the plaintext stages (the weights the
+		// policy reveals), each encrypted stage is one worker shard.
+		if op, segs, err = splitOwnerPlan(segment.PlanID(data), plan, sf.reveal); err != nil {
+			return fmt.Errorf("%s: %w", planPath, err)
+		}
+		if sf.segments != 0 && sf.segments != len(segs) {
+			return fmt.Errorf("%s is a split plan with %d encrypted stages, one shard each; --segments %d cannot change that", planPath, len(segs), sf.segments)
+		}
+	} else {
+		n := sf.segments
+		if n == 0 {
+			n = 2
+		}
+		if segs, err = segment.Split(plan.Program, n); err != nil {
+			return fmt.Errorf("%s: %w", planPath, err)
+		}
+		if op, err = segment.NewOwnerPlan(segment.PlanID(data), plan.ModelName, plan.Program, segs, plan.Graph, sf.reveal); err != nil {
+			return err
+		}
+	}
+	sp, err := segment.WriteOwnerSplit(dir, op, segs)
 	if err != nil {
 		return err
 	}
@@ -103,14 +126,30 @@ func (sf *splitFlags) write(planPath string, plan *compiler.Plan, dir string) er
 		}
 		fmt.Printf("manifest signed by model owner %s\n", m.Signer)
 	}
+	stageOf := map[int]string{}
+	var plainStages []string
+	for _, st := range op.Stages {
+		if st.Encrypted == nil {
+			plainStages = append(plainStages, st.Name)
+			continue
+		}
+		for _, s := range st.Encrypted.Segments {
+			stageOf[s.Index] = ", stage " + st.Name
+		}
+	}
 	for _, s := range m.Shards {
-		fmt.Printf("%s: segment %d, instructions [%d, %d), DHT key %s\n", filepath.Join(dir, s.File), s.Index, s.Start, s.End, remote.ContentID(m.PlanID, s.Index))
+		fmt.Printf("%s: segment %d%s, instructions [%d, %d), DHT key %s\n", filepath.Join(dir, s.File), s.Index, stageOf[s.Index], s.Start, s.End, remote.ContentID(m.PlanID, s.Index))
 	}
 	reference := "no plaintext reference"
 	if sf.reveal {
 		reference = "the plaintext reference"
 	}
-	fmt.Printf("%s: data-owner plan: CKKS parameters, %d segment interfaces, %s, no worker weights\n", filepath.Join(dir, segment.OwnerPlanFile), len(segs), reference)
+	what := fmt.Sprintf("CKKS parameters, %d segment interfaces", len(segs))
+	if op.IsSplit() {
+		what = fmt.Sprintf("%d stages: plaintext %s (the weights the policy reveals), %d encrypted (CKKS parameters, interfaces)",
+			len(op.Stages), strings.Join(plainStages, ", "), len(segs))
+	}
+	fmt.Printf("%s: data-owner plan: %s, %s, no worker weights\n", filepath.Join(dir, segment.OwnerPlanFile), what, reference)
 	fmt.Printf("%s: plan %s\n", filepath.Join(dir, segment.ManifestFile), m.PlanID)
 	return nil
 }

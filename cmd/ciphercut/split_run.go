@@ -51,6 +51,12 @@ func printSplitTiming(w io.Writer, rep *split.Report, samples int) {
 		line := fmt.Sprintf("  %-16s encrypt %v, evaluate %v, decrypt %v; up %.2f MiB, down %.2f MiB; keys %v",
 			st.Name, t.Encrypt.Round(time.Millisecond), t.Eval.Round(time.Millisecond), t.Decrypt.Round(time.Millisecond),
 			float64(t.UploadBytes)/(1<<20), float64(t.DownloadBytes)/(1<<20), (st.Setup.KeyGen + st.Setup.Encode).Round(time.Millisecond))
+		if st.Where != "" {
+			line += fmt.Sprintf("; network and serialization %v, keys uploaded %.1f MiB\n  %-16s %s", st.Network.Round(time.Millisecond),
+				float64(st.KeyUpload)/(1<<20), "", st.Where)
+		} else {
+			line += "; in process"
+		}
 		if st.Bound > 0 {
 			line += fmt.Sprintf("; max |encrypted - reference| %.3e (bound %.3e)", st.MaxError, st.Bound)
 		}
@@ -61,10 +67,10 @@ func printSplitTiming(w io.Writer, rep *split.Report, samples int) {
 		float64(rep.Upload)/(1<<20), float64(rep.Download)/(1<<20))
 }
 
-// finishSplitRun writes or prints a split run's output and, with verify,
-// its agreement with the plan's polynomial reference.
-func finishSplitRun(w io.Writer, ref *ir.Graph, x, y *ir.Tensor, output string, verify bool, rep *split.Report) error {
-	name := ref.Outputs[0].Name
+// finishSplitRun writes or prints a split run's output (the model output
+// name) and, with verify, its agreement with the plan's polynomial
+// reference ref.
+func finishSplitRun(w io.Writer, name string, ref *ir.Graph, x, y *ir.Tensor, output string, verify bool, rep *split.Report) error {
 	if output != "" {
 		if err := writeTensor(output, name, y); err != nil {
 			return err

@@ -106,7 +106,7 @@ type Owner struct {
 	planID string
 	segs   []*segment.Segment
 	client *ckks.Client
-	per    []*ownerSegment
+	per    map[int]*ownerSegment // by segment index
 	opts   OwnerOptions
 	log    *log.Logger
 
@@ -154,7 +154,7 @@ func (r *SegmentRun) set(res *result) {
 type Setup struct {
 	// KeyGen is the time taken to draw or read the keys.
 	KeyGen   time.Duration
-	KeyBytes []int64 // per segment
+	KeyBytes []int64 // per segment, in order
 	// SecretKeyLoaded and KeysLoaded (per segment) report keys read from
 	// OwnerOptions.KeyDir rather than generated.
 	SecretKeyLoaded bool
@@ -179,7 +179,7 @@ func NewOwner(h host.Host, find Finder, op *segment.OwnerPlan, opts OwnerOptions
 		return nil, nil, err
 	}
 	prog, planID, segs := op.Program, op.PlanID, op.Split()
-	o := &Owner{host: h, find: find, prog: prog, planID: planID, segs: segs, client: client, opts: opts, log: opts.Log,
+	o := &Owner{host: h, find: find, prog: prog, planID: planID, segs: segs, client: client, per: map[int]*ownerSegment{}, opts: opts, log: opts.Log,
 		uploaded: map[peer.ID]map[string]bool{}, holders: loadHolders(opts.KeyDir, opts.Log)}
 	st := &Setup{SecretKeyLoaded: loaded}
 	start := time.Now()
@@ -192,7 +192,7 @@ func NewOwner(h host.Host, find Finder, op *segment.OwnerPlan, opts OwnerOptions
 		if err != nil {
 			return nil, nil, fmt.Errorf("segment %d: %w", s.Index, err)
 		}
-		o.per = append(o.per, &ownerSegment{client: sc, evk: evk, hash: hash, size: n})
+		o.per[s.Index] = &ownerSegment{client: sc, evk: evk, hash: hash, size: n}
 		st.KeyBytes = append(st.KeyBytes, n)
 		st.KeysLoaded = append(st.KeysLoaded, loaded)
 	}
@@ -204,29 +204,74 @@ func NewOwner(h host.Host, find Finder, op *segment.OwnerPlan, opts OwnerOptions
 // it).
 func (o *Owner) Client() *ckks.Client { return o.client }
 
-// Infer encrypts x (samples along the leading axis) for the program's
-// single input, runs the segments in turn on workers and decrypts the
-// single output.
+// Infer encrypts x (samples along the leading axis) for the program's single
+// input, runs the segments in turn on workers and decrypts the single
+// output.
 func (o *Owner) Infer(ctx context.Context, x *ir.Tensor) (*ir.Tensor, []SegmentRun, error) {
-	if len(o.prog.Inputs) != 1 || len(o.prog.Outputs) != 1 || len(x.Shape) == 0 {
-		return nil, nil, fmt.Errorf("program has %d inputs and %d outputs; want one of each and samples along the input's leading axis", len(o.prog.Inputs), len(o.prog.Outputs))
+	if len(o.prog.Inputs) != 1 || len(o.prog.Outputs) != 1 {
+		return nil, nil, fmt.Errorf("program has %d inputs and %d outputs; want one of each", len(o.prog.Inputs), len(o.prog.Outputs))
 	}
-	in, out := o.prog.Inputs[0].Name, o.prog.Outputs[0].Name
-	n := x.Shape[0]
-	cts, err := o.client.Encrypt(in, x)
+	out, rep, err := o.Run(ctx, map[string]*ir.Tensor{o.prog.Inputs[0].Name: x})
 	if err != nil {
-		return nil, nil, err
+		return nil, rep.Segments, err
 	}
-	runs := make([]SegmentRun, len(o.segs))
-	res, err := segment.Run(o.prog, o.segs, map[string][]*ckks.Ciphertext{in: cts}, func(s *segment.Segment, in map[string][]*ckks.Ciphertext) (map[string][]*ckks.Ciphertext, error) {
-		runs[s.Index].Index = s.Index
-		return o.runSegment(ctx, s, in, n, &runs[s.Index])
+	return out[o.prog.Outputs[0].Name], rep.Segments, nil
+}
+
+// RunReport is what Run measured: where and how each segment ran, in
+// order, and the data owner's encryption and decryption.
+type RunReport struct {
+	Segments         []SegmentRun
+	Encrypt, Decrypt time.Duration
+	// Ciphertexts is the largest number of ciphertexts of an input.
+	Ciphertexts int
+}
+
+// Run encrypts every program input (by name; samples along the leading
+// axis, the same number for each), runs the segments in turn on workers
+// and decrypts every output by name. The report is never nil.
+func (o *Owner) Run(ctx context.Context, inputs map[string]*ir.Tensor) (map[string]*ir.Tensor, *RunReport, error) {
+	rep := &RunReport{Segments: make([]SegmentRun, len(o.segs))}
+	pos := map[int]int{}
+	for i, s := range o.segs {
+		pos[s.Index] = i
+		rep.Segments[i].Index = s.Index
+	}
+	n := -1
+	start := time.Now()
+	cts := map[string][]*ckks.Ciphertext{}
+	for _, io := range o.prog.Inputs {
+		x, ok := inputs[io.Name]
+		if !ok || x == nil || len(x.Shape) == 0 {
+			return nil, rep, fmt.Errorf("no tensor with samples along its leading axis for the program input %q", io.Name)
+		}
+		if n >= 0 && x.Shape[0] != n {
+			return nil, rep, fmt.Errorf("input %q has %d samples, another input %d", io.Name, x.Shape[0], n)
+		}
+		n = x.Shape[0]
+		c, err := o.client.Encrypt(io.Name, x)
+		if err != nil {
+			return nil, rep, err
+		}
+		cts[io.Name] = c
+		rep.Ciphertexts = max(rep.Ciphertexts, len(c))
+	}
+	rep.Encrypt = time.Since(start)
+	res, err := segment.Run(o.prog, o.segs, cts, func(s *segment.Segment, in map[string][]*ckks.Ciphertext) (map[string][]*ckks.Ciphertext, error) {
+		return o.runSegment(ctx, s, in, n, &rep.Segments[pos[s.Index]])
 	})
 	if err != nil {
-		return nil, runs, err
+		return nil, rep, err
 	}
-	y, err := o.client.Decrypt(out, res[out], n)
-	return y, runs, err
+	start = time.Now()
+	outs := map[string]*ir.Tensor{}
+	for _, io := range o.prog.Outputs {
+		if outs[io.Name], err = o.client.Decrypt(io.Name, res[io.Name], n); err != nil {
+			return nil, rep, err
+		}
+	}
+	rep.Decrypt = time.Since(start)
+	return outs, rep, nil
 }
 
 // result is one worker's answer to a segment.

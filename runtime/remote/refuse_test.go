@@ -29,10 +29,7 @@ func TestRefusals(t *testing.T) {
 	}
 	defer c.Close()
 	w := c.Bootstrap()[0]
-	owner, _, err := NewOwner(oh, StaticProviders(nil, []peer.AddrInfo{w}), f.owner, OwnerOptions{Timeout: time.Minute, Log: logger(t, "owner: ")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	owner, _ := newOwner(t, oh, StaticProviders(nil, []peer.AddrInfo{w}), f, OwnerOptions{Timeout: time.Minute})
 	ctx := context.Background()
 	if err := oh.Connect(ctx, w); err != nil {
 		t.Fatal(err)
@@ -105,10 +102,7 @@ func TestRefusals(t *testing.T) {
 
 	// An unauthorized peer.
 	stranger := ownerHost(t)
-	intruder, _, err := NewOwner(stranger, StaticProviders(nil, []peer.AddrInfo{w}), f.owner, OwnerOptions{Log: logger(t, "intruder: ")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	intruder, _ := newOwner(t, stranger, StaticProviders(nil, []peer.AddrInfo{w}), f, OwnerOptions{Log: logger(t, "intruder: ")})
 	if _, _, err := intruder.Infer(ctx, f.x); err == nil || !strings.Contains(err.Error(), "is not allowed") {
 		t.Errorf("unauthorized peer: error %v, want a refusal", err)
 	} else {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -146,6 +147,44 @@ func cluster(t *testing.T, serve [][]*segment.Shard, owner peer.ID) *Cluster {
 	return c
 }
 
+// dhtFinder joins the data owner's host h to the DHT of the cluster c
+// and returns a Finder of the providers of the plan's segments.
+func dhtFinder(t *testing.T, h host.Host, c *Cluster, planID string) Finder {
+	t.Helper()
+	d, err := NewDHT(context.Background(), h, false, c.Bootstrap())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return DHTProviders(d, planID, 1, 20*time.Second)
+}
+
+// newOwner starts a data owner of the fixture's data-owner plan on h
+// (opts.Log: the test log unless set).
+func newOwner(t *testing.T, h host.Host, find Finder, f *fixture, opts OwnerOptions) (*Owner, *Setup) {
+	t.Helper()
+	if opts.Log == nil {
+		opts.Log = logger(t, "owner: ")
+	}
+	owner, setup, err := NewOwner(h, find, f.owner, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return owner, setup
+}
+
+// infer runs the fixture's samples through owner's workers and checks the
+// result against the fixture's expected one.
+func infer(t *testing.T, f *fixture, owner *Owner) []SegmentRun {
+	t.Helper()
+	y, runs, err := owner.Infer(context.Background(), f.x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResult(t, f, y)
+	return runs
+}
+
 // checkResult compares a remote result with the fixture's expected one.
 func checkResult(t *testing.T, f *fixture, y *ir.Tensor) {
 	t.Helper()
@@ -182,25 +221,11 @@ func TestPipelineThreeWorkers(t *testing.T) {
 	f := mlp(t)
 	oh := ownerHost(t)
 	c := cluster(t, [][]*segment.Shard{{f.shards[0]}, {f.shards[1]}, {f.shards[0]}}, oh.ID())
-	d, err := NewDHT(context.Background(), oh, false, c.Bootstrap())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	find := dhtFinder(t, oh, c, f.planID)
 	cap := &captured{bytes: map[peer.ID]*bytes.Buffer{}}
 	keyDir := filepath.Join(t.TempDir(), "keys")
-	owner, setup, err := NewOwner(oh, DHTProviders(d, f.planID, 1, 20*time.Second), f.owner,
-		OwnerOptions{Tap: cap.tap, KeyDir: keyDir, Log: logger(t, "owner: ")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	y, runs, err := owner.Infer(ctx, f.x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkResult(t, f, y)
-	for _, r := range runs {
+	owner, setup := newOwner(t, oh, find, f, OwnerOptions{Tap: cap.tap, KeyDir: keyDir})
+	for _, r := range infer(t, f, owner) {
 		t.Logf("segment %d ran on %s: %v round trip (%v evaluating), %d key bytes, %d bytes sent, %d received",
 			r.Index, r.Worker, r.Wall, r.Eval, r.KeyBytes, r.Sent, r.Received)
 		if r.KeyBytes != setup.KeyBytes[r.Index] {
@@ -208,12 +233,7 @@ func TestPipelineThreeWorkers(t *testing.T) {
 		}
 	}
 	// A second inference reuses the sessions: no key bytes.
-	y2, runs2, err := owner.Infer(ctx, f.x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkResult(t, f, y2)
-	for _, r := range runs2 {
+	for _, r := range infer(t, f, owner) {
 		if r.KeyBytes != 0 {
 			t.Errorf("second inference: segment %d uploaded %d key bytes again", r.Index, r.KeyBytes)
 		}
@@ -221,20 +241,11 @@ func TestPipelineThreeWorkers(t *testing.T) {
 	// A second data owner process with the same key directory reuses the
 	// secret key and the evaluation keys: the workers' caches hold them,
 	// nothing is uploaded.
-	again, setup2, err := NewOwner(oh, DHTProviders(d, f.planID, 1, 20*time.Second), f.owner,
-		OwnerOptions{Tap: cap.tap, KeyDir: keyDir, Log: logger(t, "owner: ")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	again, setup2 := newOwner(t, oh, find, f, OwnerOptions{Tap: cap.tap, KeyDir: keyDir})
 	if !setup2.SecretKeyLoaded || !setup2.KeysLoaded[0] || !setup2.KeysLoaded[1] || setup.SecretKeyLoaded {
 		t.Errorf("key directory: first run loaded %v, second run loaded secret key %v, evaluation keys %v", setup.SecretKeyLoaded, setup2.SecretKeyLoaded, setup2.KeysLoaded)
 	}
-	y3, runs3, err := again.Infer(ctx, f.x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkResult(t, f, y3)
-	for _, r := range runs3 {
+	for _, r := range infer(t, f, again) {
 		if r.KeyBytes != 0 {
 			t.Errorf("second run with the key directory: segment %d uploaded %d key bytes", r.Index, r.KeyBytes)
 		}
@@ -256,24 +267,35 @@ func TestPipelineThreeWorkers(t *testing.T) {
 	if leak, err := again.client.LeaksSecretKey(skFile); err != nil || !leak {
 		t.Fatalf("the secret-key detector misses the key file (%v)", err)
 	}
-	audit(t, owner, cap, map[string]bool{owner.per[0].hash: true, owner.per[1].hash: true})
+	audit(t, cap, owner)
 }
 
-// audit checks the bytes captured from the owner's streams.
-func audit(t *testing.T, owner *Owner, cap *captured, keyHashes map[string]bool) {
+// audit checks the bytes captured from the streams of owners (of one plan,
+// whole or split: each with its secret key and its segments' keys): only
+// protocol frames, ciphertexts that decode under one of the owners' keys,
+// key uploads that hash to a segment's evaluation keys, and no secret key.
+func audit(t *testing.T, cap *captured, owners ...*Owner) {
 	t.Helper()
 	cap.mu.Lock()
 	defer cap.mu.Unlock()
+	keyHashes := map[string]bool{}
+	for _, o := range owners {
+		for _, ks := range o.per {
+			keyHashes[ks.hash] = true
+		}
+	}
 	total := 0
 	for p, buf := range cap.bytes {
 		data := buf.Bytes()
 		total += len(data)
-		leak, err := owner.client.LeaksSecretKey(data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if leak {
-			t.Fatalf("the bytes sent to %s hold the secret key", p)
+		for _, o := range owners {
+			leak, err := o.client.LeaksSecretKey(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if leak {
+				t.Fatalf("the bytes sent to %s hold a secret key", p)
+			}
 		}
 		// Streams are written whole, one after another per worker, so the
 		// capture parses as a sequence of frames.
@@ -300,8 +322,13 @@ func audit(t *testing.T, owner *Owner, cap *captured, keyHashes map[string]bool)
 			case FrameKeys:
 				keys = append(keys, payload...)
 			case FrameCiphertext:
-				if _, err := owner.client.UnmarshalCiphertext(payload); err != nil {
-					t.Errorf("a ciphertext frame sent to %s does not decode: %v", p, err)
+				var errs []error
+				for _, o := range owners {
+					_, err := o.client.UnmarshalCiphertext(payload)
+					errs = append(errs, err)
+				}
+				if !slices.Contains(errs, nil) {
+					t.Errorf("a ciphertext frame sent to %s does not decode: %v", p, errs)
 				}
 			case FrameEnd:
 				if len(keys) > 0 {
@@ -314,7 +341,7 @@ func audit(t *testing.T, owner *Owner, cap *captured, keyHashes map[string]bool)
 			}
 		}
 	}
-	t.Logf("audited %d bytes sent to %d workers: no secret key", total, len(cap.bytes))
+	t.Logf("audited %d bytes sent to %d workers: no secret key of %d", total, len(cap.bytes), len(owners))
 }
 
 // fakeWorker serves the protocol on a host of its own with a handler that
@@ -360,16 +387,8 @@ func TestFailover(t *testing.T) {
 	real := c.Bootstrap()
 	dies, stalls := fakeWorker(t, true), fakeWorker(t, false)
 	find := StaticProviders(map[int][]peer.AddrInfo{0: {dies, real[0]}, 1: {stalls, real[1]}}, nil)
-	owner, _, err := NewOwner(oh, find, f.owner, OwnerOptions{Timeout: 3 * time.Second, Log: logger(t, "owner: ")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	y, runs, err := owner.Infer(context.Background(), f.x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkResult(t, f, y)
-	for i, r := range runs {
+	owner, _ := newOwner(t, oh, find, f, OwnerOptions{Timeout: 3 * time.Second})
+	for i, r := range infer(t, f, owner) {
 		if r.Worker != real[i].ID || len(r.Failures) != 1 {
 			t.Errorf("segment %d ran on %s after failures %q; want %s after one failure", i, r.Worker, r.Failures, real[i].ID)
 		}
@@ -386,15 +405,8 @@ func TestRedundancyNamesLiar(t *testing.T) {
 	c := cluster(t, [][]*segment.Shard{{f.shards[0]}, {bad}, {f.shards[1]}, {f.shards[0], f.shards[1]}}, oh.ID())
 	ws := c.Bootstrap()
 	find := StaticProviders(map[int][]peer.AddrInfo{0: {ws[0], ws[3]}, 1: {ws[1], ws[2], ws[3]}}, nil)
-	owner, _, err := NewOwner(oh, find, f.owner, OwnerOptions{Redundancy: 2, Log: logger(t, "owner: ")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	y, runs, err := owner.Infer(context.Background(), f.x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkResult(t, f, y)
+	owner, _ := newOwner(t, oh, find, f, OwnerOptions{Redundancy: 2})
+	runs := infer(t, f, owner)
 	if runs[1].Liar != ws[1].ID {
 		t.Errorf("segment 1: liar %q, want %s", runs[1].Liar, ws[1].ID)
 	}
@@ -452,21 +464,8 @@ func TestDigitsCNNThreeWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	d, err := NewDHT(context.Background(), oh, false, c.Bootstrap())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	owner, setup, err := NewOwner(oh, DHTProviders(d, f.planID, 1, 20*time.Second), f.owner, OwnerOptions{Log: logger(t, "owner: ")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	y, runs, err := owner.Infer(context.Background(), f.x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkResult(t, f, y)
-	for _, r := range runs {
+	owner, setup := newOwner(t, oh, dhtFinder(t, oh, c, f.planID), f, OwnerOptions{})
+	for _, r := range infer(t, f, owner) {
 		s := f.segs[r.Index]
 		t.Logf("segment %d (instructions [%d, %d) of %d) on %s: %v round trip, %v evaluating; keys %d bytes, sent %d, received %d",
 			r.Index, s.Start, s.End, len(f.prog.Instrs), r.Worker, r.Wall, r.Eval, setup.KeyBytes[r.Index], r.Sent, r.Received)
@@ -481,11 +480,9 @@ func TestReuploadAfterEviction(t *testing.T) {
 	oh := ownerHost(t)
 	var c *Cluster
 	find := func(ctx context.Context, index int) ([]peer.AddrInfo, error) { return c.Bootstrap(), nil }
-	owner, setup, err := NewOwner(oh, find, f.owner, OwnerOptions{Log: logger(t, "owner: ")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	owner, setup := newOwner(t, oh, find, f, OwnerOptions{})
 	quota := max(setup.KeyBytes[0], setup.KeyBytes[1]) + 1
+	var err error
 	c, err = StartCluster(context.Background(), [][]*segment.Shard{f.shards}, WorkerOptions{Allow: []peer.ID{oh.ID()}, CacheDir: t.TempDir(),
 		CacheQuota: quota, Log: logger(t, "worker: ")})
 	if err != nil {
@@ -493,12 +490,7 @@ func TestReuploadAfterEviction(t *testing.T) {
 	}
 	defer c.Close()
 	for i := 0; i < 2; i++ {
-		y, runs, err := owner.Infer(context.Background(), f.x)
-		if err != nil {
-			t.Fatal(err)
-		}
-		checkResult(t, f, y)
-		if runs[0].KeyBytes != setup.KeyBytes[0] {
+		if runs := infer(t, f, owner); runs[0].KeyBytes != setup.KeyBytes[0] {
 			t.Errorf("inference %d: segment 0 uploaded %d key bytes, want %d", i, runs[0].KeyBytes, setup.KeyBytes[0])
 		}
 	}

@@ -78,15 +78,8 @@ func TestTokens(t *testing.T) {
 	if valid, err = ReadToken(path); err != nil {
 		t.Fatal(err)
 	}
-	owner, _, err := NewOwner(oh, StaticProviders(nil, []peer.AddrInfo{w}), f.owner, OwnerOptions{Token: valid, Log: logger(t, "owner: ")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	y, _, err := owner.Infer(ctx, f.x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkResult(t, f, y)
+	owner, _ := newOwner(t, oh, StaticProviders(nil, []peer.AddrInfo{w}), f, OwnerOptions{Token: valid})
+	infer(t, f, owner)
 
 	issue := func(key crypto.PrivKey, p peer.ID, expires time.Time) *Token {
 		tok, err := IssueToken(key, p, expires)
@@ -120,10 +113,7 @@ func TestTokens(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := ownerHost(t)
 			tok := tc.token(h.ID())
-			o, _, err := NewOwner(h, StaticProviders(nil, []peer.AddrInfo{w}), f.owner, OwnerOptions{Token: tok, Log: logger(t, "owner: ")})
-			if err != nil {
-				t.Fatal(err)
-			}
+			o, _ := newOwner(t, h, StaticProviders(nil, []peer.AddrInfo{w}), f, OwnerOptions{Token: tok})
 			if err := h.Connect(ctx, w); err != nil {
 				t.Fatal(err)
 			}

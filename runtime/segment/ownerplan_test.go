@@ -8,6 +8,7 @@ import (
 	"math/bits"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/ciphercut/ciphercut/compiler"
@@ -82,6 +83,43 @@ func found(p *ckksir.Program, data []byte) (hits, searched int) {
 	return hits, searched
 }
 
+// checkNoWeights searches the data-owner plan written into dir for every
+// weight of every segment (matrix diagonals, biases, polynomial
+// coefficients): none may appear, while each shard (listed by the
+// manifest) holds all of its own segment's (the search works); weights a
+// shard shares with other segments (constants) are logged. It returns the
+// data-owner plan's bytes.
+func checkNoWeights(t *testing.T, dir string, m *Manifest, segs []*Segment) []byte {
+	t.Helper()
+	ownerBytes, err := os.ReadFile(filepath.Join(dir, OwnerPlanFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range segs {
+		hits, searched := found(s.Program, ownerBytes)
+		t.Logf("segment %d: %d of its %d distinct weights found in the data-owner plan (%d bytes)", s.Index, hits, searched, len(ownerBytes))
+		if searched == 0 {
+			t.Fatalf("segment %d: no weight to search", s.Index)
+		}
+		if hits > 0 {
+			t.Errorf("segment %d: %d weights appear in the data-owner plan", s.Index, hits)
+		}
+		shard, err := os.ReadFile(filepath.Join(dir, m.Shards[s.Index].File))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if hits, searched := found(s.Program, shard); hits != searched {
+			t.Errorf("segment %d: its shard holds %d of its %d weights, want all (the search is broken)", s.Index, hits, searched)
+		}
+		for _, other := range segs {
+			if hits, _ := found(other.Program, shard); other != s && hits > 0 {
+				t.Logf("segment %d's shard holds %d weights equal to segment %d's (shared values, e.g. constants)", s.Index, hits, other.Index)
+			}
+		}
+	}
+	return ownerBytes
+}
+
 // TestOwnerPlanHoldsNoWeights splits cancer-mlp in two, writes the split
 // and searches the bytes of the data-owner plan for every weight of every
 // encrypted segment (matrix diagonals, biases, polynomial coefficients):
@@ -96,31 +134,7 @@ func TestOwnerPlanHoldsNoWeights(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ownerBytes, err := os.ReadFile(filepath.Join(dir, OwnerPlanFile))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range segs {
-		hits, searched := found(s.Program, ownerBytes)
-		t.Logf("segment %d: %d of its %d distinct weights found in the data-owner plan (%d bytes)", s.Index, hits, searched, len(ownerBytes))
-		if searched == 0 {
-			t.Fatalf("segment %d: no weight to search", s.Index)
-		}
-		if hits > 0 {
-			t.Errorf("segment %d: %d weights appear in the data-owner plan", s.Index, hits)
-		}
-		shard, err := os.ReadFile(filepath.Join(dir, sp.Manifest.Shards[s.Index].File))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if hits, searched := found(s.Program, shard); hits != searched {
-			t.Errorf("segment %d: its shard holds %d of its %d weights, want all (the search is broken)", s.Index, hits, searched)
-		}
-		other := segs[1-s.Index].Program
-		if hits, _ := found(other, shard); hits > 0 {
-			t.Logf("segment %d's shard holds %d weights equal to the other segment's (shared values, e.g. constants)", s.Index, hits)
-		}
-	}
+	ownerBytes := checkNoWeights(t, dir, sp.Manifest, segs)
 	op, err := DecodeOwnerPlan(ownerBytes, "owner.plan")
 	if err != nil {
 		t.Fatal(err)
@@ -275,10 +289,61 @@ func FuzzDecodeOwnerPlan(f *testing.F) {
 			copy(data[len(ownerPlanMagic):], sum[:])
 		}
 		op, err := DecodeOwnerPlan(data, "fuzz")
-		if err == nil && (op.Program == nil || len(op.Segments) == 0) {
-			t.Fatal("accepted a plan without program or segments")
+		if err == nil && (op.Program == nil || len(op.Segments) == 0) && !op.IsSplit() {
+			t.Fatal("accepted a plan without program, segments or stages")
 		}
 	})
+}
+
+// TestSplitOwnerPlanHoldsNoWeights derives the data-owner plan of a split
+// digits-cnn plan (smallring.DigitsCNNSplit: plaintext prefix, encrypted
+// stages, client-aided step, suffix) and writes it with one shard per
+// encrypted stage: the data-owner plan holds the plaintext stages' graphs
+// (the weights the policy reveals) and none of the encrypted stages'
+// weights, while each shard holds its own; it decodes to the same stages,
+// and a plan whose stage reads a value nothing gives is refused, naming
+// the stage.
+func TestSplitOwnerPlanHoldsNoWeights(t *testing.T) {
+	m, plan, stages, err := smallring.CompileSplit("../../testsuite/models/digits-cnn", 3, 13, smallring.DigitsCNNSplit())
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, segs, err := NewSplitOwnerPlan("plan-id", plan.ModelName, stages, []string{m.Graph.Inputs[0].Name}, []string{m.Graph.Outputs[0].Name}, plan.Graph, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sp, err := WriteOwnerSplit(dir, op, segs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownerBytes := checkNoWeights(t, dir, sp.Manifest, segs)
+	got, err := DecodeOwnerPlan(ownerBytes, "owner.plan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Reference != nil || len(got.Stages) != len(stages) || len(got.AllSegments()) != len(segs) {
+		t.Fatalf("decoded %d stages, %d segments, reference %v; want %d, %d, none", len(got.Stages), len(got.AllSegments()), got.Reference != nil, len(stages), len(segs))
+	}
+	for i, st := range got.Stages {
+		if (st.Encrypted != nil) != (stages[i].Program != nil) || (st.Graph != nil) == (st.Encrypted != nil) {
+			t.Errorf("stage %s: encrypted %v, graph %v", st.Name, st.Encrypted != nil, st.Graph != nil)
+		}
+		if st.Encrypted != nil && st.Encrypted.Segments[0].Shard != sp.Manifest.Shards[st.Encrypted.Segments[0].Index].SHA256 {
+			t.Errorf("stage %s: shard hash not recorded", st.Name)
+		}
+	}
+	bad := *got
+	bad.Stages = append([]OwnerStage(nil), got.Stages...)
+	bad.Stages[len(bad.Stages)-1].Inputs = []string{"nope"}
+	data, err := EncodeOwnerPlan(&bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := bad.Stages[len(bad.Stages)-1].Name
+	if _, err := DecodeOwnerPlan(data, "bad.plan"); err == nil || !strings.Contains(err.Error(), "bad.plan") || !strings.Contains(err.Error(), last) {
+		t.Errorf("a stage reading an unknown value: %v, want an error naming the file and stage %s", err, last)
+	}
 }
 
 // cancerInTwo compiles cancer-mlp on a test-only small ring and splits its

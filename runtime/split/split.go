@@ -37,8 +37,41 @@ type Options struct {
 	// inputs and fails when an output leaves the program's error bound.
 	Verify bool
 	// NewSession starts the session of an encrypted stage (keys and
-	// evaluator); nil means local.NewSession without progress.
+	// evaluator) when Runner is nil; nil means local.NewSession without
+	// progress.
 	NewSession func(*ckksir.Program) (*local.Session, error)
+	// Runner, if set, runs the encrypted stages instead of an in-process
+	// session: on remote workers, say (runtime/remote's SplitOwner). Every
+	// other part of Run (order, plaintext stages, verification, report) is
+	// the same.
+	Runner Runner
+}
+
+// Runner runs the encrypted stage st (index: its position in the stages)
+// on feeds, its inputs by name (samples stacked along the leading axis):
+// it encrypts them, has them evaluated, decrypts the outputs and returns
+// them by name, recording its times and bytes in tm (Setup, Timing, and
+// for a remote run Where, Network and KeyUpload).
+type Runner func(index int, st Stage, feeds map[string]*ir.Tensor, tm *StageTiming) (map[string]*ir.Tensor, error)
+
+// LocalRunner runs each encrypted stage in an in-process session started
+// by newSession (nil: local.NewSession without progress): its keys are
+// generated when the stage starts and dropped when it is done, so that
+// only one stage's keys are held at a time.
+func LocalRunner(newSession func(*ckksir.Program) (*local.Session, error)) Runner {
+	if newSession == nil {
+		newSession = func(p *ckksir.Program) (*local.Session, error) { return local.NewSession(p, local.Progress{}) }
+	}
+	return func(_ int, st Stage, feeds map[string]*ir.Tensor, tm *StageTiming) (map[string]*ir.Tensor, error) {
+		sess, err := newSession(st.Program)
+		if err != nil {
+			return nil, err
+		}
+		tm.Setup = sess.Setup
+		outs, t, err := sess.Run(feeds)
+		tm.Timing = t
+		return outs, err
+	}
 }
 
 // StageTiming is what running one stage took.
@@ -51,6 +84,14 @@ type StageTiming struct {
 	Plain  time.Duration
 	Setup  local.Setup
 	Timing local.Timing
+	// Where an encrypted stage ran: empty in process, else the worker(s)
+	// (a Runner's description); Network is the part of its round trips
+	// that was not evaluation (transfers, serialization, validation), and
+	// KeyUpload the evaluation-key bytes uploaded to workers during the
+	// run.
+	Where     string
+	Network   time.Duration
+	KeyUpload int64
 	// MaxError is, with Options.Verify, the largest difference from the
 	// stage's plaintext reference over its outputs, Bound the smallest
 	// predicted bound among them.
@@ -60,8 +101,9 @@ type StageTiming struct {
 // Report sums a run.
 type Report struct {
 	Stages []StageTiming
-	// Total is the wall time of the stages (setups excluded); Upload and
-	// Download the ciphertext bytes moved; RoundTrips the encrypted stages.
+	// Total is the wall time of the stages (setups excluded, network
+	// included); Upload and Download the ciphertext bytes moved;
+	// RoundTrips the encrypted stages.
 	Total            time.Duration
 	Upload, Download int64
 	RoundTrips       int
@@ -70,9 +112,8 @@ type Report struct {
 
 // Run runs the stages in order on the named inputs (samples stacked along
 // the leading axis, which replaces the batch axis of 1 of every stage
-// value) and returns every value the stages produced. Each encrypted stage
-// generates its keys when it starts and drops them when done, so that only
-// one stage's keys are held at a time.
+// value) and returns every value the stages produced. Encrypted stages run
+// through opts.Runner (default: LocalRunner(opts.NewSession)).
 func Run(stages []Stage, inputs map[string]*ir.Tensor, opts Options) (map[string]*ir.Tensor, *Report, error) {
 	env := map[string]*ir.Tensor{}
 	n := -1
@@ -86,8 +127,12 @@ func Run(stages []Stage, inputs map[string]*ir.Tensor, opts Options) (map[string
 		n = x.Shape[0]
 		env[name] = x
 	}
+	runner := opts.Runner
+	if runner == nil {
+		runner = LocalRunner(opts.NewSession)
+	}
 	rep := &Report{}
-	for _, st := range stages {
+	for i, st := range stages {
 		feeds := map[string]*ir.Tensor{}
 		for _, in := range st.Inputs {
 			x, ok := env[in]
@@ -105,8 +150,11 @@ func Run(stages []Stage, inputs map[string]*ir.Tensor, opts Options) (map[string
 			tm.Plain = time.Since(start)
 			rep.Total += tm.Plain
 		} else {
-			outs, err = runEncrypted(st, feeds, opts, &tm)
-			rep.Total += tm.Timing.Total()
+			outs, err = runner(i, st, feeds, &tm)
+			if err == nil && opts.Verify {
+				err = verify(st, feeds, outs, &tm)
+			}
+			rep.Total += tm.Timing.Total() + tm.Network
 			rep.Upload += tm.Timing.UploadBytes
 			rep.Download += tm.Timing.DownloadBytes
 			rep.RoundTrips++
@@ -127,23 +175,11 @@ func Run(stages []Stage, inputs map[string]*ir.Tensor, opts Options) (map[string
 	return env, rep, nil
 }
 
-// runEncrypted runs one encrypted stage: keys, encryption of its inputs,
-// evaluation, decryption; with opts.Verify, the check against its
-// reference.
-func runEncrypted(st Stage, feeds map[string]*ir.Tensor, opts Options, tm *StageTiming) (map[string]*ir.Tensor, error) {
-	newSession := opts.NewSession
-	if newSession == nil {
-		newSession = func(p *ckksir.Program) (*local.Session, error) { return local.NewSession(p, local.Progress{}) }
-	}
-	sess, err := newSession(st.Program)
-	if err != nil {
-		return nil, err
-	}
-	tm.Setup = sess.Setup
-	outs, t, err := sess.Run(feeds)
-	tm.Timing = t
-	if err != nil || !opts.Verify {
-		return outs, err
+// verify runs an encrypted stage's plaintext reference on its inputs and
+// checks its outputs against it within the program's error bounds.
+func verify(st Stage, feeds, outs map[string]*ir.Tensor, tm *StageTiming) error {
+	if st.Graph == nil {
+		return fmt.Errorf("no plaintext reference to verify against")
 	}
 	n := 0
 	for _, x := range feeds {
@@ -151,7 +187,7 @@ func runEncrypted(st Stage, feeds map[string]*ir.Tensor, opts Options, tm *Stage
 	}
 	want, err := runPlain(st.Graph, feeds, n)
 	if err != nil {
-		return nil, fmt.Errorf("plaintext reference: %w", err)
+		return fmt.Errorf("plaintext reference: %w", err)
 	}
 	tm.Bound = math.Inf(1)
 	for _, o := range st.Program.Outputs {
@@ -159,7 +195,7 @@ func runEncrypted(st Stage, feeds map[string]*ir.Tensor, opts Options, tm *Stage
 		tm.Bound = min(tm.Bound, bound)
 		got, ref := outs[o.Name], want[o.Name]
 		if got == nil || ref == nil || len(got.Float) != len(ref.Float) {
-			return nil, fmt.Errorf("output %q: encrypted and reference results differ in shape", o.Name)
+			return fmt.Errorf("output %q: encrypted and reference results differ in shape", o.Name)
 		}
 		maxErr := 0.0
 		for i, v := range got.Float {
@@ -167,10 +203,10 @@ func runEncrypted(st Stage, feeds map[string]*ir.Tensor, opts Options, tm *Stage
 		}
 		tm.MaxError = math.Max(tm.MaxError, maxErr)
 		if maxErr > bound {
-			return nil, fmt.Errorf("output %q: max |encrypted - reference| = %.3e exceeds the predicted bound %.3e", o.Name, maxErr, bound)
+			return fmt.Errorf("output %q: max |encrypted - reference| = %.3e exceeds the predicted bound %.3e", o.Name, maxErr, bound)
 		}
 	}
-	return outs, nil
+	return nil
 }
 
 // runPlain runs g on every sample of feeds (stacked along the leading

@@ -1,36 +1,22 @@
 package split_test
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/ciphercut/ciphercut/compiler"
 	"github.com/ciphercut/ciphercut/ir"
-	"github.com/ciphercut/ciphercut/ir/ckksir"
 	"github.com/ciphercut/ciphercut/passes"
 	"github.com/ciphercut/ciphercut/runtime/split"
+	"github.com/ciphercut/ciphercut/testsuite/smallring"
 	"github.com/ciphercut/ciphercut/testsuite/zoo"
 )
 
-// smallRing returns a copy of prog on the ring N=2^logN with as many batch
-// blocks as fit: far below 128-bit security, for tests only (see
-// testsuite/smallring).
-func smallRing(t *testing.T, prog *ckksir.Program, logN int) *ckksir.Program {
-	p := *prog
-	p.Params.LogN, p.Params.SecurityBits = logN, 0
-	if p.BlockSize > p.Params.Slots() {
-		t.Fatalf("a block of %d slots does not fit N=2^%d", p.BlockSize, logN)
-	}
-	p.Batch = p.Params.Slots() / p.BlockSize
-	return &p
-}
-
-// TestSplitDigitsCNNInsecureSmallRing compiles digits-cnn split: the data
-// owner runs the first convolution block in plaintext (--reveal-prefix 1,
-// --cut after its pooling) and the last layer, the worker the rest, with
-// client-aided activations where they pay. Every encrypted stage moves to
+// TestSplitDigitsCNNInsecureSmallRing compiles digits-cnn split
+// (smallring.DigitsCNNSplit: the data owner runs the first convolution
+// block in plaintext and the last layer, the worker the rest, with
+// client-aided activations where they pay). Every encrypted stage moves to
 // the test-only ring N=2^13 (same program, levels and rotations) and runs
 // end to end in process; each stage's result is checked against its
 // plaintext reference within the stage's predicted bound, and the outputs
@@ -39,21 +25,7 @@ func TestSplitDigitsCNNInsecureSmallRing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("encrypted runs take seconds; skipped in -short mode")
 	}
-	dir := filepath.Join("..", "..", "testsuite", "models", "digits-cnn")
-	m, err := zoo.OpenDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(filepath.Join(dir, "model.onnx"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := compiler.Compile(m.Graph, "digits-cnn", data, compiler.CompileOptions{
-		Calib:  m.Inputs,
-		Approx: passes.ApproxOptions{PrecisionBits: 3},
-		Split: &passes.SplitOptions{Cut: "after=/features/features.3/AveragePool",
-			Policy: passes.SplitPolicy{RevealPrefix: 1, RevealSuffix: 1, ClientAided: passes.ClientAidedActivations}},
-	})
+	m, plan, _, err := smallring.CompileSplit(filepath.Join("..", "..", "testsuite", "models", "digits-cnn"), 3, 13, smallring.DigitsCNNSplit())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,12 +48,11 @@ func TestSplitDigitsCNNInsecureSmallRing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range stages {
-		if stages[i].Program != nil {
-			if b := stages[i].Program.Bootstraps(); b != 0 {
-				t.Errorf("stage %s has %d bootstraps", stages[i].Name, b)
+	for _, st := range stages {
+		if st.Program != nil {
+			if b := st.Program.Bootstraps(); b != 0 {
+				t.Errorf("stage %s has %d bootstraps", st.Name, b)
 			}
-			stages[i].Program = smallRing(t, stages[i].Program, 13)
 		}
 	}
 	n := 8
