@@ -19,6 +19,9 @@ type CompileOptions struct {
 	Calib *ir.Tensor
 	// Approx tunes activation approximation (precision target, margin).
 	Approx passes.ApproxOptions
+	// Transformer tunes the decomposition of encrypted matrix products,
+	// softmax and layer normalization (passes.DecomposeTransformer).
+	Transformer passes.TransformerOptions
 	// Lower tunes lowering to CKKS (batch, ring limits, scale).
 	Lower passes.LowerOptions
 	// Log, when set, receives one line per pipeline step.
@@ -35,9 +38,12 @@ type CompileOptions struct {
 // Compile turns an imported model into an encrypted-execution plan:
 //
 //  1. the Canonicalize table (shapes, folding, fusion, recognition);
-//  2. the Encrypt table: MaxPool decomposed into pairwise maxima, each
-//     activation calibrated on opts.Calib and replaced by the cheapest
-//     polynomial that keeps the model's outputs on target;
+//  2. the Encrypt table: MaxPool decomposed into pairwise maxima, products
+//     of two encrypted matrices, softmax and layer normalization decomposed
+//     into products, polynomials and Newton iterations calibrated on
+//     opts.Calib (passes.DecomposeTransformer), each activation calibrated
+//     on opts.Calib and replaced by the cheapest polynomial that keeps the
+//     model's outputs on target;
 //  3. lowering to the CKKS-level IR (linear regions become diagonal
 //     matrices, polynomials, levels, parameters, error bounds); with
 //     opts.Split, the split pass (passes.ChooseSplit) first chooses which
@@ -63,8 +69,14 @@ func Compile(model *ir.Graph, name string, modelBytes []byte, opts CompileOption
 	logf("canonicalized: %d nodes", len(g.Nodes))
 	canon := g.Clone()
 	var report *passes.ApproxReport
+	var tfReport *passes.TransformerReport
 	encrypt := []Pass{
 		{Name: "decompose-maxpool", Run: passes.DecomposeMaxPool},
+		{Name: "decompose-transformer", Run: func(g *ir.Graph) error {
+			var err error
+			tfReport, err = passes.DecomposeTransformer(g, opts.Calib, opts.Transformer)
+			return err
+		}},
 		{Name: "approximate-activations", Run: func(g *ir.Graph) error {
 			var err error
 			report, err = passes.ApproximateActivations(g, opts.Calib, opts.Approx)
@@ -80,7 +92,7 @@ func Compile(model *ir.Graph, name string, modelBytes []byte, opts CompileOption
 		FormatVersion:  PlanFormatVersion,
 		ModelName:      name,
 		ModelSHA256:    hex.EncodeToString(sum[:]),
-		Approximations: report.String(),
+		Approximations: report.String() + tfReport.String(),
 	}
 	var err error
 	if plan.Graph, err = g.MarshalBinary(); err != nil {

@@ -17,12 +17,13 @@ import (
 var calibPolyOps = map[string]bool{
 	"Relu": true, "LeakyRelu": true, "Abs": true, "Gelu": true, "SiLU": true,
 	"Sigmoid": true, "Tanh": true, "Softplus": true, "Elu": true, "Selu": true,
-	"HardSigmoid": true, "Poly": true,
+	"HardSigmoid": true, "Exp": true, "Poly": true,
 }
 
 // NeedsPolynomial reports whether op is evaluated under encryption as a
 // polynomial on a calibrated interval: Relu, LeakyRelu, Abs, Gelu, SiLU,
-// Sigmoid, Tanh, Softplus, Elu, Selu, HardSigmoid, and Poly itself.
+// Sigmoid, Tanh, Softplus, Elu, Selu, HardSigmoid, Exp (the softmaxes
+// DecomposeTransformer leaves), and Poly itself.
 func NeedsPolynomial(op string) bool { return calibPolyOps[op] }
 
 // Range is the interval [Min, Max] a value was observed in.

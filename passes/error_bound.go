@@ -45,8 +45,8 @@ import (
 //
 // Errors then propagate, to first order: a linear instruction applies its
 // matrix to its input's error, a polynomial multiplies it by at most
-// L = max |p'| on [A, B], a product x·y gives M_y·e_x + M_x·e_y (M: largest
-// magnitudes) plus the second-order b_x·b_y, a sum adds errors. Sources are
+// L = max |p'| on [A, B] (or on the slot's calibrated range), a product x·y
+// gives M_y·e_x + M_x·e_y (M: the slot's largest magnitudes) plus the second-order b_x·b_y, a sum adds errors. Sources are
 // independent, so the error of a slot of v has a standard deviation σ_v
 // that AssignErrorBounds estimates by propagating noise probes (a Monte
 // Carlo run of the model, exact through the matrices), without the
@@ -162,6 +162,22 @@ func (n ckksNoise) scaled(c float64) ckksNoise {
 	return out
 }
 
+// scaledSlots is n with slot j multiplied by c[j].
+func (n ckksNoise) scaledSlots(c []float64) ckksNoise {
+	out := newCKKSNoise(len(n[0]))
+	out.addScaledSlots(c, n)
+	return out
+}
+
+// addScaledSlots adds m, slot j multiplied by c[j], to n.
+func (n ckksNoise) addScaledSlots(c []float64, m ckksNoise) {
+	for k := range n {
+		for j, x := range m[k] {
+			n[k][j] += c[j] * x
+		}
+	}
+}
+
 // addScaled adds c·m to n.
 func (n ckksNoise) addScaled(c float64, m ckksNoise) {
 	for k := range n {
@@ -219,13 +235,26 @@ func (n ckksNoise) sigma() float64 {
 // source drawn as independent Gaussians of its standard deviation, go
 // through the program's matrices exactly (a polynomial multiplies them by
 // its Lipschitz constant, a product by the other factor's largest
-// magnitude), and σ_v is the largest per-slot root mean square over the
+// magnitude in that slot), and σ_v is the largest per-slot root mean square over the
 // probes. That is the standard deviation the model gives each slot, up to
 // sampling (which, maximized over slots, errs high); norm bounds (||A||₂
 // of every layer multiplied along the path) grow geometrically with depth
 // and overestimated a 20-layer network's error by 9 orders of magnitude.
 // The probes are seeded: the same program gets the same bounds.
 func AssignErrorBounds(p *ckksir.Program, mags [][]float64, safety float64) error {
+	return assignErrorBounds(p, mags, nil, nil, safety)
+}
+
+// assignErrorBounds is AssignErrorBounds with, when lo and hi are set, the
+// calibrated range [lo[i][j], hi[i][j]] of slot j of value i (nil where
+// unknown): a polynomial then multiplies each slot's noise by max |p'| over
+// that slot's range, widened by lowerCalibMargin (see ckksLocalLipschitz),
+// instead of over its whole interval. The inverses of softmax and layer
+// normalization (DecomposeTransformer) start with polynomials on intervals
+// widened well beyond most rows' data, steep at their low ends: over the
+// whole interval their Lipschitz constants were tens of times what the
+// rows meet, and compounded through a transformer's blocks.
+func assignErrorBounds(p *ckksir.Program, mags, lo, hi [][]float64, safety float64) error {
 	if len(mags) != len(p.Values) {
 		return fmt.Errorf("error bounds: %d magnitudes for %d values", len(mags), len(p.Values))
 	}
@@ -254,6 +283,11 @@ func AssignErrorBounds(p *ckksir.Program, mags [][]float64, safety float64) erro
 	finish := func(v int, n ckksNoise) {
 		noise[v] = n
 		p.Values[v].Bound = CKKSTail * safety * n.sigma()
+		if math.IsNaN(p.Values[v].Bound) {
+			// Bounds overflowed upstream (Inf times a zero magnitude):
+			// unbounded, not undefined.
+			p.Values[v].Bound = math.Inf(1)
+		}
 	}
 	for _, in := range p.Inputs {
 		n := newCKKSNoise(p.Values[in.Value].Layout.Size())
@@ -300,15 +334,21 @@ func AssignErrorBounds(p *ckksir.Program, mags [][]float64, safety float64) erro
 			n.addFresh(r, math.Hypot(sigR, sigPt))
 		case ckksir.OpPoly:
 			lip, _ := ckksPolyLipschitz(ins.Poly)
-			n = in(0).scaled(lip)
+			if x := ins.In[0]; lo != nil && lo[x] != nil && hi[x] != nil {
+				local := ckksLocalLipschitz(ins.Poly, lo[x], hi[x])
+				n = in(0).scaledSlots(local)
+				lip = lowerMaxAbs(local)
+			} else {
+				n = in(0).scaled(lip)
+			}
 			if ins.Poly.A != -1 || ins.Poly.B != 1 {
 				n.addFresh(r, sigR*lip*(ins.Poly.B-ins.Poly.A)/2)
 			}
 			n.addFresh(r, sigR*ckksPolyNoiseFactor(ins.Poly))
 		case ckksir.OpMul:
-			mx, my := lowerMaxAbs(mags[ins.In[0]]), lowerMaxAbs(mags[ins.In[1]])
-			n = in(0).scaled(my)
-			n.addScaled(mx, in(1))
+			// Each factor's noise times the other's magnitude in that slot.
+			n = in(0).scaledSlots(mags[ins.In[1]])
+			n.addScaledSlots(mags[ins.In[0]], in(1))
 			second := p.Values[ins.In[0]].Bound * p.Values[ins.In[1]].Bound / (CKKSTail * safety)
 			n.addFresh(r, math.Hypot(sigR, second))
 		case ckksir.OpAdd:
@@ -486,15 +526,7 @@ const ckksPolyGrid = 4096
 // Chebyshev points (denser at the ends, where Chebyshev series move
 // fastest).
 func ckksPolyLipschitz(p *ckksir.Poly) (lip, maxAbs float64) {
-	// Chebyshev coefficients of the derivative in t: d_{k-1} = d_{k+1} +
-	// 2k·c_k, with d_0 halved.
-	n := len(p.Coeffs)
-	d := make([]float64, n+1)
-	for k := n - 1; k >= 1; k-- {
-		d[k-1] = d[k+1] + 2*float64(k)*p.Coeffs[k]
-	}
-	d[0] /= 2
-	d = d[:max(1, n-1)]
+	d := ckksChebDerivative(p.Coeffs)
 	for i := 0; i <= ckksPolyGrid; i++ {
 		for _, t := range []float64{math.Cos(math.Pi * float64(i) / ckksPolyGrid), -1 + 2*float64(i)/ckksPolyGrid} {
 			lip = max(lip, math.Abs(plain.Chebyshev(d, t)))
@@ -502,4 +534,53 @@ func ckksPolyLipschitz(p *ckksir.Poly) (lip, maxAbs float64) {
 		}
 	}
 	return lip * 2 / (p.B - p.A) * ckksLipschitzMargin, maxAbs
+}
+
+// ckksChebDerivative returns the Chebyshev coefficients of the derivative
+// in t of the series c: d_{k-1} = d_{k+1} + 2k·c_k, with d_0 halved.
+func ckksChebDerivative(c []float64) []float64 {
+	n := len(c)
+	d := make([]float64, n+1)
+	for k := n - 1; k >= 1; k-- {
+		d[k-1] = d[k+1] + 2*float64(k)*c[k]
+	}
+	d[0] /= 2
+	return d[:max(1, n-1)]
+}
+
+// ckksLocalGrid is the number of grid intervals on which
+// ckksLocalLipschitz samples p' over a slot's range.
+const ckksLocalGrid = 64
+
+// ckksLocalSlack widens a slot's range, in units of the polynomial's
+// variable t in [-1, 1], beyond lowerCalibMargin: samples beyond the
+// calibration set and the input's own noise.
+const ckksLocalSlack = 0.02
+
+// ckksLocalLipschitz returns, for each slot j, max |p'| (with the change
+// of variable's factor and ckksLipschitzMargin) over the slot's range
+// [lo[j], hi[j]], its half-width widened by lowerCalibMargin and
+// ckksLocalSlack and clipped to [A, B].
+func ckksLocalLipschitz(p *ckksir.Poly, lo, hi []float64) []float64 {
+	d := ckksChebDerivative(p.Coeffs)
+	scale := 2 / (p.B - p.A) * ckksLipschitzMargin
+	out := make([]float64, len(lo))
+	seen := map[[2]float64]float64{}
+	for j := range lo {
+		key := [2]float64{lo[j], hi[j]}
+		if l, ok := seen[key]; ok {
+			out[j] = l
+			continue
+		}
+		tl, th := (2*lo[j]-p.A-p.B)/(p.B-p.A), (2*hi[j]-p.A-p.B)/(p.B-p.A)
+		c, w := (tl+th)/2, math.Abs(th-tl)/2*lowerCalibMargin+ckksLocalSlack
+		a, b := max(-1, c-w), min(1, c+w)
+		lip := 0.0
+		for i := 0; i <= ckksLocalGrid && a <= b; i++ {
+			lip = max(lip, math.Abs(plain.Chebyshev(d, a+(b-a)*float64(i)/ckksLocalGrid)))
+		}
+		out[j] = lip * scale
+		seen[key] = out[j]
+	}
+	return out
 }

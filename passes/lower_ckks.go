@@ -186,7 +186,8 @@ func LowerCKKS(g *ir.Graph, opts LowerOptions) (*ckksir.Program, error) {
 			return nil, err
 		}
 	}
-	if err := AssignErrorBounds(lw.prog, mags, opts.Safety); err != nil {
+	lo, hi := lw.ranges()
+	if err := assignErrorBounds(lw.prog, mags, lo, hi, opts.Safety); err != nil {
 		return nil, err
 	}
 	if err := ckksir.Verify(lw.prog); err != nil {
@@ -266,6 +267,9 @@ type lowerer struct {
 	// default: products (whose scale is s0·s1/q) and sums and constant
 	// additions of them.
 	offScale map[int]bool
+	// calLo and calHi are the calibrated ranges of the graph's values
+	// (nil without calibration samples).
+	calLo, calHi map[*ir.Value][]float64
 }
 
 // analyze checks shapes, classifies the nodes, finds the needed values and
@@ -1298,6 +1302,7 @@ func (lw *lowerer) magnitudes() ([][]float64, error) {
 		if err != nil {
 			return nil, err
 		}
+		lw.calLo, lw.calHi = lo, hi
 		for i, v := range lw.vals {
 			if v.tensor == nil {
 				continue
@@ -1371,6 +1376,28 @@ func (lw *lowerer) magnitudes() ([][]float64, error) {
 		mags[ins.Out] = m
 	}
 	return mags, nil
+}
+
+// ranges returns the calibrated range of every slot of every program value
+// that holds a calibrated tensor (with its folded change of variable), nil
+// for the others and without calibration.
+func (lw *lowerer) ranges() (lo, hi [][]float64) {
+	if lw.calLo == nil {
+		return nil, nil
+	}
+	lo, hi = make([][]float64, len(lw.prog.Values)), make([][]float64, len(lw.prog.Values))
+	for i, v := range lw.vals {
+		l, h := lw.calLo[v.tensor], lw.calHi[v.tensor]
+		if v.tensor == nil || len(l) != lw.prog.Values[i].Layout.Size() {
+			continue
+		}
+		lo[i], hi[i] = make([]float64, len(l)), make([]float64, len(l))
+		for j := range l {
+			a, b := v.alpha*l[j]+v.beta, v.alpha*h[j]+v.beta
+			lo[i][j], hi[i][j] = min(a, b), max(a, b)
+		}
+	}
+	return lo, hi
 }
 
 // lowerFill returns n copies of x.
