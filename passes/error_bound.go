@@ -147,10 +147,11 @@ func ckksKeySwitchSigma(p ckksir.Params, level int) float64 {
 // circuit measured a max error of 2.6e-8 over 1024 uniform messages at
 // N=2^16 (BENCHMARKS.md: σ about 2^-27) and 4.6e-6 after seven bootstraps
 // of a depth-57 network at N=2^13; but ResNet-20's run at N=2^16 (every
-// slot full, messages up to ±1) erred by 7.3e-5 after 18 bootstraps, which
-// this model explains only with about 2^-23 per bootstrap. 2^-22 keeps a
-// bit of margin over that; the former 2^-20 made ResNet-20's bound 16
-// times looser.
+// slot full, messages up to ±1) erred by 7.3e-5 after 18 bootstraps, about
+// 2.6 times the σ this model gives it with 2^-22 (an eighth of its bound),
+// where the bootstrap noise dominates: a deep pipeline's bootstraps err
+// well beyond the standalone measurement, and a smaller σ would leave that
+// run too little margin. The former 2^-20 made the bound 8 times looser.
 const CKKSBootBits = 22
 
 // ckksProbes is the number of noise probes AssignErrorBounds propagates
