@@ -44,16 +44,28 @@ import (
 //     of variable.
 //
 // Errors then propagate, to first order: a linear instruction applies its
-// matrix to its input's error, a polynomial multiplies it by at most
-// L = max |p'| on [A, B] (or on the slot's calibrated range), a product x·y
-// gives M_y·e_x + M_x·e_y (M: the slot's largest magnitudes) plus the second-order b_x·b_y, a sum adds errors. Sources are
-// independent, so the error of a slot of v has a standard deviation σ_v
-// that AssignErrorBounds estimates by propagating noise probes (a Monte
-// Carlo run of the model, exact through the matrices), without the
+// matrix to its input's error, a polynomial multiplies it by p' (bounded by
+// max |p'| over a window of the input's error around the input), a product
+// x·y gives y·e_x + x·e_y plus the second-order e_x·e_y, a sum adds errors.
+// Sources are independent, so the error of a slot of v has a standard
+// deviation σ_v that AssignErrorBounds estimates by propagating noise probes
+// (a Monte Carlo run of the model, exact through the matrices), without the
 // worst-case sum over every matrix row's coefficients (that triangle
 // inequality, ||A||∞·b, overestimated the errors seen by 300 to 34,000
 // times on three layers) or the product of operator norms along the path
-// (9 orders of magnitude over 20 layers).
+// (9 orders of magnitude over 20 layers). With calibration samples the
+// probes are linearized along the plaintext runs of a few of them (the
+// values x, y and p' of each sample, signed), so that the first-order
+// cancellations of Newton steps and the slots a ReLU zeroes count; without,
+// along the worst case of each slot (its largest magnitudes, its largest
+// |p'| over its calibrated range). On ResNet-20 the worst case overestimated
+// the error 1.3e4 times (a ReLU's slope passed every slot's noise, 19
+// times), on an attention block's LayerNorm and softmax it gave 17 where
+// the encrypted run erred by 2.3e-8 (the magnitudes of x and 1/√x
+// multiplied in every product).
+//
+// A bootstrap refreshes its input, divided by Instr.Bound into [-1, 1],
+// with an error of standard deviation 2^-CKKSBootBits.
 //
 // The bound is Bound_v = CKKSTail·safety·σ_v. CKKSTail = 10 covers the
 // largest of the N/2 slots: the noises τ·s and d_i·e_i of a slot are
@@ -130,21 +142,38 @@ func ckksKeySwitchSigma(p ckksir.Params, level int) float64 {
 	return n * ckksSigmaE * math.Sqrt(ratio2/24) * math.Ldexp(1, -p.LogScale)
 }
 
-// CKKSBootBits is the precision, in bits, assumed of a bootstrap on
-// messages within [-1, 1]: Lattigo's default circuit measures about 25 bits
-// at N=2^16 (a max error of 2.6e-8, BENCHMARKS.md); the bound keeps 5 bits
-// of margin for rings and inputs that do worse.
-const CKKSBootBits = 20
+// CKKSBootBits sets the standard deviation 2^-CKKSBootBits of the slot
+// error of a bootstrap on messages within [-1, 1]. Lattigo's default
+// circuit measured a max error of 2.6e-8 over 1024 uniform messages at
+// N=2^16 (BENCHMARKS.md: σ about 2^-27) and 4.6e-6 after seven bootstraps
+// of a depth-57 network at N=2^13; but ResNet-20's run at N=2^16 (every
+// slot full, messages up to ±1) erred by 7.3e-5 after 18 bootstraps, about
+// 2.6 times the σ this model gives it with 2^-22 (an eighth of its bound),
+// where the bootstrap noise dominates: a deep pipeline's bootstraps err
+// well beyond the standalone measurement, and a smaller σ would leave that
+// run too little margin. The former 2^-20 made the bound 8 times looser.
+const CKKSBootBits = 22
 
-// ckksProbes is the number of noise probes AssignErrorBounds propagates.
+// ckksProbes is the number of noise probes AssignErrorBounds propagates
+// without reference samples.
 const ckksProbes = 16
 
-// ckksNoise is a value's noise probes: ckksProbes vectors over its layout,
-// each a sample of the first-order error the model's sources leave there.
+// ckksRefSamples is the number of calibration samples the probes are
+// linearized at when the lowering has calibration samples, and
+// ckksRefProbes the number of probes per sample.
+const (
+	ckksRefSamples = 4
+	ckksRefProbes  = 8
+)
+
+// ckksNoise is a value's noise probes: vectors over its layout, each a
+// sample of the first-order error the model's sources leave there. The
+// probes come in equal groups, one per reference sample (one group
+// without references).
 type ckksNoise [][]float64
 
-func newCKKSNoise(size int) ckksNoise {
-	n := make(ckksNoise, ckksProbes)
+func newCKKSNoise(probes, size int) ckksNoise {
+	n := make(ckksNoise, probes)
 	for k := range n {
 		n[k] = make([]float64, size)
 	}
@@ -153,29 +182,9 @@ func newCKKSNoise(size int) ckksNoise {
 
 // scaled is c·n.
 func (n ckksNoise) scaled(c float64) ckksNoise {
-	out := newCKKSNoise(len(n[0]))
-	for k := range n {
-		for j, x := range n[k] {
-			out[k][j] = c * x
-		}
-	}
+	out := newCKKSNoise(len(n), len(n[0]))
+	out.addScaled(c, n)
 	return out
-}
-
-// scaledSlots is n with slot j multiplied by c[j].
-func (n ckksNoise) scaledSlots(c []float64) ckksNoise {
-	out := newCKKSNoise(len(n[0]))
-	out.addScaledSlots(c, n)
-	return out
-}
-
-// addScaledSlots adds m, slot j multiplied by c[j], to n.
-func (n ckksNoise) addScaledSlots(c []float64, m ckksNoise) {
-	for k := range n {
-		for j, x := range m[k] {
-			n[k][j] += c[j] * x
-		}
-	}
 }
 
 // addScaled adds c·m to n.
@@ -183,6 +192,21 @@ func (n ckksNoise) addScaled(c float64, m ckksNoise) {
 	for k := range n {
 		for j, x := range m[k] {
 			n[k][j] += c * x
+		}
+	}
+}
+
+// addScaledGroups adds m to n, slot j of a probe of group g multiplied by
+// c[g][j] (c[0] for every group when c has one vector).
+func (n ckksNoise) addScaledGroups(c [][]float64, m ckksNoise, groups int) {
+	per := len(n) / groups
+	for k := range n {
+		ck := c[0]
+		if len(c) > 1 {
+			ck = c[k/per]
+		}
+		for j, x := range m[k] {
+			n[k][j] += ck[j] * x
 		}
 	}
 }
@@ -210,15 +234,19 @@ func (n ckksNoise) addProduct(a *ckksSparse, m ckksNoise) {
 	}
 }
 
-// sigma is the largest per-slot standard deviation over the probes.
-func (n ckksNoise) sigma() float64 {
+// sigma is the largest per-slot standard deviation: the root mean square
+// over a group's probes, maximized over the slots and the groups.
+func (n ckksNoise) sigma(groups int) float64 {
+	per := len(n) / groups
 	worst := 0.0
-	for j := range n[0] {
-		s2 := 0.0
-		for k := range n {
-			s2 += n[k][j] * n[k][j]
+	for g := range groups {
+		for j := range n[0] {
+			s2 := 0.0
+			for k := g * per; k < (g+1)*per; k++ {
+				s2 += n[k][j] * n[k][j]
+			}
+			worst = max(worst, s2/float64(per))
 		}
-		worst = max(worst, s2/float64(len(n)))
 	}
 	return math.Sqrt(worst)
 }
@@ -242,19 +270,35 @@ func (n ckksNoise) sigma() float64 {
 // and overestimated a 20-layer network's error by 9 orders of magnitude.
 // The probes are seeded: the same program gets the same bounds.
 func AssignErrorBounds(p *ckksir.Program, mags [][]float64, safety float64) error {
-	return assignErrorBounds(p, mags, nil, nil, safety)
+	return assignErrorBounds(p, mags, nil, nil, nil, safety)
 }
 
 // assignErrorBounds is AssignErrorBounds with, when lo and hi are set, the
 // calibrated range [lo[i][j], hi[i][j]] of slot j of value i (nil where
 // unknown): a polynomial then multiplies each slot's noise by max |p'| over
-// that slot's range, widened by lowerCalibMargin (see ckksLocalLipschitz),
-// instead of over its whole interval. The inverses of softmax and layer
-// normalization (DecomposeTransformer) start with polynomials on intervals
-// widened well beyond most rows' data, steep at their low ends: over the
-// whole interval their Lipschitz constants were tens of times what the
-// rows meet, and compounded through a transformer's blocks.
-func assignErrorBounds(p *ckksir.Program, mags, lo, hi [][]float64, safety float64) error {
+// that slot's range, widened by lowerCalibMargin and by the input's own
+// error (see ckksLocalLipschitz), instead of over its whole interval. The
+// inverses of softmax and layer normalization (DecomposeTransformer) start
+// with polynomials on intervals widened well beyond most rows' data, steep
+// at their low ends: over the whole interval their Lipschitz constants were
+// tens of times what the rows meet, and compounded through a transformer's
+// blocks.
+//
+// With refs, calibration samples of the program's inputs (per input name,
+// each sample a vector over the input's layout), the probes are instead
+// linearized along the plaintext runs of the program on those samples
+// (ckksRefProbes probes per sample, σ_v maximized over the samples): a
+// product multiplies each factor's noise by the other factor's signed value
+// in that sample, a polynomial by the sign of p' at the sample's point
+// times max |p'| over a window of the input's error around it (see
+// ckksSampleLipschitz). That is the first-order error of each sample: it
+// keeps the cancellations of a Newton step (y(2 - xy) is flat in y at the
+// fixed point, while magnitudes multiply its factors' noises by |x|·|y|
+// each step, a 1e8-fold overestimate across a transformer) and of a ReLU
+// (slots with negative inputs pass no noise, where the worst case over the
+// calibrated range passed the slope of every slot, compounding across
+// ResNet-20's 19 activations).
+func assignErrorBounds(p *ckksir.Program, mags, lo, hi [][]float64, refs map[string][][]float64, safety float64) error {
 	if len(mags) != len(p.Values) {
 		return fmt.Errorf("error bounds: %d magnitudes for %d values", len(mags), len(p.Values))
 	}
@@ -270,6 +314,17 @@ func assignErrorBounds(p *ckksir.Program, mags, lo, hi [][]float64, safety float
 	if err != nil {
 		return err
 	}
+	// ref[v][g] is value v in reference sample g (nil without references).
+	ref := make([][][]float64, len(p.Values))
+	groups, probes := 1, ckksProbes
+	if refs != nil {
+		if groups = ckksRefInputs(p, refs, ref); groups > 0 {
+			probes = groups * ckksRefProbes
+		} else {
+			groups = 1
+		}
+	}
+	sampled := ref != nil && len(p.Inputs) > 0 && ref[p.Inputs[0].Value] != nil
 	sigR := CKKSRescaleSigma(p.Params)
 	sigPt := ckksEncodeSigma(p.Params, p.BlockSize)
 	r := rand.New(rand.NewPCG(3, 17))
@@ -282,7 +337,7 @@ func assignErrorBounds(p *ckksir.Program, mags, lo, hi [][]float64, safety float
 	}
 	finish := func(v int, n ckksNoise) {
 		noise[v] = n
-		p.Values[v].Bound = CKKSTail * safety * n.sigma()
+		p.Values[v].Bound = CKKSTail * safety * n.sigma(groups)
 		if math.IsNaN(p.Values[v].Bound) {
 			// Bounds overflowed upstream (Inf times a zero magnitude):
 			// unbounded, not undefined.
@@ -290,35 +345,32 @@ func assignErrorBounds(p *ckksir.Program, mags, lo, hi [][]float64, safety float
 		}
 	}
 	for _, in := range p.Inputs {
-		n := newCKKSNoise(p.Values[in.Value].Layout.Size())
+		n := newCKKSNoise(probes, p.Values[in.Value].Layout.Size())
 		n.addFresh(r, ckksFreshSigma(p.Params))
 		finish(in.Value, n)
 	}
 	for i, ins := range p.Instrs {
 		in := func(k int) ckksNoise { return noise[ins.In[k]] }
-		var n ckksNoise
+		outLay := p.Values[ins.Out].Layout
+		if sampled {
+			ref[ins.Out] = ckksRefRun(p, &ins, ref)
+		}
+		n := newCKKSNoise(probes, outLay.Size())
 		switch ins.Op {
 		case ckksir.OpLinear:
-			n = newCKKSNoise(p.Values[ins.Out].Layout.Size())
-			if p.Packing == ckksir.PackFeature {
-				enc2 := make([]float64, p.Values[ins.Out].Layout.Size())
-				for k := range ins.In {
-					a := ckksLinearEntries(p, &ins, k)
-					n.addProduct(a, in(k))
-					x := mags[ins.In[k]]
-					for e := range a.v {
-						enc2[a.r[e]] += x[a.c[e]] * x[a.c[e]]
-					}
-				}
-				ulp := math.Ldexp(1, -p.Params.LogScale) / math.Sqrt(12)
-				n.addFresh(r, ulp*math.Sqrt(lowerMaxAbs(enc2)))
-				n.addFresh(r, math.Hypot(sigR, ulp))
-				break
-			}
-			enc2 := make([]float64, p.Values[ins.Out].Layout.Size())
-			for k, m := range ins.Matrices {
-				a := ckksEntries(p, m, p.Values[ins.In[k]].Layout, p.Values[ins.Out].Layout)
+			enc2 := make([]float64, outLay.Size())
+			for k := range ins.In {
+				a := ckksLinearEntries(p, &ins, k)
 				x := in(k)
+				if p.Packing == ckksir.PackFeature {
+					n.addProduct(a, x)
+					for e := range a.v {
+						m := mags[ins.In[k]][a.c[e]]
+						enc2[a.r[e]] += m * m
+					}
+					continue
+				}
+				m := ins.Matrices[k]
 				rotates := false
 				for d := range m.Diagonals {
 					rotates = rotates || d != 0
@@ -330,46 +382,65 @@ func assignErrorBounds(p *ckksir.Program, mags, lo, hi [][]float64, safety float
 				n.addProduct(a, x)
 				ckksEncodingNoise(p, m, ins.In[k], ins.Out, mags, garbage, enc2)
 			}
+			if p.Packing == ckksir.PackFeature {
+				ulp := math.Ldexp(1, -p.Params.LogScale) / math.Sqrt(12)
+				n.addFresh(r, ulp*math.Sqrt(lowerMaxAbs(enc2)))
+				n.addFresh(r, math.Hypot(sigR, ulp))
+				break
+			}
 			n.addFresh(r, sigPt*math.Sqrt(lowerMaxAbs(enc2)))
 			n.addFresh(r, math.Hypot(sigR, sigPt))
 		case ckksir.OpPoly:
-			lip, _ := ckksPolyLipschitz(ins.Poly)
-			if x := ins.In[0]; lo != nil && lo[x] != nil && hi[x] != nil {
-				local := ckksLocalLipschitz(ins.Poly, lo[x], hi[x])
-				n = in(0).scaledSlots(local)
-				lip = lowerMaxAbs(local)
-			} else {
-				n = in(0).scaled(lip)
+			x := ins.In[0]
+			var local [][]float64
+			switch {
+			case sampled:
+				local = ckksSampleLipschitz(ins.Poly, ref[x], p.Values[x].Bound)
+			case lo != nil && lo[x] != nil && hi[x] != nil:
+				local = [][]float64{ckksLocalLipschitz(ins.Poly, lo[x], hi[x], p.Values[x].Bound)}
+			default:
+				lip, _ := ckksPolyLipschitz(ins.Poly)
+				local = [][]float64{lowerFill(outLay.Size(), lip)}
+			}
+			n.addScaledGroups(local, in(0), groups)
+			lip := 0.0
+			for _, l := range local {
+				lip = max(lip, lowerMaxAbs(l))
 			}
 			if ins.Poly.A != -1 || ins.Poly.B != 1 {
 				n.addFresh(r, sigR*lip*(ins.Poly.B-ins.Poly.A)/2)
 			}
 			n.addFresh(r, sigR*ckksPolyNoiseFactor(ins.Poly))
 		case ckksir.OpMul:
-			// Each factor's noise times the other's magnitude in that slot.
-			n = in(0).scaledSlots(mags[ins.In[1]])
-			n.addScaledSlots(mags[ins.In[0]], in(1))
+			// Each factor's noise times the other factor in that slot: its
+			// value in each reference sample, or its largest magnitude.
+			x, y := [][]float64{mags[ins.In[0]]}, [][]float64{mags[ins.In[1]]}
+			if sampled {
+				x, y = ref[ins.In[0]], ref[ins.In[1]]
+			}
+			n.addScaledGroups(y, in(0), groups)
+			n.addScaledGroups(x, in(1), groups)
 			second := p.Values[ins.In[0]].Bound * p.Values[ins.In[1]].Bound / (CKKSTail * safety)
 			n.addFresh(r, math.Hypot(sigR, second))
 		case ckksir.OpAdd:
-			n = in(0).scaled(1)
+			n.addScaled(1, in(0))
 			n.addScaled(1, in(1))
 		case ckksir.OpAddConst:
-			n = in(0).scaled(1)
+			n.addScaled(1, in(0))
 			if ins.Bias != nil {
 				n.addFresh(r, sigPt)
 			}
 		case ckksir.OpMulConst:
-			n = in(0).scaled(lowerMaxAbs(ins.Vector))
+			n.addScaledGroups([][]float64{ckksSlotVector(p, ins.Vector, outLay)}, in(0), groups)
 			n.addFresh(r, math.Hypot(sigR, sigPt*lowerMaxAbs(mags[ins.In[0]])))
 		case ckksir.OpBootstrap:
-			// The input, divided by Bound, is refreshed with an absolute
-			// error of about 2^-CKKSBootBits on [-1, 1].
+			// The input, divided by Bound, is refreshed with an error of
+			// standard deviation 2^-CKKSBootBits on [-1, 1].
 			inv := 1.0
 			if ins.Bound > 1 {
 				inv = 1 / ins.Bound
 			}
-			n = in(0).scaled(inv)
+			n.addScaled(inv, in(0))
 			n.addFresh(r, math.Ldexp(1, -CKKSBootBits))
 		default:
 			return fmt.Errorf("error bounds: unknown op %v", ins.Op)
@@ -377,11 +448,116 @@ func assignErrorBounds(p *ckksir.Program, mags, lo, hi [][]float64, safety float
 		finish(ins.Out, n)
 		for _, a := range ins.In {
 			if last[a] == i {
-				noise[a] = nil
+				noise[a], ref[a] = nil, nil
 			}
 		}
 	}
 	return nil
+}
+
+// ckksSlotVector is vec (BlockSize values, or one per element in feature
+// packing) over the elements of lay; nil means zero.
+func ckksSlotVector(p *ckksir.Program, vec []float64, lay ckksir.Layout) []float64 {
+	out := make([]float64, lay.Size())
+	if vec == nil {
+		return out
+	}
+	for j := range out {
+		k := j
+		if p.Packing != ckksir.PackFeature {
+			k = lay.Slot(j)
+		}
+		if k >= 0 && k < len(vec) {
+			out[j] = vec[k]
+		}
+	}
+	return out
+}
+
+// ckksRefInputs fills ref for p's inputs from refs (samples over each
+// input's layout) and returns the number of reference samples, 0 when refs
+// do not cover every input with the same number of samples of the right
+// size.
+func ckksRefInputs(p *ckksir.Program, refs map[string][][]float64, ref [][][]float64) int {
+	n := -1
+	for _, in := range p.Inputs {
+		xs := refs[in.Name]
+		if len(xs) == 0 || (n >= 0 && len(xs) != n) {
+			return 0
+		}
+		n = len(xs)
+		for _, x := range xs {
+			if len(x) != p.Values[in.Value].Layout.Size() {
+				return 0
+			}
+		}
+	}
+	if n <= 0 {
+		return 0
+	}
+	for _, in := range p.Inputs {
+		ref[in.Value] = refs[in.Name]
+	}
+	return n
+}
+
+// ckksRefRun computes the output of ins in every reference sample, from
+// its inputs' (a plaintext run of the program over the layouts).
+func ckksRefRun(p *ckksir.Program, ins *ckksir.Instr, ref [][][]float64) [][]float64 {
+	lay := p.Values[ins.Out].Layout
+	x := ref[ins.In[0]]
+	var entries []*ckksSparse
+	if ins.Op == ckksir.OpLinear {
+		for k := range ins.In {
+			entries = append(entries, ckksLinearEntries(p, ins, k))
+		}
+	}
+	out := make([][]float64, len(x))
+	for g := range out {
+		o := make([]float64, lay.Size())
+		switch ins.Op {
+		case ckksir.OpLinear:
+			copy(o, ckksSlotVector(p, ins.Bias, lay))
+			for k, a := range entries {
+				in := ref[ins.In[k]][g]
+				for e, v := range a.v {
+					o[a.r[e]] += v * in[a.c[e]]
+				}
+			}
+		case ckksir.OpPoly:
+			a, b := ins.Poly.A, ins.Poly.B
+			for j, v := range x[g] {
+				o[j] = plain.Chebyshev(ins.Poly.Coeffs, (2*v-a-b)/(b-a))
+			}
+		case ckksir.OpMul, ckksir.OpAdd:
+			y := ref[ins.In[1]][g]
+			for j, v := range x[g] {
+				if ins.Op == ckksir.OpMul {
+					o[j] = v * y[j]
+				} else {
+					o[j] = v + y[j]
+				}
+			}
+		case ckksir.OpAddConst, ckksir.OpMulConst:
+			if ins.Op == ckksir.OpAddConst {
+				copy(o, ckksSlotVector(p, ins.Bias, lay))
+				for j, v := range x[g] {
+					o[j] += v
+				}
+			} else {
+				c := ckksSlotVector(p, ins.Vector, lay)
+				for j, v := range x[g] {
+					o[j] = v * c[j]
+				}
+			}
+		case ckksir.OpBootstrap:
+			for j, v := range x[g] {
+				o[j] = v / max(1, ins.Bound)
+			}
+		}
+		out[g] = o
+	}
+	return out
 }
 
 // ckksEncodingNoise adds to enc2[j], for each slot j of the output of a
@@ -553,15 +729,16 @@ func ckksChebDerivative(c []float64) []float64 {
 const ckksLocalGrid = 64
 
 // ckksLocalSlack widens a slot's range, in units of the polynomial's
-// variable t in [-1, 1], beyond lowerCalibMargin: samples beyond the
-// calibration set and the input's own noise.
+// variable t in [-1, 1], beyond lowerCalibMargin and the input's error:
+// samples beyond the calibration set.
 const ckksLocalSlack = 0.02
 
 // ckksLocalLipschitz returns, for each slot j, max |p'| (with the change
 // of variable's factor and ckksLipschitzMargin) over the slot's range
-// [lo[j], hi[j]], its half-width widened by lowerCalibMargin and
-// ckksLocalSlack and clipped to [A, B].
-func ckksLocalLipschitz(p *ckksir.Poly, lo, hi []float64) []float64 {
+// [lo[j], hi[j]], its half-width widened by lowerCalibMargin, ckksLocalSlack
+// and the input's error bound inErr, clipped to [A, B]: |p(x+e) - p(x)| is
+// at most |e| times max |p'| between x and x+e.
+func ckksLocalLipschitz(p *ckksir.Poly, lo, hi []float64, inErr float64) []float64 {
 	d := ckksChebDerivative(p.Coeffs)
 	scale := 2 / (p.B - p.A) * ckksLipschitzMargin
 	out := make([]float64, len(lo))
@@ -573,7 +750,7 @@ func ckksLocalLipschitz(p *ckksir.Poly, lo, hi []float64) []float64 {
 			continue
 		}
 		tl, th := (2*lo[j]-p.A-p.B)/(p.B-p.A), (2*hi[j]-p.A-p.B)/(p.B-p.A)
-		c, w := (tl+th)/2, math.Abs(th-tl)/2*lowerCalibMargin+ckksLocalSlack
+		c, w := (tl+th)/2, math.Abs(th-tl)/2*lowerCalibMargin+ckksLocalSlack+inErr*2/(p.B-p.A)
 		a, b := max(-1, c-w), min(1, c+w)
 		lip := 0.0
 		for i := 0; i <= ckksLocalGrid && a <= b; i++ {
@@ -581,6 +758,70 @@ func ckksLocalLipschitz(p *ckksir.Poly, lo, hi []float64) []float64 {
 		}
 		out[j] = lip * scale
 		seen[key] = out[j]
+	}
+	return out
+}
+
+// ckksSampleSlack widens the window of ckksSampleLipschitz around a
+// reference sample's point, in units of t, for samples near it: a steep
+// polynomial (an inverse square root's start near its interval's low end)
+// otherwise takes the slope of inputs no sample reaches.
+const ckksSampleSlack = 0.005
+
+// ckksSampleGrid is the number of grid intervals over [-1, 1] on which
+// ckksSampleLipschitz tabulates |p'|.
+const ckksSampleGrid = 1 << 13
+
+// ckksSampleLipschitz returns, for each reference sample g and slot j of
+// the polynomial's input x (x[g][j]), the factor its noise is multiplied
+// by: the sign of p' at the point times max |p'| (with the change of
+// variable's factor and ckksLipschitzMargin) within ckksSampleSlack plus
+// the input's error bound inErr of it, in t, clipped to [-1, 1]. The sign
+// keeps the first-order cancellations between paths; the window covers the
+// input's error (|p(x+e) - p(x)| <= |e|·max |p'| between x and x+e) and
+// samples near the reference ones.
+func ckksSampleLipschitz(p *ckksir.Poly, x [][]float64, inErr float64) [][]float64 {
+	d := ckksChebDerivative(p.Coeffs)
+	scale := 2 / (p.B - p.A) * ckksLipschitzMargin
+	// table[k][i] = max |p'| over grid points i .. i+2^k.
+	table := [][]float64{make([]float64, ckksSampleGrid+1)}
+	for i := range table[0] {
+		table[0][i] = math.Abs(plain.Chebyshev(d, -1+2*float64(i)/ckksSampleGrid))
+	}
+	for k := 1; 1<<k <= ckksSampleGrid; k++ {
+		prev, h := table[k-1], 1<<(k-1)
+		row := make([]float64, len(prev)-h)
+		for i := range row {
+			row[i] = max(prev[i], prev[i+h])
+		}
+		table = append(table, row)
+	}
+	rangeMax := func(a, b int) float64 { // over grid points a..b
+		k := 0
+		for 2<<k <= b-a+1 {
+			k++
+		}
+		return max(table[k][a], table[k][b-(1<<k)+1])
+	}
+	w := ckksSampleSlack + inErr*2/(p.B-p.A)
+	out := make([][]float64, len(x))
+	for g, xs := range x {
+		o := make([]float64, len(xs))
+		for j, v := range xs {
+			t := (2*v - p.A - p.B) / (p.B - p.A)
+			lo := int(math.Floor((max(-1, t-w) + 1) / 2 * ckksSampleGrid))
+			hi := int(math.Ceil((min(1, t+w) + 1) / 2 * ckksSampleGrid))
+			lo, hi = max(0, min(lo, ckksSampleGrid)), max(0, min(hi, ckksSampleGrid))
+			if hi < lo || math.IsNaN(t) {
+				lo, hi = 0, ckksSampleGrid
+			}
+			l := rangeMax(lo, hi) * scale
+			if plain.Chebyshev(d, max(-1, min(1, t))) < 0 {
+				l = -l
+			}
+			o[j] = l
+		}
+		out[g] = o
 	}
 	return out
 }

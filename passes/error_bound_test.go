@@ -7,6 +7,7 @@ import (
 
 	"github.com/ciphercut/ciphercut/ir"
 	"github.com/ciphercut/ciphercut/ir/ckksir"
+	"github.com/ciphercut/ciphercut/testsuite/synth"
 	"github.com/ciphercut/ciphercut/testsuite/zoo"
 )
 
@@ -83,7 +84,9 @@ func TestAssignErrorBoundsErrors(t *testing.T) {
 // propagation (matrix norms, Lipschitz constants, products, sums), not the
 // noise constants (checked against Lattigo outside the unit tests). It logs
 // the ratio of bound to the largest deviation, which the Gaussian noise
-// keeps well above 1 (CKKSTail allows for heavier tails).
+// keeps well above 1 (CKKSTail allows for heavier tails). The noisy runs
+// use samples other than the calibration ones, which the probes of the
+// calibrated models are linearized at.
 func TestErrorBoundsPropagation(t *testing.T) {
 	type model struct {
 		name    string
@@ -108,6 +111,24 @@ func TestErrorBoundsPropagation(t *testing.T) {
 			s[g.Inputs[0].Name] = append(s[g.Inputs[0].Name], zoo.Rows(inputs, inputs.Shape[0]-1-i, inputs.Shape[0]-i).Float)
 		}
 		models = append(models, model{name, g, s, calib})
+	}
+	{
+		// An attention block: products of ciphertexts, Newton steps.
+		o := synth.AttentionOptions{}
+		g, calib := canonicalAttention(t, o, 256)
+		if _, err := DecomposeTransformer(g, calib, TransformerOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ApproximateActivations(g, calib, ApproxOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		x := synth.Inputs(o, 8, 99)
+		per := len(x.Float) / 8
+		s := map[string][][]float64{}
+		for i := range 8 {
+			s[g.Inputs[0].Name] = append(s[g.Inputs[0].Name], x.Floats()[i*per:(i+1)*per])
+		}
+		models = append(models, model{"attention", g, s, calib})
 	}
 	for _, m := range models {
 		t.Run(m.name, func(t *testing.T) {

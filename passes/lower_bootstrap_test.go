@@ -32,7 +32,8 @@ func lcDeep() *ir.Graph {
 // bootstrapping circuit share N=2^16 within the sparse secret's bound, and
 // at least two bootstraps are placed. The program then runs encrypted on a
 // test-only N=2^13 ring (same chain, far below 128-bit security) and must
-// match the plaintext interpreter within the bound the plan predicts.
+// match the plaintext interpreter within the bound the plan predicts, which
+// must be within 1e3 times the error.
 func TestLowerBootstrappedInsecureSmallRing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("bootstrapping takes tens of seconds; skipped in -short mode")
@@ -107,9 +108,14 @@ func TestLowerBootstrappedInsecureSmallRing(t *testing.T) {
 			worst = math.Max(worst, math.Abs(float64(y.Float[s*4+j])-v))
 		}
 	}
-	t.Logf("max |encrypted - plaintext| = %.3g, predicted bound %.3g", worst, bound)
+	t.Logf("max |encrypted - plaintext| = %.3g, predicted bound %.3g (%.0f times)", worst, bound, bound/worst)
 	if !(worst <= bound) {
 		t.Errorf("max error %.3g exceeds the predicted bound %.3g", worst, bound)
+	}
+	// The bound is computed for N=2^16, whose noise is larger; it must
+	// still be of use here.
+	if bound > 1e3*worst {
+		t.Errorf("predicted bound %.3g is %.0f times the max error %.3g, want < 1e3", bound, bound/worst, worst)
 	}
 }
 

@@ -187,7 +187,7 @@ func LowerCKKS(g *ir.Graph, opts LowerOptions) (*ckksir.Program, error) {
 		}
 	}
 	lo, hi := lw.ranges()
-	if err := assignErrorBounds(lw.prog, mags, lo, hi, opts.Safety); err != nil {
+	if err := assignErrorBounds(lw.prog, mags, lo, hi, lw.refSamples(), opts.Safety); err != nil {
 		return nil, err
 	}
 	if err := ckksir.Verify(lw.prog); err != nil {
@@ -1398,6 +1398,38 @@ func (lw *lowerer) ranges() (lo, hi [][]float64) {
 		}
 	}
 	return lo, hi
+}
+
+// refSamples returns up to ckksRefSamples calibration samples, spread over
+// the calibration set, of every program input (with its folded change of
+// variable), each a vector over the input's layout: the reference points of
+// the error bounds (see assignErrorBounds). Nil without calibration.
+func (lw *lowerer) refSamples() map[string][][]float64 {
+	calib := lw.opts.CalibInputs
+	if calib == nil {
+		if lw.opts.Calib == nil || len(lw.g.Inputs) != 1 {
+			return nil
+		}
+		calib = map[string]*ir.Tensor{lw.g.Inputs[0].Name: lw.opts.Calib}
+	}
+	refs := map[string][][]float64{}
+	for _, in := range lw.prog.Inputs {
+		c, v := calib[in.Name], lw.vals[in.Value]
+		size := lw.prog.Values[in.Value].Layout.Size()
+		if c == nil || len(c.Shape) == 0 || c.Shape[0] < 1 || len(c.Float) != c.Shape[0]*size {
+			return nil
+		}
+		n := c.Shape[0]
+		for k := range min(n, ckksRefSamples) {
+			s := k * n / min(n, ckksRefSamples)
+			x := make([]float64, size)
+			for j := range x {
+				x[j] = v.alpha*c.Float[s*size+j] + v.beta
+			}
+			refs[in.Name] = append(refs[in.Name], x)
+		}
+	}
+	return refs
 }
 
 // lowerFill returns n copies of x.

@@ -1,6 +1,7 @@
 package zoo
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -168,7 +169,8 @@ type smallRingRun struct {
 // program, layouts, rotations and levels), runs the samples inputs(batch)
 // encrypted, and checks the output against the plan's plaintext reference
 // within the plan's bound (computed for the larger ring, whose noise is
-// larger). exact is the model the plan was compiled from.
+// larger) and checks that the bound is within 1e3 times the error scaled to
+// the plan's ring. exact is the model the plan was compiled from.
 func runInsecureSmallRing(t *testing.T, plan *compiler.Plan, logN int, exact *ir.Graph, inputs func(batch int) *ir.Tensor) smallRingRun {
 	t.Helper()
 	p := *plan.Program
@@ -202,6 +204,16 @@ func runInsecureSmallRing(t *testing.T, plan *compiler.Plan, logN int, exact *ir
 		t.Errorf("max |encrypted - plan reference| = %.3e, plan bound %.3e", r.refErr, r.bound)
 	} else {
 		t.Logf("max |encrypted - plan reference| = %.3e within plan bound %.3e", r.refErr, r.bound)
+	}
+	// The rescaling and key-switching noise that dominates grows about
+	// like N: against the error the plan's ring would show, the bound must
+	// be within 1e3 times (on the attention block it was 6e7 times before
+	// the probes followed the calibration samples, 68 times after).
+	scaled := r.refErr * math.Ldexp(1, plan.Program.Params.LogN-logN)
+	if loose := r.bound / scaled; loose > 1e3 {
+		t.Errorf("plan bound %.3e is %.0f times the error scaled to N=2^%d (%.3e), want < 1e3", r.bound, loose, plan.Program.Params.LogN, scaled)
+	} else {
+		t.Logf("plan bound / error scaled to N=2^%d: %.0f", plan.Program.Params.LogN, loose)
 	}
 	t.Logf("%d samples, depth %d, %d diagonals, %d Galois keys, eval %v", x.Shape[0], p.Depth(), p.DiagonalCount(), sess.Setup.GaloisKeys, timing.Eval)
 	return r
