@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -93,6 +94,16 @@ func TestGenerateInsecureSmallRing(t *testing.T) {
 	if res.SameSequence != 4 {
 		t.Errorf("encrypted generation %v, plaintext %v", res.Encrypted, res.Plain)
 	}
+	// The same plan from a file, its encrypted stage on an in-process
+	// libp2p worker (compared with the plan's polynomial reference: the
+	// synthetic model has no ONNX file).
+	path := filepath.Join(t.TempDir(), "gpt.plan")
+	if err := compiler.WritePlan(path, plan); err != nil {
+		t.Fatal(err)
+	}
+	if err := run("generate", path, "--prompt", "BadCab", "--tokens", "2", "--workers", "1"); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestGenerateErrors checks generate's errors on plans it cannot use.
@@ -113,5 +124,42 @@ func TestGenerateErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: error %v, want one containing %q", c.args, err, c.want)
 		}
+	}
+}
+
+// TestCompileTinyGPT compiles the zoo's tiny-gpt with the defaults: a
+// split plan whose prefix is the token and positional embedding and whose
+// suffix is the head, the two blocks encrypted at 128-bit security. Its
+// compilation probes replicated attention products of 32768 slots and
+// takes tens of minutes on two cores, so it runs only with
+// CIPHERCUT_TINY_GPT=1 (and not in -short mode).
+func TestCompileTinyGPT(t *testing.T) {
+	if testing.Short() || os.Getenv("CIPHERCUT_TINY_GPT") != "1" {
+		t.Skip("tiny-gpt compiles in tens of minutes; set CIPHERCUT_TINY_GPT=1 (not in -short mode)")
+	}
+	dir := t.TempDir()
+	planPath := filepath.Join(dir, "tiny.plan")
+	if err := run("compile", "../../testsuite/models/tiny-gpt/model.onnx", "-o", planPath); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := compiler.ReadPlan(planPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []passes.StageKind
+	for _, s := range plan.Stages {
+		kinds = append(kinds, s.Kind)
+		if p := s.Program; p != nil && p.Params.SecurityBits < 128 {
+			t.Errorf("%s stage: %s, want 128-bit security", s.Kind, p.Params)
+		}
+	}
+	if len(kinds) < 3 || kinds[0] != passes.StagePrefix || kinds[len(kinds)-1] != passes.StageSuffix {
+		t.Fatalf("stages %v, want a prefix, encrypted stages and a suffix", kinds)
+	}
+	if !slices.Contains(plan.Stages[0].Nodes, "/tok/Gather") || !slices.Contains(plan.Stages[len(kinds)-1].Nodes, "/head/MatMul") {
+		t.Errorf("prefix %v, suffix %v: want the embedding and the head on the data owner", plan.Stages[0].Nodes, plan.Stages[len(kinds)-1].Nodes)
+	}
+	if len(plan.Vocab) != 42 {
+		t.Errorf("vocabulary of %d tokens, want tiny-gpt's 42", len(plan.Vocab))
 	}
 }
