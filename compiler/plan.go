@@ -52,6 +52,10 @@ type Plan struct {
 	Split *SplitReport
 	// Approximations is a text report of the activation approximations.
 	Approximations string
+	// Vocab is a language model's vocabulary, token id i being Vocab[i]
+	// (from the vocab.json beside the model), for `ciphercut generate`;
+	// nil for other models.
+	Vocab []string
 	// Notes are free-form remarks of the compiler.
 	Notes []string
 }

@@ -46,6 +46,9 @@ type SplitReport struct {
 	Candidates []passes.SplitCandidate
 	// Predicted is the chosen split's cost from its final programs.
 	Predicted passes.SplitCost
+	// Embedding is what the model's integer inputs (token ids) forced on
+	// the data owner; zero for models with floating-point inputs.
+	Embedding passes.EmbeddingPolicy
 }
 
 // verifyStages checks the stages of a split plan read from a file: known

@@ -125,7 +125,7 @@ func (sc *splitCompiler) calibrateValues(names map[string]bool) (map[string]*ir.
 	x := g.Inputs[0]
 	per := x.Shape.Size()
 	n := sc.calib.Shape[0]
-	if per <= 0 || len(sc.calib.Float) != n*per {
+	if per <= 0 || sc.calib.Len() != n*per {
 		return nil, fmt.Errorf("split: calibration samples of shape %v do not match input %q %v", sc.calib.Shape, x.Name, x.Shape)
 	}
 	out := map[string]*ir.Tensor{}
@@ -149,7 +149,13 @@ func (sc *splitCompiler) calibrateValues(names map[string]bool) (map[string]*ir.
 		}
 	}}
 	for s := range n {
-		in := &ir.Tensor{DType: ir.Float64, Shape: x.Shape.Clone(), Float: sc.calib.Float[s*per : (s+1)*per]}
+		in := &ir.Tensor{DType: ir.Float64, Shape: x.Shape.Clone()}
+		if sc.calib.DType.IsFloat() {
+			in.Float = sc.calib.Float[s*per : (s+1)*per]
+		} else {
+			// Token ids: the embedding's Gather reads them as integers.
+			in.DType, in.Int = sc.calib.DType, sc.calib.Int[s*per:(s+1)*per]
+		}
 		add(x.Name, in)
 		if _, err := plain.Run(g, map[string]*ir.Tensor{x.Name: in}, opts); err != nil {
 			return nil, fmt.Errorf("split: calibration sample %d: %w", s, err)
@@ -226,6 +232,16 @@ func compileSplit(canon, approx *ir.Graph, opts CompileOptions, logf func(string
 	if split.Log == nil {
 		split.Log = opts.Log
 	}
+	emb, err := passes.Embedding(canon)
+	if err != nil {
+		return nil, nil, err
+	}
+	if split.Policy.RevealPrefix < 0 {
+		split.Policy.RevealPrefix = emb.Weighted
+	}
+	if note := emb.String(); note != "" {
+		logf("split: %s", note)
+	}
 	choice, err := passes.ChooseSplit(canon, split, sc.cost)
 	if err != nil {
 		return nil, nil, err
@@ -241,7 +257,7 @@ func compileSplit(canon, approx *ir.Graph, opts CompileOptions, logf func(string
 	if err != nil {
 		return nil, nil, err
 	}
-	rep := &SplitReport{Cut: split.Cut, Policy: split.Policy, Link: split.Link, Chain: choice.Chain, Predicted: pred}
+	rep := &SplitReport{Cut: split.Cut, Policy: split.Policy, Link: split.Link, Chain: choice.Chain, Predicted: pred, Embedding: emb}
 	for _, c := range choice.Candidates {
 		rep.Candidates = append(rep.Candidates, *c)
 	}

@@ -81,7 +81,10 @@ func (c *ClientAided) Type() string { return "none|activations|all" }
 // SplitPolicy is the model owner's privacy policy.
 type SplitPolicy struct {
 	// RevealPrefix is the number of leading weighted layers whose weights
-	// the data owner may hold (run in plaintext); 0 by default.
+	// the data owner may hold (run in plaintext). A negative value means
+	// the default: 0, or for a model with integer inputs (token ids) the
+	// weighted layers of its embedding (see Embedding), which must run on
+	// the data owner.
 	RevealPrefix int
 	// RevealSuffix is the number of trailing weighted layers the data owner
 	// may hold; DefaultRevealSuffix (the last layer: the data owner sees
@@ -285,13 +288,13 @@ func (o SplitOptions) WithDefaults() SplitOptions {
 // (plaintext compute, transfers, round trips), and returns them cheapest
 // first. A policy no split satisfies is an error naming the constraint.
 func ChooseSplit(g *ir.Graph, opts SplitOptions, cost StageCoster) (*SplitChoice, error) {
-	if opts.Policy.RevealPrefix < 0 {
-		return nil, fmt.Errorf("split %q: --reveal-prefix %d is negative", g.Name, opts.Policy.RevealPrefix)
-	}
 	opts = opts.WithDefaults()
 	sg, err := newSplitGraph(g)
 	if err != nil {
 		return nil, err
+	}
+	if opts.Policy.RevealPrefix < 0 {
+		opts.Policy.RevealPrefix = sg.weightedIn(sg.embedding())
 	}
 	pairs, truncated, err := sg.candidates(opts)
 	if err != nil {

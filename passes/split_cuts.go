@@ -188,6 +188,125 @@ func (sg *splitGraph) crossing(set []bool, out bool) []string {
 	return names
 }
 
+// integerPrefix marks the nodes that must run on the data owner because
+// they read a non-constant value that is not floating point (token ids:
+// CKKS encrypts real numbers, and an embedding lookup by an encrypted index
+// is no affine map), with every node they depend on; nil when there are
+// none.
+func (sg *splitGraph) integerPrefix() []bool {
+	var set []bool
+	for i, n := range sg.nodes {
+		for _, in := range n.Inputs {
+			if in == nil || in.IsConst() || in.DType.IsFloat() {
+				continue
+			}
+			if set == nil {
+				set = make([]bool, len(sg.nodes))
+			}
+			for k, x := range sg.cone(i, false) {
+				set[k] = set[k] || x
+			}
+			break
+		}
+	}
+	return set
+}
+
+// embedding is integerPrefix extended by the nodes that only add a
+// constant to what it computes (a positional embedding): the layers the
+// default policy reveals to the data owner for a model with integer
+// inputs. It returns nil when the graph has no integer input.
+func (sg *splitGraph) embedding() []bool {
+	set := sg.integerPrefix()
+	if set == nil {
+		return nil
+	}
+	for i, n := range sg.nodes {
+		if set[i] || n.Op != "Add" && n.Op != "Sub" {
+			continue
+		}
+		inside, consts := true, 0
+		for _, in := range n.Inputs {
+			switch {
+			case in == nil:
+			case in.IsConst():
+				consts++
+			case in.Producer == nil || !set[sg.index[in.Producer]]:
+				inside = false
+			}
+		}
+		if inside && consts > 0 {
+			set[i] = true
+		}
+	}
+	return set
+}
+
+// weightedIn counts the weighted nodes of set.
+func (sg *splitGraph) weightedIn(set []bool) int {
+	c := 0
+	for i, in := range set {
+		if in && sg.rank[i] > 0 {
+			c++
+		}
+	}
+	return c
+}
+
+// EmbeddingPolicy describes what a graph with integer (token id) inputs
+// forces on a split: Nodes (names, in graph order) read the integer inputs
+// or feed nodes that do, so they run on the data owner; Embedding adds the
+// constant additions after them (a positional embedding), and Weighted is
+// the number of weighted layers among the Embedding nodes, the default
+// SplitPolicy.RevealPrefix of such a graph. Inputs names the integer
+// inputs. The zero value (no integer input) forces nothing.
+type EmbeddingPolicy struct {
+	Inputs, Nodes, Embedding []string
+	Weighted                 int
+}
+
+// Embedding returns g's EmbeddingPolicy. g must be topologically sorted
+// (canonical).
+func Embedding(g *ir.Graph) (EmbeddingPolicy, error) {
+	sg, err := newSplitGraph(g)
+	if err != nil {
+		return EmbeddingPolicy{}, err
+	}
+	return sg.embeddingPolicy(), nil
+}
+
+func (sg *splitGraph) embeddingPolicy() EmbeddingPolicy {
+	var p EmbeddingPolicy
+	forced, emb := sg.integerPrefix(), sg.embedding()
+	if forced == nil {
+		return p
+	}
+	for _, v := range sg.g.Inputs {
+		if !v.DType.IsFloat() {
+			p.Inputs = append(p.Inputs, v.Name)
+		}
+	}
+	for i, n := range sg.nodes {
+		if forced[i] {
+			p.Nodes = append(p.Nodes, n.Name)
+		}
+		if emb[i] {
+			p.Embedding = append(p.Embedding, n.Name)
+		}
+	}
+	p.Weighted = sg.weightedIn(emb)
+	return p
+}
+
+// String says what the policy forces and reveals, for compile's output.
+func (p EmbeddingPolicy) String() string {
+	if len(p.Nodes) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("integer input %s (token ids) stays with the data owner: the embedding (%s) runs in plaintext there, and the default policy reveals its %d weighted layers (--reveal-prefix %d)",
+		strings.Join(p.Inputs, ", "), strings.Join(p.Embedding, ", "), p.Weighted, p.Weighted)
+}
+
 // splitPair is a candidate before costing: a downward-closed prefix and an
 // upward-closed suffix, disjoint, leaving nodes between them.
 type splitPair struct {
@@ -300,6 +419,26 @@ func (sg *splitGraph) candidates(opts SplitOptions) (pairs []splitPair, truncate
 			}
 			addTo(&suffixes, s, "s")
 		}
+	}
+	if forced := sg.integerPrefix(); forced != nil {
+		if v := sg.prefixViolation(forced, pol.RevealPrefix); v >= 0 {
+			ep := sg.embeddingPolicy()
+			return nil, false, fmt.Errorf("split %q: %v reads integer input %s (token ids), which cannot be encrypted, so it runs on the data owner; it is weighted layer %d of %d, beyond --reveal-prefix %d (the model's embedding needs --reveal-prefix %d, the default for models with integer inputs)",
+				sg.g.Name, sg.nodes[v], strings.Join(ep.Inputs, ", "), sg.rank[v], sg.weighted, pol.RevealPrefix, sg.weightedIn(forced))
+		}
+		// Nodes reading integer values run on the data owner whatever the
+		// cut: every prefix includes them (a union of downward-closed sets
+		// is downward closed).
+		with := prefixes[:0:0]
+		seen = map[string]bool{}
+		for _, p := range prefixes {
+			u := make([]bool, n)
+			for i := range u {
+				u[i] = p[i] || forced[i]
+			}
+			addTo(&with, u, "p")
+		}
+		prefixes = with
 	}
 	var firstViolation error
 	for _, p := range prefixes {

@@ -3,6 +3,7 @@ package passes
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -244,7 +245,6 @@ func TestSplitPolicyErrors(t *testing.T) {
 		{SplitOptions{Cut: "after=Dense_5", Policy: SplitPolicy{RevealPrefix: 3}}, "leaves a node to encrypt"},
 		{SplitOptions{Cut: "after=nope"}, `no node "nope"`},
 		{SplitOptions{Cut: "sideways"}, "unknown --cut"},
-		{SplitOptions{Policy: SplitPolicy{RevealPrefix: -2}}, "--reveal-prefix -2 is negative"},
 	} {
 		_, err := ChooseSplit(g, tc.opts, coster)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -274,5 +274,62 @@ func TestSplitSkipsUncostableCandidates(t *testing.T) {
 	never := func(StageSpec) (StageCost, error) { return StageCost{}, fmt.Errorf("no ring holds it") }
 	if _, err := ChooseSplit(g, SplitOptions{}, never); err == nil || !strings.Contains(err.Error(), "no candidate could be costed") || !strings.Contains(err.Error(), "no ring holds it") {
 		t.Errorf("error %v, want one saying no candidate could be costed and why", err)
+	}
+}
+
+// splitEmbedding is a token model: ids (int64) -> Gather_1 (embedding) ->
+// Add_2 (positional) -> Dense_3 -> Relu_4 -> Dense_5.
+func splitEmbedding(t *testing.T) *ir.Graph {
+	b := newBuilder("tokens", 13)
+	ids := &ir.Value{Name: "ids", DType: ir.Int64, Shape: ir.Shape{1, 4}}
+	b.g.Inputs = append(b.g.Inputs, ids)
+	h := b.op("Gather", nil, b.konst("table", ir.Shape{10, 8}), ids)
+	h = b.op("Add", nil, h, b.konst("pos", ir.Shape{1, 4, 8}))
+	h = b.op("Dense", nil, h, b.konst("w3", ir.Shape{8, 8}), b.konst("b3", ir.Shape{8}))
+	h = b.op("Relu", nil, h)
+	h = b.op("Dense", nil, h, b.konst("w5", ir.Shape{8, 3}), b.konst("b5", ir.Shape{3}))
+	g := b.output(h)
+	if err := InferShapes(g); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// TestSplitEmbedding checks that nodes reading integer inputs stay on the
+// data owner in every candidate, that the default policy reveals the token
+// and positional embedding, and that a policy hiding the embedding is an
+// error naming the integer input.
+func TestSplitEmbedding(t *testing.T) {
+	g := splitEmbedding(t)
+	emb, err := Embedding(g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(emb.Nodes, []string{"Gather_1"}) || !reflect.DeepEqual(emb.Embedding, []string{"Gather_1", "Add_2"}) || emb.Weighted != 2 {
+		t.Fatalf("embedding %+v, want Gather_1 forced, Gather_1 and Add_2 revealed (2 weighted)", emb)
+	}
+	if !strings.Contains(emb.String(), "ids") {
+		t.Errorf("note %q does not name the input", emb)
+	}
+	coster, _ := testCoster(g, 5)
+	for _, cut := range []string{"auto", "none"} {
+		ch, err := ChooseSplit(g, SplitOptions{Cut: cut, Policy: SplitPolicy{RevealPrefix: -1}}, coster)
+		if err != nil {
+			t.Fatalf("--cut %s: %v", cut, err)
+		}
+		for _, c := range ch.Candidates {
+			if len(c.Prefix) == 0 || c.Prefix[0] != "Gather_1" {
+				t.Errorf("--cut %s: candidate %s has prefix %v, want it to start with Gather_1", cut, c.Label, c.Prefix)
+			}
+			for _, s := range c.Stages {
+				if s.Kind == StageEncrypted && slices.Contains(s.Inputs, "ids") {
+					t.Errorf("--cut %s: candidate %s encrypts the token ids", cut, c.Label)
+				}
+			}
+		}
+	}
+	_, err = ChooseSplit(g, SplitOptions{Cut: "none", Policy: SplitPolicy{RevealPrefix: 0}}, coster)
+	if err == nil || !strings.Contains(err.Error(), "integer input ids") || !strings.Contains(err.Error(), "--reveal-prefix 1") {
+		t.Errorf("error %v, want one naming the integer input and --reveal-prefix 1", err)
 	}
 }

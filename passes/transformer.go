@@ -29,6 +29,11 @@ import (
 //     the slots, and the sum over k fuses into the next linear map (the
 //     1/√d scale, the softmax shift): one level for the replication, one for
 //     the product, and the rotations of two diagonal-method linear maps.
+//     A product of more than TransformerOptions.MaxSlots elements (one
+//     ciphertext) is computed in parts: both operands are sliced along the
+//     outermost axis (heads, then A's rows) whose parts fit, each part is
+//     one replicated product, and the sums are concatenated (Slice and
+//     Concat are affine and fuse into the same linear maps).
 //   - Softmax over the last axis becomes exp(x - c) / Σ exp(x - c). The
 //     shift c is a constant per row (per head and query position), set by
 //     calibration: the centre of the row's calibrated log-sum-exp range (the
@@ -40,6 +45,12 @@ import (
 //     is computed by Newton's iteration y ← y·(2 - s·y) from a Chebyshev
 //     starting polynomial on the calibrated range of the sums (widened,
 //     see TransformerOptions.Widen).
+//     A causal mask, a constant added to the softmax's input (or selected
+//     by Where) whose entries are 0 or at most TransformerMaskBelow (GPT
+//     exports use -1e4, or -inf), is removed from the input and becomes a
+//     0/1 plaintext multiplier after the Exp: masked entries are exactly 0,
+//     as with a -inf mask, and drop out of the row sums, and the Exp's
+//     calibrated interval no longer stretches to the mask's constant.
 //   - LayerNormalization over the last axis becomes c·r·γ + β with
 //     c = (x - mean(x))·m^-1/2 and r = (mean(c²) + ε/m)^-1/2: the mean and
 //     the variance are linear maps (sums over the row broadcast back over
@@ -70,6 +81,11 @@ type TransformerOptions struct {
 	RelTol float64
 	// MaxIterations caps the Newton iterations. 0 means 6.
 	MaxIterations int
+	// MaxSlots bounds the elements of one replicated product (one
+	// ciphertext's slots): a product with more is computed in parts, split
+	// along its outermost axis that allows it (attention heads, then query
+	// rows). 0 means 1<<(DefaultMaxLogN-1), the slots of the largest ring.
+	MaxSlots int
 }
 
 func (o TransformerOptions) withDefaults() TransformerOptions {
@@ -81,6 +97,9 @@ func (o TransformerOptions) withDefaults() TransformerOptions {
 	}
 	if o.MaxIterations <= 0 {
 		o.MaxIterations = 6
+	}
+	if o.MaxSlots <= 0 {
+		o.MaxSlots = 1 << (DefaultMaxLogN - 1)
 	}
 	return o
 }
@@ -126,9 +145,13 @@ type TransformerEntry struct {
 
 // TransformerReport lists what DecomposeTransformer did.
 type TransformerReport struct {
-	// Products counts the MatMuls of two encrypted operands decomposed.
-	Products int
-	Entries  []TransformerEntry
+	// Products counts the MatMuls of two encrypted operands decomposed;
+	// Parts counts the replicated products they became (more when one
+	// did not fit TransformerOptions.MaxSlots).
+	Products, Parts int
+	// Masks counts the causal masks turned into multipliers.
+	Masks   int
+	Entries []TransformerEntry
 }
 
 // WriteTable writes the report as an aligned table, one inverse a line,
@@ -138,8 +161,13 @@ func (r *TransformerReport) WriteTable(w io.Writer) error {
 	if r == nil || r.Products == 0 && len(r.Entries) == 0 {
 		return nil
 	}
-	if _, err := fmt.Fprintf(w, "%d products of two encrypted matrices, as replicated slot products\n", r.Products); err != nil {
+	if _, err := fmt.Fprintf(w, "%d products of two encrypted matrices, as %d replicated slot products\n", r.Products, r.Parts); err != nil {
 		return err
+	}
+	if r.Masks > 0 {
+		if _, err := fmt.Fprintf(w, "%d causal masks as 0/1 multipliers after exp\n", r.Masks); err != nil {
+			return err
+		}
 	}
 	if len(r.Entries) == 0 {
 		return nil
@@ -184,12 +212,17 @@ func DecomposeTransformer(g *ir.Graph, calib *ir.Tensor, opts TransformerOptions
 	for _, n := range g.Nodes {
 		switch {
 		case n.Op == "MatMul" && len(n.Inputs) == 2 && !n.Inputs[0].IsConst() && !n.Inputs[1].IsConst():
-			nodes, err := tfMatMul(g, nm, n)
+			nodes, err := tfMatMul(g, nm, n, opts.MaxSlots)
 			if err != nil {
 				return nil, err
 			}
 			repl[n] = nodes
 			rep.Products++
+			for _, x := range nodes {
+				if x.Op == "Mul" {
+					rep.Parts++
+				}
+			}
 		case n.Op == "Softmax" || n.Op == "LayerNormalization":
 			if err := tfCheckNorm(g, n); err != nil {
 				return nil, err
@@ -203,7 +236,15 @@ func DecomposeTransformer(g *ir.Graph, calib *ir.Tensor, opts TransformerOptions
 	if len(norms) == 0 {
 		return rep, g.Sort()
 	}
-	stats, err := tfCalibrate(g, calib, norms)
+	masks := map[*ir.Node]*tfMask{}
+	for _, n := range norms {
+		if n.Op == "Softmax" {
+			if m := tfFindMask(g, n); m != nil {
+				masks[n] = m
+			}
+		}
+	}
+	stats, err := tfCalibrate(g, calib, norms, masks)
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +254,12 @@ func DecomposeTransformer(g *ir.Graph, calib *ir.Tensor, opts TransformerOptions
 		var e TransformerEntry
 		var err error
 		if n.Op == "Softmax" {
-			nodes, e, err = tfSoftmax(g, nm, n, stats[n], opts)
+			m := masks[n]
+			nodes, e, err = tfSoftmax(g, nm, n, stats[n], m, opts)
+			if m != nil {
+				repl[m.node] = nil // the masking node goes
+				rep.Masks++
+			}
 		} else {
 			nodes, e, err = tfLayerNorm(g, nm, n, stats[n], opts)
 		}
@@ -295,8 +341,9 @@ type tfStats struct {
 }
 
 // tfRowStats computes, for each row of length k of x, the statistics of
-// the normalization n (see tfStats).
-func tfRowStats(n *ir.Node, x []float64, k int) [][]float64 {
+// the normalization n (see tfStats); a softmax's entries where keep (per
+// element of x, nil: all) is false are masked, left out.
+func tfRowStats(n *ir.Node, x []float64, k int, keep []bool) [][]float64 {
 	rows := len(x) / k
 	if n.Op != "Softmax" {
 		out := make([]float64, rows)
@@ -322,13 +369,18 @@ func tfRowStats(n *ir.Node, x []float64, k int) [][]float64 {
 		scale := math.Ldexp(1, -j)
 		for r := range out[j] {
 			row := x[r*k : (r+1)*k]
+			kept := func(i int) bool { return keep == nil || keep[r*k+i] }
 			mx := math.Inf(-1)
-			for _, v := range row {
-				mx = max(mx, v*scale)
+			for i, v := range row {
+				if kept(i) {
+					mx = max(mx, v*scale)
+				}
 			}
 			s := 0.0
-			for _, v := range row {
-				s += math.Exp(v*scale - mx)
+			for i, v := range row {
+				if kept(i) {
+					s += math.Exp(v*scale - mx)
+				}
 			}
 			out[j][r] = mx + math.Log(s)
 		}
@@ -337,8 +389,9 @@ func tfRowStats(n *ir.Node, x []float64, k int) [][]float64 {
 }
 
 // tfCalibrate runs g on the calibration samples and returns the per-row
-// statistic ranges of the inputs of norms.
-func tfCalibrate(g *ir.Graph, calib *ir.Tensor, norms []*ir.Node) (map[*ir.Node]*tfStats, error) {
+// statistic ranges of the inputs of norms, without the entries masks[n]
+// masks.
+func tfCalibrate(g *ir.Graph, calib *ir.Tensor, norms []*ir.Node, masks map[*ir.Node]*tfMask) (map[*ir.Node]*tfStats, error) {
 	watch := map[*ir.Value][]*ir.Node{}
 	stats := map[*ir.Node]*tfStats{}
 	for _, n := range norms {
@@ -367,7 +420,11 @@ func tfCalibrate(g *ir.Graph, calib *ir.Tensor, norms []*ir.Node) (map[*ir.Node]
 			if len(f) != len(st.lo[0])*k {
 				continue
 			}
-			s := tfRowStats(n, f, k)
+			var keep []bool
+			if m := masks[n]; m != nil {
+				keep = m.full
+			}
+			s := tfRowStats(n, f, k, keep)
 			mu.Lock()
 			for j := range s {
 				for r, x := range s[j] {
@@ -514,8 +571,9 @@ func (b *tfBuilder) poly(suffix, fn string, x *ir.Value, lo, hi float64, coeffs 
 }
 
 // tfMatMul decomposes a MatMul of two encrypted operands into replications,
-// one product and a sum (see DecomposeTransformer).
-func tfMatMul(g *ir.Graph, nm *namer, n *ir.Node) ([]*ir.Node, error) {
+// products and sums (see DecomposeTransformer), in parts when the product
+// has more than maxSlots elements.
+func tfMatMul(g *ir.Graph, nm *namer, n *ir.Node, maxSlots int) ([]*ir.Node, error) {
 	a, c, y := n.Inputs[0], n.Inputs[1], n.Outputs[0]
 	ra, rc, ry := len(a.Shape), len(c.Shape), len(y.Shape)
 	if ra < 2 || rc < 2 || !a.Shape.Known() || !c.Shape.Known() || !y.Shape.Known() || ry < 2 {
@@ -525,19 +583,239 @@ func tfMatMul(g *ir.Graph, nm *namer, n *ir.Node) ([]*ir.Node, error) {
 	k := a.Shape[ra-1]
 	full := append(y.Shape[:ry-1:ry-1], k, y.Shape[ry-1]) // [..., M, K, N]
 	b := newTFBuilder(g, nm, n)
-	au := b.axesOp("Unsqueeze", "lhs", append(a.Shape.Clone(), 1), a, []int64{int64(ra)}, nil)
-	ae := b.expand("lhs_replicated", au, full)
-	cs := append(c.Shape[:rc-2:rc-2], 1, c.Shape[rc-2], c.Shape[rc-1])
-	cu := b.axesOp("Unsqueeze", "rhs", cs, c, []int64{int64(rc - 2)}, nil)
-	ce := b.expand("rhs_replicated", cu, full)
-	p := b.add("Mul", "products", full, nil, nil, ae, ce)
-	sum := b.axesOp("ReduceSum", "sum", y.Shape, p, []int64{int64(ry - 1)}, ir.Attrs{"keepdims": {Kind: ir.AttrInt, Int: 0}})
-	// The sum takes over y (and the MatMul's name).
+	ax, size, err := tfProductSplit(full, maxSlots)
+	if err != nil {
+		return nil, &ir.UnsupportedError{Node: n.Name, Op: n.Op, Opset: g.Opset, Reason: err.Error()}
+	}
+	if ax < 0 {
+		b.product("", a, c, y.Shape)
+	} else {
+		// Operand axes, right-aligned with y's; the rows of A (axis ry-2)
+		// slice A only, and an operand broadcast along ax is not sliced.
+		axA, axC := ax-(ry-ra), ax-(ry-rc)
+		if ax == ry-2 {
+			axC = -1
+		}
+		var sums []*ir.Value
+		for lo := 0; lo < y.Shape[ax]; lo += size {
+			hi := min(lo+size, y.Shape[ax])
+			part := fmt.Sprintf("part%d_", lo/size)
+			ap, cp := a, c
+			if axA >= 0 && a.Shape[axA] == y.Shape[ax] {
+				ap = b.slice(part+"lhs", a, axA, lo, hi)
+			}
+			if axC >= 0 && c.Shape[axC] == y.Shape[ax] {
+				cp = b.slice(part+"rhs", c, axC, lo, hi)
+			}
+			ys := y.Shape.Clone()
+			ys[ax] = hi - lo
+			sums = append(sums, b.product(part, ap, cp, ys))
+		}
+		b.add("Concat", "concat", y.Shape, ir.Attrs{"axis": {Kind: ir.AttrInt, Int: int64(ax)}}, nil, sums...)
+	}
+	// The last node takes over y (and the MatMul's name).
 	last := b.nodes[len(b.nodes)-1]
 	last.Name, last.Outputs[0] = n.Name, y
 	y.Producer = last
-	_ = sum
 	return b.nodes, nil
+}
+
+// tfProductSplit chooses how a replicated product of shape full ([..., M,
+// K, N]) fits maxSlots: ax -1 when it fits whole, else the outermost axis
+// before K and the part size along it (parts of nearly equal size).
+func tfProductSplit(full ir.Shape, maxSlots int) (ax, size int, err error) {
+	total := full.Size()
+	if total <= maxSlots {
+		return -1, 0, nil
+	}
+	for ax := 0; ax < len(full)-2; ax++ {
+		d := full[ax]
+		per := total / d
+		if d < 2 || per > maxSlots {
+			continue
+		}
+		parts := (d + maxSlots/per - 1) / (maxSlots / per)
+		return ax, (d + parts - 1) / parts, nil
+	}
+	return -1, 0, fmt.Errorf("the replicated product %v has %d elements, more than the %d slots of one ciphertext, and no axis before the sum splits it into parts that fit", full, total, maxSlots)
+}
+
+// product appends one replicated product: A [..., M, K] and B [..., K, N]
+// replicated to [..., M, K, N], multiplied slotwise and summed over K into
+// a value of shape y.
+func (b *tfBuilder) product(prefix string, a, c *ir.Value, y ir.Shape) *ir.Value {
+	ra, rc, ry := len(a.Shape), len(c.Shape), len(y)
+	full := append(y[:ry-1:ry-1], a.Shape[ra-1], y[ry-1])
+	au := b.axesOp("Unsqueeze", prefix+"lhs_unsqueezed", append(a.Shape.Clone(), 1), a, []int64{int64(ra)}, nil)
+	ae := b.expand(prefix+"lhs_replicated", au, full)
+	cs := append(c.Shape[:rc-2:rc-2], 1, c.Shape[rc-2], c.Shape[rc-1])
+	cu := b.axesOp("Unsqueeze", prefix+"rhs_unsqueezed", cs, c, []int64{int64(rc - 2)}, nil)
+	ce := b.expand(prefix+"rhs_replicated", cu, full)
+	p := b.add("Mul", prefix+"products", full, nil, nil, ae, ce)
+	return b.axesOp("ReduceSum", prefix+"sum", y, p, []int64{int64(ry - 1)}, ir.Attrs{"keepdims": {Kind: ir.AttrInt, Int: 0}})
+}
+
+// slice appends x[lo:hi] along axis (Slice: inputs from opset 10, else
+// attributes).
+func (b *tfBuilder) slice(suffix string, x *ir.Value, axis, lo, hi int) *ir.Value {
+	shape := x.Shape.Clone()
+	shape[axis] = hi - lo
+	if b.g.Opset >= 10 {
+		return b.add("Slice", suffix, shape, nil, nil, x, b.ints(suffix+"_starts", int64(lo)),
+			b.ints(suffix+"_ends", int64(hi)), b.ints(suffix+"_axes", int64(axis)))
+	}
+	return b.add("Slice", suffix, shape, ir.Attrs{
+		"starts": {Kind: ir.AttrInts, Ints: []int64{int64(lo)}},
+		"ends":   {Kind: ir.AttrInts, Ints: []int64{int64(hi)}},
+		"axes":   {Kind: ir.AttrInts, Ints: []int64{int64(axis)}},
+	}, nil, x)
+}
+
+// TransformerMaskBelow is the largest constant DecomposeTransformer takes
+// for a masked entry of a softmax's additive mask: exp of anything
+// plausible minus 1000 underflows to exactly 0 in float64, so dropping the
+// entry is the softmax's own arithmetic.
+const TransformerMaskBelow = -1e3
+
+// tfMask is a causal (or any constant) mask found before a softmax.
+type tfMask struct {
+	// node adds the mask (Add) or selects it (Where); x is its
+	// non-constant input, the unmasked scores.
+	node *ir.Node
+	x    *ir.Value
+	// keep is 1 for the entries kept, 0 for those masked, of shape shape
+	// (broadcasting to x's); full is keep broadcast to x's shape, per
+	// sample.
+	keep  []float64
+	shape ir.Shape
+	full  []bool
+}
+
+// tfFindMask returns the mask the softmax n's input is computed with: an
+// Add of a constant whose entries are 0 or at most TransformerMaskBelow, or
+// a Where selecting between the scores and such a constant under a
+// constant condition; nil when there is none (or when the masked value has
+// other readers, or a row is masked whole).
+func tfFindMask(g *ir.Graph, n *ir.Node) *tfMask {
+	in := n.Inputs[0]
+	p := in.Producer
+	if p == nil || g.IsOutput(in) || len(g.Consumers()[in]) != 1 || len(p.Outputs) != 1 {
+		return nil
+	}
+	masked := func(v float64) bool { return v <= TransformerMaskBelow }
+	m := &tfMask{node: p}
+	var keep []bool
+	switch {
+	case p.Op == "Add" && len(p.Inputs) == 2:
+		x, k := p.Inputs[0], p.Inputs[1]
+		if x.IsConst() {
+			x, k = k, x
+		}
+		if x.IsConst() || !k.IsConst() || k.Const == nil || !k.Const.DType.IsFloat() {
+			return nil
+		}
+		m.x, m.shape = x, k.Shape
+		for _, v := range k.Const.Float {
+			if v != 0 && !masked(v) {
+				return nil
+			}
+			keep = append(keep, v == 0)
+		}
+	case p.Op == "Where" && len(p.Inputs) == 3:
+		cond, t, f := p.Inputs[0], p.Inputs[1], p.Inputs[2]
+		if !cond.IsConst() || cond.Const == nil || t.IsConst() == f.IsConst() {
+			return nil
+		}
+		x, fill, kept := t, f, true
+		if x.IsConst() {
+			x, fill, kept = f, t, false
+		}
+		if fill.Const == nil || !fill.Const.DType.IsFloat() {
+			return nil
+		}
+		for _, v := range fill.Const.Float {
+			if !masked(v) {
+				return nil
+			}
+		}
+		if cs := cond.Shape; !tfBroadcasts(fill.Shape, cs) {
+			return nil
+		}
+		m.x, m.shape = x, cond.Shape
+		for _, c := range cond.Const.Ints() {
+			keep = append(keep, (c != 0) == kept)
+		}
+	default:
+		return nil
+	}
+	if !m.x.Shape.Equal(in.Shape) || !tfBroadcasts(m.shape, in.Shape) {
+		return nil
+	}
+	m.full = tfBroadcastTo(keep, m.shape, in.Shape)
+	k := in.Shape[len(in.Shape)-1]
+	any := false
+	for r := 0; r < len(m.full); r += k {
+		kept := 0
+		for _, v := range m.full[r : r+k] {
+			if v {
+				kept++
+			}
+		}
+		if kept == 0 {
+			return nil
+		}
+		any = any || kept < k
+	}
+	if !any {
+		return nil
+	}
+	m.keep = make([]float64, len(keep))
+	for i, v := range keep {
+		if v {
+			m.keep[i] = 1
+		}
+	}
+	return m
+}
+
+// tfBroadcasts reports whether shape from broadcasts to shape to
+// (numpy rules, right-aligned, to unchanged).
+func tfBroadcasts(from, to ir.Shape) bool {
+	if len(from) > len(to) {
+		return false
+	}
+	off := len(to) - len(from)
+	for i, d := range from {
+		if d != 1 && d != to[off+i] {
+			return false
+		}
+	}
+	return true
+}
+
+// tfBroadcastTo broadcasts data of shape from to shape to (tfBroadcasts).
+func tfBroadcastTo(data []bool, from, to ir.Shape) []bool {
+	out := make([]bool, to.Size())
+	off := len(to) - len(from)
+	idx := make([]int, len(to))
+	for i := range out {
+		src, stride := 0, 1
+		for ax := len(from) - 1; ax >= 0; ax-- {
+			if from[ax] != 1 {
+				src += idx[off+ax] * stride
+			}
+			stride *= from[ax]
+		}
+		out[i] = data[src]
+		for ax := len(to) - 1; ax >= 0; ax-- {
+			idx[ax]++
+			if idx[ax] < to[ax] {
+				break
+			}
+			idx[ax] = 0
+		}
+	}
+	return out
 }
 
 // tfInverse is one inverse function computed by Newton's iteration.
@@ -734,9 +1012,13 @@ func tfSoftmaxPlans(st *tfStats, length int, opts TransformerOptions) (int, []*t
 }
 
 // tfSoftmax decomposes a Softmax over the last axis (see
-// DecomposeTransformer).
-func tfSoftmax(g *ir.Graph, nm *namer, n *ir.Node, st *tfStats, opts TransformerOptions) ([]*ir.Node, TransformerEntry, error) {
+// DecomposeTransformer); with mask, of the unmasked scores mask.x, the
+// masked entries multiplied by 0 after the Exp.
+func tfSoftmax(g *ir.Graph, nm *namer, n *ir.Node, st *tfStats, mask *tfMask, opts TransformerOptions) ([]*ir.Node, TransformerEntry, error) {
 	x, y := n.Inputs[0], n.Outputs[0]
+	if mask != nil {
+		x = mask.x
+	}
 	rank := len(x.Shape)
 	keep := x.Shape.Clone()
 	keep[rank-1] = 1
@@ -761,6 +1043,9 @@ func tfSoftmax(g *ir.Graph, nm *namer, n *ir.Node, st *tfStats, opts Transformer
 	}
 	z = b.add("Add", "shifted", x.Shape, nil, nil, z, b.floats("shift", keep, shift))
 	q := b.add("Exp", "exp", x.Shape, nil, nil, z)
+	if mask != nil {
+		q = b.add("Mul", "masked", x.Shape, nil, nil, q, b.floats("mask", mask.shape, mask.keep))
+	}
 	neg := make([]float64, e.Rows)
 	for r := range neg {
 		neg[r] = -1

@@ -2,6 +2,7 @@ package passes
 
 import (
 	"math"
+	"slices"
 	"testing"
 
 	"github.com/ciphercut/ciphercut/ir"
@@ -26,20 +27,39 @@ func canonicalAttention(t *testing.T, o synth.AttentionOptions, n int) (*ir.Grap
 // TestDecomposeTransformer checks that the decomposed block computes the
 // block: matrix products exactly, softmax and layer normalization within
 // the inverses' relative tolerance, on the calibration samples and on
-// fresh ones, with no Softmax, LayerNormalization or encrypted MatMul left.
+// fresh ones, with no Softmax, LayerNormalization or encrypted MatMul left;
+// a causal mask becomes a multiplier (no mask constant left), and products
+// larger than MaxSlots are computed in parts (one per head here).
 func TestDecomposeTransformer(t *testing.T) {
-	for _, o := range []synth.AttentionOptions{{}, {Tokens: 8, Dim: 16, Heads: 2, Seed: 3, Opset: 17}} {
+	for _, c := range []struct {
+		o            synth.AttentionOptions
+		maxSlots     int
+		parts, masks int
+	}{
+		{synth.AttentionOptions{}, 0, 2, 0},
+		{synth.AttentionOptions{Tokens: 8, Dim: 16, Heads: 2, Seed: 3, Opset: 17}, 0, 2, 0},
+		{synth.AttentionOptions{Tokens: 8, Dim: 16, Heads: 2, Seed: 3, Opset: 17, Causal: true}, 512, 4, 1},
+		{synth.AttentionOptions{Tokens: 6, Dim: 8, Heads: 1, Seed: 4, Causal: true}, 160, 4, 1},
+	} {
+		o := c.o
 		g, calib := canonicalAttention(t, o, 64)
 		exact := g.Clone()
-		rep, err := DecomposeTransformer(g, calib, TransformerOptions{})
+		rep, err := DecomposeTransformer(g, calib, TransformerOptions{MaxSlots: c.maxSlots})
 		if err != nil {
 			t.Fatal(err)
 		}
 		if err := ir.Verify(g); err != nil {
 			t.Fatal(err)
 		}
-		if rep.Products != 2 || len(rep.Entries) != 2 {
-			t.Fatalf("report: %d products, %d entries; want 2 and 2\n%s", rep.Products, len(rep.Entries), rep)
+		if rep.Products != 2 || len(rep.Entries) != 2 || rep.Parts != c.parts || rep.Masks != c.masks {
+			t.Fatalf("report: %d products in %d parts, %d entries, %d masks; want 2 in %d, 2, %d\n%s", rep.Products, rep.Parts, len(rep.Entries), rep.Masks, c.parts, c.masks, rep)
+		}
+		for _, n := range g.Nodes {
+			for _, in := range n.Inputs {
+				if in != nil && in.IsConst() && in.Const.DType.IsFloat() && slices.ContainsFunc(in.Const.Float, func(v float64) bool { return v <= TransformerMaskBelow }) {
+					t.Errorf("%v still reads the mask constant %s", n, in.Name)
+				}
+			}
 		}
 		exps := 0
 		for _, n := range g.Nodes {

@@ -56,7 +56,7 @@ func compileCmd() *cobra.Command {
 			}
 			opts.Calib = samples
 			opts.Log = os.Stderr
-			if opts.Split, opts.Profile, err = cf.options(); err != nil {
+			if opts.Split, opts.Profile, err = cf.options(cmd, g); err != nil {
 				return err
 			}
 			if bootstrap {
@@ -74,6 +74,9 @@ func compileCmd() *cobra.Command {
 				plan, err = compiler.Compile(g, name, data, opts)
 			}
 			if err != nil {
+				return err
+			}
+			if plan.Vocab, err = readVocab(filepath.Join(filepath.Dir(args[0]), "vocab.json"), false); err != nil {
 				return err
 			}
 			if err := compiler.WritePlan(out, plan); err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ciphercut/ciphercut/compiler"
 	"github.com/ciphercut/ciphercut/cost"
+	"github.com/ciphercut/ciphercut/ir"
 	"github.com/ciphercut/ciphercut/passes"
 )
 
@@ -27,8 +28,8 @@ type cutFlags struct {
 
 func (f *cutFlags) add(cmd *cobra.Command) {
 	fl := cmd.Flags()
-	fl.StringVar(&f.cut, "cut", "none", "split between data owner and worker: auto (least predicted latency), none (all encrypted), after=NODE (the data owner runs NODE and what it depends on)")
-	fl.IntVar(&f.revealPrefix, "reveal-prefix", 0, "leading weighted layers whose weights the data owner may hold")
+	fl.StringVar(&f.cut, "cut", "none", "split between data owner and worker: auto (least predicted latency; the default for models with integer inputs), none (all encrypted but an integer input's embedding), after=NODE (the data owner runs NODE and what it depends on)")
+	fl.IntVar(&f.revealPrefix, "reveal-prefix", 0, "leading weighted layers whose weights the data owner may hold (default 0; for a model with integer inputs, its token and positional embedding)")
 	fl.IntVar(&f.revealSuffix, "reveal-suffix", passes.DefaultRevealSuffix, "trailing weighted layers whose weights the data owner may hold (default: the last layer)")
 	fl.Var(&f.clientAided, "client-aided", "nodes the data owner may compute between encrypted segments, seeing their inputs: none, activations or all")
 	fl.StringVar(&f.bandwidth, "bandwidth", "100Mbit/s", "data owner to worker bandwidth for split costs (bit/s with k, M, G prefixes)")
@@ -37,11 +38,27 @@ func (f *cutFlags) add(cmd *cobra.Command) {
 	fl.StringVar(&f.profile, "cost-profile", "", "machine profile for split costs (default: calibrated profile, else the bundled one)")
 }
 
-// options returns the split options (nil without a split: --cut none and
-// no client-aided nodes) and the profile to cost with.
-func (f *cutFlags) options() (*passes.SplitOptions, *cost.Profile, error) {
-	if f.cut == "none" && f.clientAided == passes.ClientAidedNone {
+// options returns the split options for compiling g (nil without a split:
+// --cut none and no client-aided nodes) and the profile to cost with. A
+// model with integer inputs (token ids) is always split: its embedding runs
+// on the data owner; without --cut the cut is then auto, and without
+// --reveal-prefix the policy reveals the embedding (passes.Embedding).
+func (f *cutFlags) options(cmd *cobra.Command, g *ir.Graph) (*passes.SplitOptions, *cost.Profile, error) {
+	integer := false
+	for _, in := range g.Inputs {
+		integer = integer || !in.DType.IsFloat()
+	}
+	if integer && !cmd.Flags().Changed("cut") {
+		f.cut = "auto"
+	}
+	if f.cut == "none" && f.clientAided == passes.ClientAidedNone && !integer {
 		return nil, nil, nil
+	}
+	revealPrefix := f.revealPrefix
+	if !cmd.Flags().Changed("reveal-prefix") {
+		revealPrefix = -1 // passes.SplitPolicy's default
+	} else if revealPrefix < 0 {
+		return nil, nil, fmt.Errorf("--reveal-prefix %d is negative", revealPrefix)
 	}
 	bw, err := parseBandwidth(f.bandwidth)
 	if err != nil {
@@ -62,7 +79,7 @@ func (f *cutFlags) options() (*passes.SplitOptions, *cost.Profile, error) {
 	}
 	return &passes.SplitOptions{
 		Cut:    f.cut,
-		Policy: passes.SplitPolicy{RevealPrefix: f.revealPrefix, RevealSuffix: f.revealSuffix, ClientAided: f.clientAided},
+		Policy: passes.SplitPolicy{RevealPrefix: revealPrefix, RevealSuffix: f.revealSuffix, ClientAided: f.clientAided},
 		Link:   passes.Link{Bandwidth: bw, RTT: f.rtt.Seconds(), ClientSpeed: f.clientSpeed},
 	}, prof, nil
 }
@@ -98,6 +115,9 @@ func printSplit(w io.Writer, path string, plan *compiler.Plan) {
 	fmt.Fprintf(w, "plan %s: split %q, %d stages, predicted %.3g s per sample (%d round trips, %d bootstraps, %.1f MiB up, %.1f MiB down)\n",
 		path, sp.Candidates[0].Label, len(plan.Stages), sp.Predicted.Total, sp.Predicted.RoundTrips, sp.Predicted.Bootstraps,
 		float64(sp.Predicted.UploadBytes)/(1<<20), float64(sp.Predicted.DownloadBytes)/(1<<20))
+	if note := sp.Embedding.String(); note != "" {
+		fmt.Fprintf(w, "  %s\n", note)
+	}
 	for i, s := range plan.Stages {
 		desc := fmt.Sprintf("%d nodes", len(s.Nodes))
 		if p := s.Program; p != nil {

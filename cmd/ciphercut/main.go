@@ -38,6 +38,6 @@ func newRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(demoCmd(), compileCmd(), runCmd(), evalCmd(), inspectCmd(), inferCmd(), conformanceCmd(),
-		calibrateCmd(), reportCmd(), shardCmd(), workerCmd(), identityCmd(), tokenCmd())
+		calibrateCmd(), reportCmd(), shardCmd(), workerCmd(), identityCmd(), tokenCmd(), generateCmd())
 	return root
 }

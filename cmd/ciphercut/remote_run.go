@@ -475,24 +475,11 @@ func keysHow(setup *remote.Setup, skFile string) string {
 // plaintext reference.
 func (rf *remoteFlags) executeSplit(job *remoteJob, x *ir.Tensor, verify bool) (*ir.Tensor, *split.Report, error) {
 	op := job.owner
-	if len(op.Inputs) != 1 || len(op.Outputs) != 1 {
-		return nil, nil, fmt.Errorf("split plans of models with %d inputs and %d outputs are not supported; want one of each", len(op.Inputs), len(op.Outputs))
-	}
-	sess, err := rf.connect(job)
+	sess, so, err := rf.splitOwner(job) // see generate.go
 	if err != nil {
 		return nil, nil, err
 	}
 	defer sess.close()
-	so, setups, err := remote.NewSplitOwner(sess.host, sess.find, op, sess.opts)
-	if err != nil {
-		return nil, nil, err
-	}
-	for i, st := range op.Stages {
-		if s := setups[i]; s != nil {
-			dir := filepath.Join(rf.keys, fmt.Sprintf("stage-%d", st.Encrypted.Segments[0].Index))
-			fmt.Printf("keys of stage %s: %v (%s)\n", st.Name, s.KeyGen.Round(time.Millisecond), keysHow(s, filepath.Join(dir, remote.SecretKeyFile)))
-		}
-	}
 	env, rep, err := so.Run(context.Background(), map[string]*ir.Tensor{op.Inputs[0]: x}, verify)
 	if err != nil {
 		return nil, nil, err

@@ -45,7 +45,7 @@ func runCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if !x.DType.IsFloat() {
+			if !x.DType.IsFloat() && ref.Inputs[0].DType.IsFloat() {
 				return fmt.Errorf("%s holds %s data; the model's input %q takes real numbers", input, x.DType, ref.Inputs[0].Name)
 			}
 			if plan.IsSplit() {

@@ -59,9 +59,7 @@ type Runner func(index int, st Stage, feeds map[string]*ir.Tensor, tm *StageTimi
 // generated when the stage starts and dropped when it is done, so that
 // only one stage's keys are held at a time.
 func LocalRunner(newSession func(*ckksir.Program) (*local.Session, error)) Runner {
-	if newSession == nil {
-		newSession = func(p *ckksir.Program) (*local.Session, error) { return local.NewSession(p, local.Progress{}) }
-	}
+	newSession = sessionOrDefault(newSession)
 	return func(_ int, st Stage, feeds map[string]*ir.Tensor, tm *StageTiming) (map[string]*ir.Tensor, error) {
 		sess, err := newSession(st.Program)
 		if err != nil {
@@ -72,6 +70,39 @@ func LocalRunner(newSession func(*ckksir.Program) (*local.Session, error)) Runne
 		tm.Timing = t
 		return outs, err
 	}
+}
+
+// KeepSessions is LocalRunner for runs that repeat (greedy generation runs
+// the same stages once per token): each encrypted stage's session starts
+// at its first run and is kept for the next ones, so that its keys are
+// generated once (its first run's timing carries the setup, later ones
+// none), and every stage's keys are held at once.
+func KeepSessions(newSession func(*ckksir.Program) (*local.Session, error)) Runner {
+	newSession = sessionOrDefault(newSession)
+	sessions := map[int]*local.Session{}
+	return func(index int, st Stage, feeds map[string]*ir.Tensor, tm *StageTiming) (map[string]*ir.Tensor, error) {
+		sess := sessions[index]
+		if sess == nil {
+			var err error
+			if sess, err = newSession(st.Program); err != nil {
+				return nil, err
+			}
+			sessions[index] = sess
+			tm.Setup = sess.Setup
+		}
+		outs, t, err := sess.Run(feeds)
+		tm.Timing = t
+		return outs, err
+	}
+}
+
+// sessionOrDefault is newSession, or local.NewSession without progress
+// when it is nil.
+func sessionOrDefault(newSession func(*ckksir.Program) (*local.Session, error)) func(*ckksir.Program) (*local.Session, error) {
+	if newSession == nil {
+		return func(p *ckksir.Program) (*local.Session, error) { return local.NewSession(p, local.Progress{}) }
+	}
+	return newSession
 }
 
 // StageTiming is what running one stage took.
@@ -220,9 +251,14 @@ func runPlain(g *ir.Graph, feeds map[string]*ir.Tensor, n int) (map[string]*ir.T
 			if !ok {
 				return nil, fmt.Errorf("no value for input %q", in.Name)
 			}
-			per := len(x.Float) / max(1, x.Shape[0])
+			per := x.Len() / max(1, x.Shape[0])
 			if in.Shape.Known() && in.Shape.Size() != per {
 				return nil, fmt.Errorf("input %q: %d elements per sample, the graph takes %v", in.Name, per, in.Shape)
+			}
+			if !x.DType.IsFloat() {
+				// Token ids: only a plaintext stage reads them.
+				one[in.Name] = &ir.Tensor{DType: x.DType, Shape: in.Shape.Clone(), Int: x.Int[s*per : (s+1)*per]}
+				continue
 			}
 			one[in.Name] = &ir.Tensor{DType: ir.Float64, Shape: in.Shape.Clone(), Float: x.Float[s*per : (s+1)*per]}
 		}

@@ -1,0 +1,397 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ciphercut/ciphercut/compiler"
+	"github.com/ciphercut/ciphercut/frontends/onnx"
+	"github.com/ciphercut/ciphercut/ir"
+	"github.com/ciphercut/ciphercut/ir/ckksir"
+	"github.com/ciphercut/ciphercut/passes"
+	"github.com/ciphercut/ciphercut/runtime/local"
+	"github.com/ciphercut/ciphercut/runtime/plain"
+	"github.com/ciphercut/ciphercut/runtime/remote"
+	"github.com/ciphercut/ciphercut/runtime/split"
+)
+
+func generateCmd() *cobra.Command {
+	var prompt, model string
+	var tokens int
+	var rmt *remoteFlags
+	var memLimit *string
+	cmd := &cobra.Command{
+		Use:   "generate PLAN --prompt TEXT [--tokens N] [--workers N|--swarm MA...]",
+		Short: "Generate text greedily from a language model's split plan, its blocks encrypted",
+		Long: "generate tokenizes the prompt with the plan's vocabulary (the vocab.json beside the\n" +
+			"model when it was compiled), and for each new token runs the split plan on the last\n" +
+			"context-length tokens: the embedding in plaintext on the data owner, the transformer\n" +
+			"blocks encrypted (in process, or with --workers/--swarm on workers, one segment per\n" +
+			"encrypted stage), the head in plaintext, then takes the most likely next token.\n" +
+			"Keys are generated once. It also runs the exact model (--model, by default the\n" +
+			"testsuite/models folder of the plan's model when its SHA-256 matches) greedily and\n" +
+			"reports per token whether the encrypted choice agrees with it, on the same context\n" +
+			"and in the independent plaintext generation, with time, bootstraps and bytes moved.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if tokens <= 0 {
+				return fmt.Errorf("--tokens %d: want a positive number of tokens to generate", tokens)
+			}
+			plan, ref, err := loadPlan(args[0])
+			if err != nil {
+				return err
+			}
+			lm, err := newLanguageModel(args[0], plan, ref)
+			if err != nil {
+				return err
+			}
+			exact, what, err := exactModel(plan, model)
+			if err != nil {
+				return err
+			}
+			ids, err := lm.tokenize(prompt)
+			if err != nil {
+				return err
+			}
+			var stages []split.Stage
+			var runner split.Runner
+			if rmt.enabled() {
+				var closer func()
+				stages, runner, closer, err = rmt.splitRunner(args[0], plan)
+				if err != nil {
+					return err
+				}
+				defer closer()
+			} else {
+				if stages, err = plan.RunStages(); err != nil {
+					return err
+				}
+				runner = split.KeepSessions(func(p *ckksir.Program) (*local.Session, error) { return newSession(p, *memLimit) })
+			}
+			fmt.Printf("prompt %q (%d tokens, context %d); plaintext reference: %s\n", lm.detokenize(ids), len(ids), lm.context, what)
+			_, err = lm.generate(os.Stdout, ids, tokens, stages, runner, exact)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&prompt, "prompt", "", "text to continue (lower-cased; characters outside the vocabulary are an error)")
+	cmd.Flags().IntVar(&tokens, "tokens", 32, "tokens to generate")
+	cmd.Flags().StringVar(&model, "model", "", "the exact model (ONNX) to compare with (default: testsuite/models/NAME/model.onnx when its SHA-256 matches the plan's, else the plan's polynomial reference)")
+	rmt = addRemoteFlags(cmd)
+	memLimit = memoryLimitFlag(cmd)
+	return cmd
+}
+
+// languageModel is what generate needs of a split plan: its stages read
+// token ids [1, context] and the last stage writes logits [1, context,
+// vocab].
+type languageModel struct {
+	path          string
+	vocab         []string
+	index         map[string]int
+	context       int
+	input, output string
+}
+
+// newLanguageModel checks that plan (read from path, reference graph ref)
+// is a language model's split plan.
+func newLanguageModel(path string, plan *compiler.Plan, ref *ir.Graph) (*languageModel, error) {
+	if len(ref.Inputs) != 1 || len(ref.Outputs) != 1 {
+		return nil, fmt.Errorf("%s: generate needs a model with one input and one output, not %d and %d", path, len(ref.Inputs), len(ref.Outputs))
+	}
+	in, out := ref.Inputs[0], ref.Outputs[0]
+	if in.DType.IsFloat() || len(in.Shape) != 2 || in.Shape[1] <= 0 {
+		return nil, fmt.Errorf("%s: generate needs token ids as input (integers [N, context]); %q is %s %v", path, in.Name, in.DType, in.Shape)
+	}
+	if !plan.IsSplit() {
+		return nil, fmt.Errorf("%s is not a split plan; recompile it (models with integer inputs compile to split plans)", path)
+	}
+	if len(plan.Vocab) == 0 {
+		return nil, fmt.Errorf("%s has no vocabulary: compile the model from a folder with vocab.json (a JSON list of the tokens, id i being entry i)", path)
+	}
+	if len(out.Shape) != 3 || out.Shape[1] != in.Shape[1] || out.Shape[2] != len(plan.Vocab) {
+		return nil, fmt.Errorf("%s: output %q is %v; generate needs logits [N, %d, %d] (context, vocabulary)", path, out.Name, out.Shape, in.Shape[1], len(plan.Vocab))
+	}
+	lm := &languageModel{path: path, vocab: plan.Vocab, index: map[string]int{}, context: in.Shape[1], input: in.Name, output: out.Name}
+	for i, t := range plan.Vocab {
+		lm.index[t] = i
+	}
+	return lm, nil
+}
+
+// tokenize maps a prompt to token ids, one character a token, lower-cased
+// and digits read as "#" when the vocabulary has no digits (as the zoo's
+// tiny-gpt was trained); a prompt shorter than the context is padded on
+// the left with spaces, a longer one keeps its end.
+func (lm *languageModel) tokenize(prompt string) ([]int64, error) {
+	var ids []int64
+	for _, r := range strings.ToLower(prompt) {
+		c := string(r)
+		if _, ok := lm.index[c]; !ok && unicode.IsDigit(r) {
+			c = "#"
+		}
+		if _, ok := lm.index[c]; !ok && unicode.IsSpace(r) {
+			c = " "
+		}
+		id, ok := lm.index[c]
+		if !ok {
+			return nil, fmt.Errorf("prompt character %q is not in the vocabulary of %s (%q)", r, lm.path, strings.Join(lm.vocab, ""))
+		}
+		ids = append(ids, int64(id))
+	}
+	if len(ids) == 0 {
+		return nil, errors.New("empty --prompt")
+	}
+	if pad, ok := lm.index[" "]; ok {
+		for len(ids) < lm.context {
+			ids = append([]int64{int64(pad)}, ids...)
+		}
+	} else if len(ids) < lm.context {
+		return nil, fmt.Errorf("prompt of %d tokens, shorter than the context of %d, and no space token to pad it with", len(ids), lm.context)
+	}
+	return ids, nil
+}
+
+func (lm *languageModel) detokenize(ids []int64) string {
+	var b strings.Builder
+	for _, id := range ids {
+		b.WriteString(lm.vocab[id])
+	}
+	return b.String()
+}
+
+// window returns the last context ids as a batch of one.
+func (lm *languageModel) window(ids []int64) *ir.Tensor {
+	w := append([]int64(nil), ids[len(ids)-lm.context:]...)
+	return ir.NewInt(ir.Shape{1, lm.context}, w)
+}
+
+// next is the most likely token after the window, from logits [1, context,
+// vocab].
+func (lm *languageModel) next(logits *ir.Tensor) (int64, error) {
+	v := len(lm.vocab)
+	f := logits.Floats()
+	if len(f) != lm.context*v {
+		return 0, fmt.Errorf("logits of shape %v, want [1, %d, %d]", logits.Shape, lm.context, v)
+	}
+	last := f[(lm.context-1)*v:]
+	best := 0
+	for i, x := range last {
+		if x > last[best] {
+			best = i
+		}
+	}
+	return int64(best), nil
+}
+
+// plainNext is the exact model's next token after the window of ids.
+func (lm *languageModel) plainNext(exact *ir.Graph, ids []int64) (int64, error) {
+	outs, err := plain.Run(exact, map[string]*ir.Tensor{lm.input: lm.window(ids)}, nil)
+	if err != nil {
+		return 0, fmt.Errorf("plaintext model: %w", err)
+	}
+	return lm.next(outs[lm.output])
+}
+
+// generation is the result of languageModel.generate.
+type generation struct {
+	// Encrypted and Plain are the generated tokens, through the split plan
+	// and by the exact model alone.
+	Encrypted, Plain []int64
+	// SameSequence counts the positions where the two agree,
+	// SameContext the encrypted choices that equal the exact model's on
+	// the same context.
+	SameSequence, SameContext int
+}
+
+// generate appends tokens tokens to ids greedily, running the split
+// plan's stages (encrypted ones through runner) once per token, and writes
+// per-token progress and a summary comparing with the exact model's
+// greedy generation.
+func (lm *languageModel) generate(w io.Writer, ids []int64, tokens int, stages []split.Stage, runner split.Runner, exact *ir.Graph) (*generation, error) {
+	enc := append([]int64(nil), ids...)
+	pl := append([]int64(nil), ids...)
+	sameContext, sameSequence := 0, 0
+	var total, setup time.Duration
+	var up, down int64
+	boots := 0
+	setUp := map[string]bool{} // stages whose setup was counted (a remote runner reports it at every run)
+	for k := range tokens {
+		start := time.Now()
+		env, rep, err := split.Run(stages, map[string]*ir.Tensor{lm.input: lm.window(enc)}, split.Options{Runner: runner})
+		if err != nil {
+			return nil, fmt.Errorf("token %d: %w", k+1, err)
+		}
+		wall := time.Since(start)
+		tok, err := lm.next(env[lm.output])
+		if err != nil {
+			return nil, fmt.Errorf("token %d: %w", k+1, err)
+		}
+		ctxTok, err := lm.plainNext(exact, enc)
+		if err != nil {
+			return nil, err
+		}
+		seqTok, err := lm.plainNext(exact, pl)
+		if err != nil {
+			return nil, err
+		}
+		enc, pl = append(enc, tok), append(pl, seqTok)
+		if tok == ctxTok {
+			sameContext++
+		}
+		if tok == seqTok {
+			sameSequence++
+		}
+		var keys time.Duration
+		for _, st := range rep.Stages {
+			if !setUp[st.Name] {
+				keys += st.Setup.KeyGen + st.Setup.Encode
+				setUp[st.Name] = st.Encrypted
+			}
+		}
+		setup += keys
+		total += wall - keys
+		up, down, boots = up+rep.Upload, down+rep.Download, boots+rep.Bootstraps
+		mark := "="
+		if tok != ctxTok {
+			mark = "≠"
+		}
+		line := fmt.Sprintf("token %d/%d: %q %s plaintext %q on the same context; %v (%d round trips, %d bootstraps, %.2f MiB up, %.2f MiB down)",
+			k+1, tokens, lm.vocab[tok], mark, lm.vocab[ctxTok], (wall - keys).Round(time.Millisecond), rep.RoundTrips, rep.Bootstraps,
+			float64(rep.Upload)/(1<<20), float64(rep.Download)/(1<<20))
+		if keys > 0 {
+			line += fmt.Sprintf("; keys and setup %v", keys.Round(time.Millisecond))
+		}
+		fmt.Fprintln(w, line)
+	}
+	n := len(ids)
+	fmt.Fprintf(w, "encrypted: %q\nplaintext: %q\n", lm.detokenize(enc[n:]), lm.detokenize(pl[n:]))
+	fmt.Fprintf(w, "agreement: %d/%d tokens equal the plaintext greedy generation (%.1f%%); %d/%d equal the plaintext choice on the same context\n",
+		sameSequence, tokens, 100*float64(sameSequence)/float64(tokens), sameContext, tokens)
+	fmt.Fprintf(w, "per token: %v (keys and setup once: %v); %d bootstraps, %.2f MiB up, %.2f MiB down in all\n",
+		(total / time.Duration(tokens)).Round(time.Millisecond), setup.Round(time.Millisecond), boots, float64(up)/(1<<20), float64(down)/(1<<20))
+	return &generation{Encrypted: enc[n:], Plain: pl[n:], SameSequence: sameSequence, SameContext: sameContext}, nil
+}
+
+// exactModel returns the exact model to compare with and a description:
+// the ONNX file path (or, when empty, the zoo's model of the plan's name
+// when its SHA-256 matches), canonicalized; else the plan's polynomial
+// reference.
+func exactModel(plan *compiler.Plan, path string) (*ir.Graph, string, error) {
+	explicit := path != ""
+	if !explicit {
+		path = filepath.Join("testsuite", "models", plan.ModelName, "model.onnx")
+	}
+	data, err := os.ReadFile(path)
+	if err == nil {
+		sum := sha256.Sum256(data)
+		if hex.EncodeToString(sum[:]) != plan.ModelSHA256 {
+			if explicit {
+				return nil, "", fmt.Errorf("--model %s is not the model the plan was compiled from (SHA-256 differs)", path)
+			}
+			err = fmt.Errorf("SHA-256 of %s differs from the plan's model", path)
+		}
+	}
+	if err != nil {
+		if explicit {
+			return nil, "", err
+		}
+		g, err := ir.UnmarshalGraph(plan.Graph)
+		if err != nil {
+			return nil, "", err
+		}
+		return g, "the plan's polynomial reference (no exact model found; pass --model)", nil
+	}
+	g, err := onnx.Decode(data, path)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := passes.BindInputs(g, map[string]ir.Shape{g.Inputs[0].Name: {1, g.Inputs[0].Shape[1]}}); err != nil {
+		return nil, "", fmt.Errorf("%s: %w", path, err)
+	}
+	if err := compiler.RunPasses(g, compiler.Canonicalize, compiler.Options{}); err != nil {
+		return nil, "", fmt.Errorf("%s: %w", path, err)
+	}
+	return g, "the exact model " + path, nil
+}
+
+// readVocab reads a vocabulary file (a JSON list of strings); a missing
+// file is nil without error unless required.
+func readVocab(path string, required bool) ([]string, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) && !required {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var vocab []string
+	if err := json.Unmarshal(data, &vocab); err != nil {
+		return nil, fmt.Errorf("%s: want a JSON list of token strings: %w", path, err)
+	}
+	seen := map[string]bool{}
+	for i, t := range vocab {
+		if seen[t] {
+			return nil, fmt.Errorf("%s: token %q appears twice (again at %d)", path, t, i)
+		}
+		seen[t] = true
+	}
+	return vocab, nil
+}
+
+// splitRunner connects to the workers of the flags for the split plan (of
+// the file planPath) and returns the data owner's stages, a split.Runner
+// that runs the encrypted ones on the workers (keys set up once, for every
+// later run) and what closes the connection.
+func (rf *remoteFlags) splitRunner(planPath string, plan *compiler.Plan) ([]split.Stage, split.Runner, func(), error) {
+	job, err := rf.planJob(planPath, plan)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	sess, so, err := rf.splitOwner(job)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	stages, err := job.owner.RunStages()
+	if err != nil {
+		sess.close()
+		return nil, nil, nil, err
+	}
+	return stages, so.Runner(context.Background()), sess.close, nil
+}
+
+// splitOwner connects for a split job and sets up one data owner per
+// encrypted stage, printing how each stage's keys came.
+func (rf *remoteFlags) splitOwner(job *remoteJob) (*remoteSession, *remote.SplitOwner, error) {
+	op := job.owner
+	if len(op.Inputs) != 1 || len(op.Outputs) != 1 {
+		return nil, nil, fmt.Errorf("split plans of models with %d inputs and %d outputs are not supported; want one of each", len(op.Inputs), len(op.Outputs))
+	}
+	sess, err := rf.connect(job)
+	if err != nil {
+		return nil, nil, err
+	}
+	so, setups, err := remote.NewSplitOwner(sess.host, sess.find, op, sess.opts)
+	if err != nil {
+		sess.close()
+		return nil, nil, err
+	}
+	for i, st := range op.Stages {
+		if s := setups[i]; s != nil {
+			dir := filepath.Join(rf.keys, fmt.Sprintf("stage-%d", st.Encrypted.Segments[0].Index))
+			fmt.Printf("keys of stage %s: %v (%s)\n", st.Name, s.KeyGen.Round(time.Millisecond), keysHow(s, filepath.Join(dir, remote.SecretKeyFile)))
+		}
+	}
+	return sess, so, nil
+}

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/ciphercut/ciphercut/compiler"
+	"github.com/ciphercut/ciphercut/ir"
+	"github.com/ciphercut/ciphercut/passes"
+	"github.com/ciphercut/ciphercut/runtime/split"
+	"github.com/ciphercut/ciphercut/testsuite/smallring"
+	"github.com/ciphercut/ciphercut/testsuite/synth"
+)
+
+// TestGenerateInsecureSmallRing compiles a tiny synthetic causal language
+// model (token and positional embedding, one causal attention block,
+// LayerNormalization, head; see synth.GPT) to a 128-bit split plan: the
+// embedding on the data owner by the default policy, the block encrypted,
+// the last LayerNormalization and the head on the data owner
+// (--reveal-suffix 2). It moves the encrypted stage to the test-only ring
+// N=2^12 (same levels and rotations) and generates tokens greedily,
+// encrypted: every token must equal the exact model's greedy generation.
+func TestGenerateInsecureSmallRing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("encrypted runs take tens of seconds; skipped in -short mode")
+	}
+	o := synth.GPTOptions{AttentionOptions: synth.AttentionOptions{Tokens: 6, Dim: 8, Heads: 2, Seed: 2}, Vocab: 8}
+	g := synth.GPT(o)
+	plan, err := compiler.Compile(g, "gpt", []byte("synthetic gpt"), compiler.CompileOptions{Calib: synth.GPTTokens(o, 256, 5),
+		Split: &passes.SplitOptions{Cut: "auto", Policy: passes.SplitPolicy{RevealPrefix: -1, RevealSuffix: 2}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", plan.Approximations)
+	if !strings.Contains(plan.Approximations, "causal mask") {
+		t.Errorf("no causal mask rewritten:\n%s", plan.Approximations)
+	}
+	var kinds []passes.StageKind
+	for i, s := range plan.Stages {
+		kinds = append(kinds, s.Kind)
+		if p := s.Program; p != nil {
+			if p.Params.SecurityBits < 128 {
+				t.Fatalf("stage %d: %s, want 128-bit security", i, p.Params)
+			}
+			t.Logf("stage %d: %s, depth %d, %d bootstraps", i, p.Params, p.Depth(), p.Bootstraps())
+			if plan.Stages[i].Program, err = smallring.Move(p, 12); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if want := []passes.StageKind{passes.StagePrefix, passes.StageEncrypted, passes.StageSuffix}; !slices.Equal(kinds, want) {
+		t.Fatalf("stages %v, want %v", kinds, want)
+	}
+	if n := plan.Stages[0].Nodes; !slices.Contains(n, "Gather_2") {
+		t.Errorf("prefix %v does not hold the embedding", n)
+	}
+	plan.Vocab = strings.Split("abcdefgh", "")
+	ref, err := ir.UnmarshalGraph(plan.Graph)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lm, err := newLanguageModel("gpt.plan", plan, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exact := g.Clone()
+	if err := passes.BindInputs(exact, map[string]ir.Shape{"input": {1, o.Tokens}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := compiler.RunPasses(exact, compiler.Canonicalize, compiler.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	stages, err := plan.RunStages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := lm.tokenize("BadCab")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != o.Tokens {
+		t.Fatalf("prompt of %d tokens, want it padded to %d", len(ids), o.Tokens)
+	}
+	var out bytes.Buffer
+	res, err := lm.generate(&out, ids, 4, stages, split.KeepSessions(nil), exact)
+	t.Logf("\n%s", out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.SameSequence != 4 {
+		t.Errorf("encrypted generation %v, plaintext %v", res.Encrypted, res.Plain)
+	}
+	// The same plan from a file, its encrypted stage on an in-process
+	// libp2p worker (compared with the plan's polynomial reference: the
+	// synthetic model has no ONNX file).
+	path := filepath.Join(t.TempDir(), "gpt.plan")
+	if err := compiler.WritePlan(path, plan); err != nil {
+		t.Fatal(err)
+	}
+	if err := run("generate", path, "--prompt", "BadCab", "--tokens", "2", "--workers", "1"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestGenerateErrors checks generate's errors on plans it cannot use.
+func TestGenerateErrors(t *testing.T) {
+	dir := t.TempDir()
+	plan := filepath.Join(dir, "mlp.plan")
+	if err := run("compile", filepath.Join(digitsMLP, "model.onnx"), "-o", plan); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"generate", plan, "--prompt", "hi"}, "token ids"},
+		{[]string{"generate", plan, "--prompt", "hi", "--tokens", "0"}, "--tokens 0"},
+	} {
+		err := run(c.args...)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: error %v, want one containing %q", c.args, err, c.want)
+		}
+	}
+}
+
+// TestCompileTinyGPT compiles the zoo's tiny-gpt with the defaults: a
+// split plan whose prefix is the token and positional embedding and whose
+// suffix is the head, the two blocks encrypted at 128-bit security. Its
+// compilation probes replicated attention products of 32768 slots and
+// takes tens of minutes on two cores, so it runs only with
+// CIPHERCUT_TINY_GPT=1 (and not in -short mode).
+func TestCompileTinyGPT(t *testing.T) {
+	if testing.Short() || os.Getenv("CIPHERCUT_TINY_GPT") != "1" {
+		t.Skip("tiny-gpt compiles in tens of minutes; set CIPHERCUT_TINY_GPT=1 (not in -short mode)")
+	}
+	dir := t.TempDir()
+	planPath := filepath.Join(dir, "tiny.plan")
+	if err := run("compile", "../../testsuite/models/tiny-gpt/model.onnx", "-o", planPath); err != nil {
+		t.Fatal(err)
+	}
+	plan, err := compiler.ReadPlan(planPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []passes.StageKind
+	for _, s := range plan.Stages {
+		kinds = append(kinds, s.Kind)
+		if p := s.Program; p != nil && p.Params.SecurityBits < 128 {
+			t.Errorf("%s stage: %s, want 128-bit security", s.Kind, p.Params)
+		}
+	}
+	if len(kinds) < 3 || kinds[0] != passes.StagePrefix || kinds[len(kinds)-1] != passes.StageSuffix {
+		t.Fatalf("stages %v, want a prefix, encrypted stages and a suffix", kinds)
+	}
+	if !slices.Contains(plan.Stages[0].Nodes, "/tok/Gather") || !slices.Contains(plan.Stages[len(kinds)-1].Nodes, "/head/MatMul") {
+		t.Errorf("prefix %v, suffix %v: want the embedding and the head on the data owner", plan.Stages[0].Nodes, plan.Stages[len(kinds)-1].Nodes)
+	}
+	if len(plan.Vocab) != 42 {
+		t.Errorf("vocabulary of %d tokens, want tiny-gpt's 42", len(plan.Vocab))
+	}
+}
