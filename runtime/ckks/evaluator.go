@@ -504,8 +504,14 @@ type laneState struct {
 	prerot []*rlwe.Element[ringqp.Poly]
 	rotMap map[int]*rlwe.Element[ringqp.Poly]
 	pool   []*rlwe.Ciphertext
-	lazy   []*lazyBuffers           // per evaluator, for lazily encoded matrices
-	boot   *bootstrapping.Evaluator // the lane's copy, made on first use
+	// poolCap bounds the pool (plan.laneCiphertexts): ciphertexts that
+	// Lattigo allocates (bootstrap and polynomial outputs) join it when
+	// their values die, and an unbounded pool grew by about 1 GiB over
+	// ResNet-20's 18 bootstraps.
+	poolCap  int
+	maxLimbs int                      // the program's top level plus one
+	lazy     []*lazyBuffers           // per evaluator, for lazily encoded matrices
+	boot     *bootstrapping.Evaluator // the lane's copy, made on first use
 }
 
 // state returns an idle lane state with at least n evaluators.
@@ -518,7 +524,8 @@ func (e *Evaluator) state(n int) *laneState {
 	}
 	e.mu.Unlock()
 	if st == nil {
-		st = &laneState{evals: []*hefloat.Evaluator{e.base.ShallowCopy()}, rotMap: map[int]*rlwe.Element[ringqp.Poly]{}}
+		st = &laneState{evals: []*hefloat.Evaluator{e.base.ShallowCopy()}, rotMap: map[int]*rlwe.Element[ringqp.Poly]{},
+			poolCap: e.plan.laneCiphertexts(), maxLimbs: e.plan.params.MaxLevel() + 1}
 		st.poly = hefloat.NewPolynomialEvaluator(e.plan.params, st.evals[0])
 	}
 	for len(st.evals) < n {
@@ -577,10 +584,14 @@ func reslice(ct *rlwe.Ciphertext, level int) bool {
 	return true
 }
 
+// put returns ct to the pool, unless the pool is full or ct holds more
+// limbs than the program's top level (a ciphertext of the bootstrapping
+// circuit's longer chain); the collector then reclaims it.
 func (st *laneState) put(ct *rlwe.Ciphertext) {
-	if ct != nil {
-		st.pool = append(st.pool, ct)
+	if ct == nil || len(st.pool) >= st.poolCap || len(ct.Value) != 2 || cap(ct.Value[0].Coeffs) > st.maxLimbs {
+		return
 	}
+	st.pool = append(st.pool, ct)
 }
 
 // preRotated returns the map of pre-rotation buffers for the baby steps.

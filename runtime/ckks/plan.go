@@ -374,7 +374,14 @@ func (pl *plan) lazyMatrices(budget int64) []bool {
 func (pl *plan) laneBytes() int64 {
 	qp := pl.qpBytes()
 	babies, group := pl.widestBSGS()
-	// Live ciphertexts: the values alive at once, plus pooled temporaries.
+	cts := int64(pl.laneCiphertexts())
+	return int64(babies)*2*qp + int64(group)*qp + cts*2*qp
+}
+
+// laneCiphertexts is the number of ciphertexts a lane holds at most: the
+// values alive at once plus 8 pooled temporaries. The lane's pool keeps no
+// more (laneBytes counts this many).
+func (pl *plan) laneCiphertexts() int {
 	live, maxLive := map[int]bool{}, 0
 	last := make([]int, len(pl.prog.Values))
 	for i, ins := range pl.prog.Instrs {
@@ -397,8 +404,7 @@ func (pl *plan) laneBytes() int64 {
 			}
 		}
 	}
-	cts := int64(maxLive + 8)
-	return int64(babies)*2*qp + int64(group)*qp + cts*2*qp
+	return maxLive + 8
 }
 
 // workerBytes estimates the memory each core beyond the first adds to a
