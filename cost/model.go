@@ -416,11 +416,13 @@ func (m *machine) instrSeconds(c OpCounts, inner int, feature bool) float64 {
 		}
 		t = m.linFix*matrixModel(lv, c.Matrices, c.Diagonals, c.BabySteps, c.GiantSteps, inner, m.speedup) +
 			float64(c.Adds)*lv.Add + float64(c.Rescales)*lv.Rescale + float64(c.PlainAdds)*out.AddPlain
-		// Diagonals encoded at each use, over the extended basis Q_l·P
-		// (the profile encodes over Q_l), spread over the lane's cores with
-		// the giant steps.
-		ext := float64(c.LevelIn+1+m.nP) / float64(c.LevelIn+1)
-		t += float64(c.Encodes) * lv.Encode * ext / m.speedup(min(inner, max(1, c.GiantSteps)))
+		// Diagonals encoded at each use, over the extended basis Q_l·P: an
+		// encoding's FFT is the same at every level and its NTTs grow by
+		// one prime per level, which the profile's levels interpolate, so
+		// nP primes more cost what nP levels more do. Spread over the
+		// lane's cores with the giant steps.
+		enc := m.at(c.LevelIn + m.nP).Encode
+		t += float64(c.Encodes) * enc / m.speedup(min(inner, max(1, c.GiantSteps)))
 		return t
 	case "poly":
 		mid := m.at((c.LevelIn + c.LevelOut) / 2)
