@@ -389,10 +389,13 @@ func (m *machine) at(level int) Level {
 }
 
 // ksCost is proportional to the cost of a key switch at a level with nP
-// key-switching primes: digits × primes of the extended basis.
+// key-switching primes, in NTTs of one prime: each of the digits is raised
+// to the extended basis and transformed there (digits × primes of Q_l·P),
+// and ModDown transforms both components back through every prime of
+// Q_l·P (2 × primes). More P primes mean fewer digits but a wider ModDown.
 func ksCost(level, nP int) float64 {
 	digits := (level + nP) / nP // ceil((level+1)/nP)
-	return float64(digits * (level + 1 + nP))
+	return float64((digits + 2) * (level + 1 + nP))
 }
 
 // ctBytes is the size of a degree-1 ciphertext at a level: two polynomials
