@@ -37,6 +37,11 @@ import (
 // probe.
 const lowerProbeSetBudget = 1 << 24
 
+// lowerProbeExactSums bounds the columns that the exact read sets of one
+// elementwise sum of several non-constant operands may hold (see
+// probeDeps.elementwise); a variable for tests.
+var lowerProbeExactSums = lowerProbeSetBudget / 8
+
 // lowerColoring groups the columns of a region (its inputs' elements, input
 // by input, in row-major order) into colors whose columns no output element
 // reads two of.
@@ -381,17 +386,67 @@ func (d *probeDeps) elementwise(n *ir.Node, ids map[*ir.Value][]int32, shapes ma
 		return nil
 	}
 	res := make([]int32, out.Size())
-	var tmp []int32
-	for e := range res {
-		if len(maps) == 1 {
+	if len(maps) == 1 {
+		for e := range res {
 			res[e] = srcs[0][maps[0][e]]
-			continue
 		}
-		tmp = tmp[:0]
+		return [][]int32{res}
+	}
+	// Exact unions, one per distinct tuple of operand sets, unless they
+	// would hold too many columns (a residual sum of a per-element input
+	// and per-row sets makes a set per element): then each group of
+	// elements sharing a set in the operand of fewest distinct sets reads
+	// the union of the group, which overstates the reads.
+	tuples := map[string][]int32{}
+	key := make([]int32, len(maps))
+	estimate := 0
+	distinct := make([]map[int32]bool, len(maps))
+	for j := range maps {
+		distinct[j] = map[int32]bool{}
+	}
+	for e := range res {
 		for j, mp := range maps {
-			tmp = append(tmp, srcs[j][mp[e]])
+			key[j] = srcs[j][mp[e]]
+			distinct[j][key[j]] = true
 		}
-		res[e] = d.union(tmp)
+		k := string(unsafe.Slice((*byte)(unsafe.Pointer(&key[0])), 4*len(key)))
+		if _, ok := tuples[k]; !ok {
+			tuples[k] = slices.Clone(key)
+			for _, id := range key {
+				estimate += len(d.sets[id])
+			}
+		}
+	}
+	var tmp []int32
+	if estimate <= lowerProbeExactSums {
+		for e := range res {
+			tmp = tmp[:0]
+			for j, mp := range maps {
+				tmp = append(tmp, srcs[j][mp[e]])
+			}
+			res[e] = d.union(tmp)
+		}
+		return [][]int32{res}
+	}
+	coarse := 0
+	for j := range maps {
+		if len(distinct[j]) < len(distinct[coarse]) {
+			coarse = j
+		}
+	}
+	groups := map[int32][]int32{}
+	for e := range res {
+		g := srcs[coarse][maps[coarse][e]]
+		for j, mp := range maps {
+			groups[g] = append(groups[g], srcs[j][mp[e]])
+		}
+	}
+	union := make(map[int32]int32, len(groups))
+	for g, l := range groups {
+		union[g] = d.union(l)
+	}
+	for e := range res {
+		res[e] = union[srcs[coarse][maps[coarse][e]]]
 	}
 	return [][]int32{res}
 }

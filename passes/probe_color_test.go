@@ -94,8 +94,19 @@ func pcRandomGraph(seed uint64) *ir.Graph {
 
 // TestProbeColoring checks that probing many columns per run (colored
 // probes, batched or not, and whole tensors) gives exactly the matrices of
-// probing one column at a time, on random affine graphs.
+// probing one column at a time, on random affine graphs, with exact read sets
+// of elementwise sums and with coarse ones.
 func TestProbeColoring(t *testing.T) {
+	t.Run("exact", func(t *testing.T) { pcCheckColoring(t) })
+	t.Run("coarse", func(t *testing.T) {
+		defer func(v int) { lowerProbeExactSums = v }(lowerProbeExactSums)
+		lowerProbeExactSums = 0
+		pcCheckColoring(t)
+	})
+}
+
+// pcCheckColoring compares colored and one-column probes on random graphs.
+func pcCheckColoring(t *testing.T) {
 	colored := 0
 	for seed := range uint64(120) {
 		g := pcRandomGraph(seed)
