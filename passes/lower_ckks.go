@@ -99,8 +99,8 @@ func (o LowerOptions) withDefaults() LowerOptions {
 }
 
 // MaxProbeInput is the largest number of elements of one input of an affine
-// region that LowerCKKS extracts by probing (one interpreter run per
-// element).
+// region that LowerCKKS extracts by probing (one probe per element, or per
+// color of elements no output reads two of).
 const MaxProbeInput = 65536
 
 // LowerCKKS compiles a canonical tensor graph whose activations are already
@@ -130,8 +130,9 @@ const MaxProbeInput = 65536
 // reference interpreter on zero inputs (the bias) and on one-hot inputs (the
 // columns), and checks the result on a random input. So a chain such as
 // Conv, AveragePool, Flatten, Dense is one OpLinear, one level, whatever its
-// length. Probing costs one evaluation of the region per input element
-// (batched); an input of more than MaxProbeInput elements is an error. A
+// length. Probing costs one evaluation of the region per color of input
+// elements (batched), the elements of one color being read by disjoint
+// output elements (see lowerColorColumns), at most one per element; an input of more than MaxProbeInput elements is an error. A
 // lower bound on the depth is checked first, so that a model too deep for
 // any ring fails before probing.
 //
