@@ -1,11 +1,13 @@
 package passes
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 
 	"github.com/ciphercut/ciphercut/ir"
@@ -97,8 +99,8 @@ func (o LowerOptions) withDefaults() LowerOptions {
 }
 
 // MaxProbeInput is the largest number of elements of one input of an affine
-// region that LowerCKKS extracts by probing (one interpreter run per
-// element).
+// region that LowerCKKS extracts by probing (one probe per element, or per
+// color of elements no output reads two of).
 const MaxProbeInput = 65536
 
 // LowerCKKS compiles a canonical tensor graph whose activations are already
@@ -128,8 +130,9 @@ const MaxProbeInput = 65536
 // reference interpreter on zero inputs (the bias) and on one-hot inputs (the
 // columns), and checks the result on a random input. So a chain such as
 // Conv, AveragePool, Flatten, Dense is one OpLinear, one level, whatever its
-// length. Probing costs one evaluation of the region per input element
-// (batched); an input of more than MaxProbeInput elements is an error. A
+// length. Probing costs one evaluation of the region per color of input
+// elements (batched), the elements of one color being read by disjoint
+// output elements (see lowerColorColumns), at most one per element; an input of more than MaxProbeInput elements is an error. A
 // lower bound on the depth is checked first, so that a model too deep for
 // any ring fails before probing.
 //
@@ -686,28 +689,25 @@ type lowerProbeResult struct {
 const lowerProbeBudget = 1 << 22
 
 // lowerProbe extracts the affine maps of sub, a graph of affine nodes. It
-// probes many columns per interpreter run (the batch axis carries one probe
-// each) and checks the result on a random input; when that fails (a node
-// that fixes the batch axis, such as a Reshape to [1, ...]), it probes one
-// column per run. With whole set, sub's values have no batch axis (see
-// LowerOptions.WholeTensor): it probes one column per run, on inputs of
-// their declared shapes.
+// probes many columns per interpreter run: the columns of one color of
+// lowerColorColumns at once, and many colors per run along the batch axis
+// (one probe each); it checks the result on a random input. When the batch
+// axis cannot carry probes (a node that fixes it, such as a Reshape to
+// [1, ...]), it probes one color per run. With whole set, sub's values have
+// no batch axis (see LowerOptions.WholeTensor): it probes one color per run,
+// on inputs of their declared shapes.
 func lowerProbe(sub *ir.Graph, whole bool) (*lowerProbeResult, error) {
-	if whole {
-		base := sub.Clone()
-		res, err := lowerProbeColumns(base, base, 0)
-		if err != nil {
-			return nil, err
-		}
-		if err := lowerCheckProbe(base, res, 0); err != nil {
-			return nil, err
-		}
-		return res, nil
-	}
 	base := sub.Clone()
-	cols := 0
+	if whole {
+		return lowerProbeChecked(base, base, 0, lowerColorColumns(base, 0))
+	}
+	color := lowerColorColumns(base, 1)
+	groups := 0
 	for _, x := range base.Inputs {
-		cols += x.Shape.Size()
+		groups += x.Shape.Size()
+	}
+	if color != nil {
+		groups = len(color.groups)
 	}
 	perSample := 0
 	for _, v := range base.Values() {
@@ -715,27 +715,35 @@ func lowerProbe(sub *ir.Graph, whole bool) (*lowerProbeResult, error) {
 			perSample += v.Shape.Size()
 		}
 	}
-	batch := min(1024, cols, max(1, lowerProbeBudget/max(1, perSample)))
-	var res *lowerProbeResult
-	var err error
+	batch := min(1024, groups, max(1, lowerProbeBudget/max(1, perSample)))
 	if batch > 1 {
 		bg := sub.Clone()
 		for _, x := range bg.Inputs {
 			x.Shape[0] = -1
 		}
-		res, err = lowerProbeColumns(base, bg, batch)
+		res, err := lowerProbeColumns(base, bg, batch, color)
 		if err == nil {
 			err = lowerCheckProbe(base, res, 1)
 		}
+		if err == nil {
+			return res, nil
+		}
 	}
-	if batch <= 1 || err != nil {
-		res, err = lowerProbeColumns(base, base, 1)
-		if err != nil {
-			return nil, err
-		}
-		if err := lowerCheckProbe(base, res, 1); err != nil {
-			return nil, err
-		}
+	return lowerProbeChecked(base, base, 1, color)
+}
+
+// lowerProbeChecked probes base by probe (see lowerProbeColumns) and checks
+// the result; when the colored probe fails, it probes one column per probe.
+func lowerProbeChecked(base, probe *ir.Graph, batch int, color *lowerColoring) (*lowerProbeResult, error) {
+	res, err := lowerProbeColumns(base, probe, batch, color)
+	if err == nil {
+		err = lowerCheckProbe(base, res, batch)
+	}
+	if err != nil && color != nil {
+		return lowerProbeChecked(base, probe, batch, nil)
+	}
+	if err != nil {
+		return nil, err
 	}
 	return res, nil
 }
@@ -775,12 +783,14 @@ func lowerZeroFeeds(g *ir.Graph, batch int) []*ir.Tensor {
 }
 
 // lowerProbeColumns runs probe (the region, batch axis free when batch > 1)
-// on one-hot inputs, batch-1 columns per run plus a zero row that each
-// column is measured against, and base once on zeros for the bias. Batch 0
-// means the values have no batch axis: one column per run, inputs of their
+// on inputs with ones at the columns of one color (color's groups, or one
+// column each when color is nil), batch-1 colors per run plus a zero row that
+// each color is measured against, and base once on zeros for the bias. Batch
+// 0 means the values have no batch axis: one color per run, inputs of their
 // declared shapes. Differences below 1e-13 relative to the bias are taken as
-// rounding noise.
-func lowerProbeColumns(base, probe *ir.Graph, batch int) (*lowerProbeResult, error) {
+// rounding noise. It fails when an output element changes under a color
+// none of whose columns it reads.
+func lowerProbeColumns(base, probe *ir.Graph, batch int, color *lowerColoring) (*lowerProbeResult, error) {
 	zero, err := lowerRun(base, lowerZeroFeeds(base, min(batch, 1)))
 	if err != nil {
 		return nil, err
@@ -800,9 +810,18 @@ func lowerProbeColumns(base, probe *ir.Graph, batch int) (*lowerProbeResult, err
 			columns = append(columns, column{i, c})
 		}
 	}
+	var groups [][]int
+	if color != nil {
+		groups = color.groups
+	} else {
+		groups = make([][]int, len(columns))
+		for j := range groups {
+			groups[j] = []int{j}
+		}
+	}
 	step := max(1, batch-1)
-	for start := 0; start < len(columns); start += step {
-		end := min(len(columns), start+step)
+	for start := 0; start < len(groups); start += step {
+		end := min(len(groups), start+step)
 		rows := end - start
 		if batch > 1 {
 			rows++ // row 0: zeros
@@ -812,13 +831,15 @@ func lowerProbeColumns(base, probe *ir.Graph, batch int) (*lowerProbeResult, err
 			feeds = lowerZeroFeeds(probe, 0)
 		}
 		for j := start; j < end; j++ {
-			col := columns[j]
 			row := j - start
 			if batch > 1 {
 				row++
 			}
-			n := base.Inputs[col.in].Shape.Size()
-			feeds[col.in].Float[row*n+col.c] = 1
+			for _, g := range groups[j] {
+				col := columns[g]
+				n := base.Inputs[col.in].Shape.Size()
+				feeds[col.in].Float[row*n+col.c] = 1
+			}
 		}
 		outs, err := lowerRun(probe, feeds)
 		if err != nil {
@@ -834,7 +855,6 @@ func lowerProbeColumns(base, probe *ir.Graph, batch int) (*lowerProbeResult, err
 				ref = outs[k].Float[:n]
 			}
 			for j := start; j < end; j++ {
-				col := columns[j]
 				row := j - start
 				if batch > 1 {
 					row++
@@ -843,9 +863,27 @@ func lowerProbeColumns(base, probe *ir.Graph, batch int) (*lowerProbeResult, err
 				for r, v := range y {
 					d := v - ref[r]
 					if d != 0 && math.Abs(d) > 1e-13*math.Abs(ref[r]) {
+						g := groups[j][0]
+						if len(groups[j]) > 1 {
+							var ok bool
+							if g, ok = color.column(k, r, j); !ok {
+								return nil, fmt.Errorf("element %d of %q changes under probe %d, which sets no column it reads", r, o.Name, j)
+							}
+						}
+						col := columns[g]
 						res.mats[k][col.in] = append(res.mats[k][col.in], lowerEntry{r, col.c, d})
 					}
 				}
+			}
+		}
+	}
+	if color != nil {
+		// The order of probing one column at a time: by column, then row.
+		for _, ms := range res.mats {
+			for _, m := range ms {
+				slices.SortFunc(m, func(a, b lowerEntry) int {
+					return cmp.Or(cmp.Compare(a.c, b.c), cmp.Compare(a.r, b.r))
+				})
 			}
 		}
 	}

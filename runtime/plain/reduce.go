@@ -49,6 +49,18 @@ func reduceAxes(n *ir.Node, opset, inputSince int64, in []*ir.Tensor, rank int) 
 	return mask, nil
 }
 
+// ReduceAxes resolves the axes of a ReduceSum or ReduceMean node n on an
+// input of the given rank, with in its input tensors (the axes input from
+// the opset where it replaces the attribute): a per-axis mask, or nil for no
+// reduction (empty axes with noop_with_empty_axes=1).
+func ReduceAxes(n *ir.Node, opset int64, in []*ir.Tensor, rank int) ([]bool, error) {
+	since := int64(13)
+	if n.Op == "ReduceMean" {
+		since = 18
+	}
+	return reduceAxes(n, opset, since, in, rank)
+}
+
 // reduceKernel builds ReduceSum (mean=false) or ReduceMean (mean=true);
 // inputSince is the opset from which axes is an input.
 func reduceKernel(mean bool, inputSince int64) Kernel {

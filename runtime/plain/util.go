@@ -125,3 +125,9 @@ func optionalInput(in []*ir.Tensor, i int) *ir.Tensor {
 	}
 	return nil
 }
+
+// BroadcastIndex returns, for every element of a tensor of shape out
+// (row-major), the flat index of the element of a tensor of shape in that
+// NumPy broadcasting maps onto it (the index map of Expand and of the
+// elementwise kernels).
+func BroadcastIndex(in, out ir.Shape) []int { return broadcastIndex(in, out) }
