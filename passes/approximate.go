@@ -252,15 +252,7 @@ func ApproximateActivations(g *ir.Graph, calib *ir.Tensor, opts ApproxOptions) (
 		e := st.entry
 		rep.Entries = append(rep.Entries, e)
 	}
-	var nodes []*ir.Node
-	for _, n := range g.Nodes {
-		if r, ok := repl[n]; ok {
-			nodes = append(nodes, r...)
-			continue
-		}
-		nodes = append(nodes, n)
-	}
-	g.Nodes = nodes
+	spliceReplacements(g, repl)
 	if err := g.Sort(); err != nil {
 		return nil, err
 	}

@@ -232,7 +232,7 @@ func DecomposeTransformer(g *ir.Graph, calib *ir.Tensor, opts TransformerOptions
 			}
 		}
 	}
-	tfReplace(g, repl)
+	spliceReplacements(g, repl)
 	if len(norms) == 0 {
 		return rep, g.Sort()
 	}
@@ -269,12 +269,13 @@ func DecomposeTransformer(g *ir.Graph, calib *ir.Tensor, opts TransformerOptions
 		repl[n] = nodes
 		rep.Entries = append(rep.Entries, e)
 	}
-	tfReplace(g, repl)
+	spliceReplacements(g, repl)
 	return rep, g.Sort()
 }
 
-// tfReplace puts each node's replacement where it stands in g.Nodes.
-func tfReplace(g *ir.Graph, repl map[*ir.Node][]*ir.Node) {
+// spliceReplacements puts each node's replacement nodes where it stands
+// in g.Nodes.
+func spliceReplacements(g *ir.Graph, repl map[*ir.Node][]*ir.Node) {
 	if len(repl) == 0 {
 		return
 	}
