@@ -105,12 +105,9 @@ func inspectProgram(prog *ckksir.Program, memLimit string) error {
 	if keys.BootstrapMatrixBytes > 0 {
 		fmt.Printf("bootstrapping DFT matrices on the worker: %.1f MiB\n", float64(keys.BootstrapMatrixBytes)/(1<<20))
 	}
-	limit, err := parseMemoryLimit(memLimit)
+	limit, err := limitOrAvailable(memLimit)
 	if err != nil {
 		return err
-	}
-	if limit == 0 {
-		limit = local.MemoryAvailable()
 	}
 	if limit > 0 {
 		m, err := local.PlanMemory(keys, local.WeightBytes(prog), limit, runtime.NumCPU())

@@ -46,17 +46,24 @@ func parseMemoryLimit(s string) (int64, error) {
 	return int64(b), nil
 }
 
+// limitOrAvailable is the --memory-limit value s (parseMemoryLimit), or
+// the memory available now when s is empty; 0 when neither is known.
+func limitOrAvailable(s string) (int64, error) {
+	limit, err := parseMemoryLimit(s)
+	if err != nil || limit > 0 {
+		return limit, err
+	}
+	return local.MemoryAvailable(), nil
+}
+
 // inProcessMemory plans the memory of an in-process run of prog on cpus
 // cores (0: all of this machine's) within the --memory-limit value s
 // (default: the memory available now). It returns nil when the limit is
 // unknown or the run does not fit (printing why on stderr).
 func inProcessMemory(prog *ckksir.Program, s string, cpus int) (*local.MemoryPlan, error) {
-	limit, err := parseMemoryLimit(s)
+	limit, err := limitOrAvailable(s)
 	if err != nil {
 		return nil, err
-	}
-	if limit == 0 {
-		limit = local.MemoryAvailable()
 	}
 	if limit <= 0 {
 		return nil, nil
