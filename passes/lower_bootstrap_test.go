@@ -10,13 +10,13 @@ import (
 	"github.com/ciphercut/ciphercut/runtime/plain"
 )
 
-// lcDeep builds a network deeper than any 128-bit modulus chain: x[1,16]
-// -> 8 x (Dense 16x16, relu of degree 63 on [-8, 8]) -> Dense 16x4, depth
-// 57.
-func lcDeep() *ir.Graph {
+// lcDeep builds a network of layers x (Dense 16x16, relu of degree 63 on
+// [-8, 8]) then Dense 16x4 on x[1,16]: depth 7 layers + 1; with 8 layers
+// (depth 57) deeper than any 128-bit modulus chain.
+func lcDeep(layers int) *ir.Graph {
 	b := newBuilder("deep", 13)
 	h := b.input("x", 1, 16)
-	for i := range 8 {
+	for i := range layers {
 		w := b.konst("w"+string(rune('0'+i)), ir.Shape{16, 16})
 		for k := range w.Const.Float {
 			w.Const.Float[k] *= 0.5
@@ -25,6 +25,40 @@ func lcDeep() *ir.Graph {
 		h = b.op("Poly", lcPolyAttrs("Relu", lcRelu, 8, 63), h)
 	}
 	return b.output(b.op("Dense", nil, h, b.konst("wo", ir.Shape{16, 4}), nil))
+}
+
+// TestLowerKeyBudget lowers a depth-22 network that a modulus chain holds
+// without bootstrapping: within a generous key budget it does so; when the
+// keys of that chain exceed the budget (LowerOptions.MaxKeyBytes) it
+// bootstraps on the short residual chain instead, and its keys shrink.
+func TestLowerKeyBudget(t *testing.T) {
+	g := lcDeep(3)
+	if err := InferShapes(g); err != nil {
+		t.Fatal(err)
+	}
+	lower := func(budget int64) (*ckksir.Program, *ckks.KeyPlan) {
+		t.Helper()
+		p, err := LowerCKKS(g, LowerOptions{Boot: ckksir.DefaultBootParams(), MaxKeyBytes: budget})
+		if err != nil {
+			t.Fatal(err)
+		}
+		kp, err := ckks.PlanKeys(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p, kp
+	}
+	deep, deepKeys := lower(1 << 40)
+	if n := deep.Bootstraps(); n != 0 {
+		t.Fatalf("within a 1 TiB key budget: %d bootstraps, want none (%s)", n, deep.Params)
+	}
+	budget := deepKeys.TotalBytes - deepKeys.KeyBytes
+	short, shortKeys := lower(budget)
+	t.Logf("without bootstrapping: %s, keys %d MiB; over a %d MiB budget: %s, %d bootstraps, rotation keys %d MiB",
+		deep.Params, deepKeys.TotalBytes>>20, budget>>20, short.Params, short.Bootstraps(), (shortKeys.TotalBytes-shortKeys.BootstrapBytes)>>20)
+	if short.Bootstraps() == 0 || short.Params.MaxLevel() >= deep.Params.MaxLevel() {
+		t.Fatalf("over the key budget: %s with %d bootstraps, want bootstraps on a shorter chain than %s", short.Params, short.Bootstraps(), deep.Params)
+	}
 }
 
 // TestLowerBootstrappedInsecureSmallRing lowers a depth-57 network with
@@ -38,7 +72,7 @@ func TestLowerBootstrappedInsecureSmallRing(t *testing.T) {
 	if testing.Short() {
 		t.Skip("bootstrapping takes tens of seconds; skipped in -short mode")
 	}
-	g := lcDeep()
+	g := lcDeep(8)
 	if err := InferShapes(g); err != nil {
 		t.Fatal(err)
 	}

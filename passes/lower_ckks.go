@@ -12,6 +12,7 @@ import (
 
 	"github.com/ciphercut/ciphercut/ir"
 	"github.com/ciphercut/ciphercut/ir/ckksir"
+	"github.com/ciphercut/ciphercut/runtime/ckks"
 	"github.com/ciphercut/ciphercut/runtime/plain"
 )
 
@@ -61,6 +62,15 @@ type LowerOptions struct {
 	// the largest ring and places bootstraps (see lower_bootstrap.go). Nil
 	// makes such a circuit an error.
 	Boot *ckksir.BootParams
+	// MaxKeyBytes, when positive and Boot is set, bounds the evaluation
+	// keys of a program lowered without bootstrapping: a circuit whose
+	// modulus chain fits but whose rotation and relinearization keys
+	// (deep chains make every key large) would take more bootstraps
+	// instead, on the short residual chain, like a circuit too deep for any
+	// chain. A plan whose keys do not fit the worker cannot run at all.
+	// Bootstrapping brings keys of its own (about 6 GiB at N=2^16), so a
+	// budget below that trades one oversized plan for another.
+	MaxKeyBytes int64
 	// NaivePlacement places bootstraps by the naive policy (bootstrap a
 	// value when an instruction has too few levels left for it) instead of
 	// minimizing the predicted time; for comparisons.
@@ -180,6 +190,11 @@ func LowerCKKS(g *ir.Graph, opts LowerOptions) (*ckksir.Program, error) {
 	if errLevels != nil && !bootstrap {
 		return nil, errLevels
 	}
+	if errLevels == nil {
+		if bootstrap, err = lw.keysTooLarge(); err != nil {
+			return nil, err
+		}
+	}
 	mags, err := lw.magnitudes()
 	if err != nil {
 		return nil, err
@@ -197,6 +212,28 @@ func LowerCKKS(g *ir.Graph, opts LowerOptions) (*ckksir.Program, error) {
 		return nil, fmt.Errorf("lowering %q produced an invalid program: %w", g.Name, err)
 	}
 	return lw.prog, nil
+}
+
+// keysTooLarge reports whether the program, lowered on a chain without
+// bootstrapping, needs more evaluation-key memory than opts.MaxKeyBytes
+// while bootstrapping could run it instead (see LowerOptions.MaxKeyBytes).
+func (lw *lowerer) keysTooLarge() (bool, error) {
+	o := lw.opts
+	if o.MaxKeyBytes <= 0 || o.Boot == nil || lw.blockSize*o.Batch > 1<<(o.MaxLogN-1) {
+		return false, nil
+	}
+	kp, err := ckks.PlanKeys(lw.prog)
+	if err != nil {
+		return false, fmt.Errorf("lowering %q: %w", lw.g.Name, err)
+	}
+	if kp.TotalBytes <= o.MaxKeyBytes {
+		return false, nil
+	}
+	if o.Log != nil {
+		fmt.Fprintf(o.Log, "keys of the %s chain without bootstrapping: %.1f GiB, more than the %.1f GiB allowed; bootstrapping instead\n",
+			lw.prog.Params, float64(kp.TotalBytes)/(1<<30), float64(o.MaxKeyBytes)/(1<<30))
+	}
+	return true, nil
 }
 
 // lowerKind classifies a node for lowering.

@@ -16,7 +16,7 @@ import (
 )
 
 func compileCmd() *cobra.Command {
-	var out, calib string
+	var out, calib, workerMemory string
 	var bootstrap bool
 	var opts compiler.CompileOptions
 	var cf cutFlags
@@ -61,6 +61,9 @@ func compileCmd() *cobra.Command {
 			}
 			if bootstrap {
 				opts.Lower.Boot = ckksir.DefaultBootParams()
+			}
+			if opts.Lower.MaxKeyBytes, err = keyBudget(workerMemory); err != nil {
+				return err
 			}
 			name := filepath.Base(filepath.Dir(args[0]))
 			plan, err := compiler.Compile(g, name, data, opts)
@@ -115,6 +118,7 @@ func compileCmd() *cobra.Command {
 	cmd.Flags().IntVar(&opts.Lower.MaxLogN, "max-logn", 16, "largest ring degree 2^LOGN to consider")
 	cf.add(cmd)
 	cmd.Flags().BoolVar(&opts.Lower.NaivePlacement, "naive-placement", false, "place bootstraps where a value runs out of levels instead of where they cost least (to compare the two)")
+	cmd.Flags().StringVar(&workerMemory, "worker-memory", "16GiB", "memory of the machine that runs the encrypted part: a circuit whose evaluation keys without bootstrapping would exceed 3/4 of it bootstraps on a short chain instead")
 	cmd.Flags().BoolVar(&bootstrap, "bootstrap", true, "bootstrap a model too deep for any modulus chain (on N=2^16, with a sparse secret; bootstrapping keys take about 8 GB)")
 	cmd.Flags().StringVar(&splitOut, "split-out", "", "also write the split plan into this directory: the data-owner plan (no worker weights), one worker shard per segment and the manifest (as `ciphercut shard`)")
 	split = addSplitFlags(cmd)

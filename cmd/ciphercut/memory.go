@@ -46,6 +46,19 @@ func parseMemoryLimit(s string) (int64, error) {
 	return int64(b), nil
 }
 
+// keyBudget is the evaluation-key memory a compiled program may need
+// without bootstrapping (passes.LowerOptions.MaxKeyBytes) on a worker of
+// the --worker-memory value s: three quarters of it, the rest left for the
+// runtime, working ciphertexts and the weights (diagonals are encoded at
+// each use when they do not fit).
+func keyBudget(s string) (int64, error) {
+	b, err := humanize.ParseBytes(s)
+	if err != nil || b == 0 || b > 1<<50 {
+		return 0, fmt.Errorf("--worker-memory %q: want a size such as 16GiB", s)
+	}
+	return int64(b) / 4 * 3, nil
+}
+
 // limitOrAvailable is the --memory-limit value s (parseMemoryLimit), or
 // the memory available now when s is empty; 0 when neither is known.
 func limitOrAvailable(s string) (int64, error) {
