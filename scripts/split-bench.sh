@@ -11,8 +11,8 @@
 # table `report` prints) and with --rtt 0 --bandwidth 1000Gbit/s, whose
 # predictions are compute only, comparable with the in-process measurements
 # (`eval` moves no bytes over a network) for the ranking of the cuts.
-# Needs the memory of the heaviest stage: 128-bit resnet20 with bootstraps
-# takes about 20 GB (BENCHMARKS.md, issue 5); run it on a quiet machine.
+# Runs with --memory-limit ${MEM:-16GiB}; 128-bit resnet20 with bootstraps
+# stays within 16 GiB (BENCHMARKS.md, issue 5); run it on a quiet machine.
 set -eu
 dir=$1
 samples=${2:-2}
@@ -26,7 +26,7 @@ plan() { # plan NAME ARGS...: compile, report, eval
 	p=$1; shift
 	"$cc" compile "$dir/model.onnx" -o "$out/$name-$p.plan" "$@" --rtt 0 --bandwidth 1000Gbit/s >"$out/$name-$p.compile.log" 2>&1
 	"$cc" report "$out/$name-$p.plan" --plot "$out/$name-$p.svg" >"$out/$name-$p.report.txt" 2>&1 || true
-	/usr/bin/time -v "$cc" eval "$out/$name-$p.plan" --data "$dir" --limit "$samples" >"$out/$name-$p.eval.txt" 2>&1
+	/usr/bin/time -v "$cc" eval "$out/$name-$p.plan" --data "$dir" --limit "$samples" --memory-limit "${MEM:-16GiB}" >"$out/$name-$p.eval.txt" 2>&1
 	printf '%s\t%s\n' "$p" "$(grep -E 'end to end|samples in' "$out/$name-$p.eval.txt" | tail -1)"
 }
 plan none --cut none
