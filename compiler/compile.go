@@ -87,6 +87,11 @@ func Compile(model *ir.Graph, name string, modelBytes []byte, opts CompileOption
 		return nil, fmt.Errorf("compile %s: %w", name, err)
 	}
 	logf("approximated %d activations", len(report.Entries))
+	if tfReport != nil && tfReport.Products > 0 {
+		// Skewed attention products keep their scores where the
+		// product leaves them (passes.LowerOptions).
+		opts.Lower.SharedProductLayouts = true
+	}
 	sum := sha256.Sum256(modelBytes)
 	plan := &Plan{
 		FormatVersion:  PlanFormatVersion,

@@ -71,6 +71,19 @@ type LowerOptions struct {
 	// Bootstrapping brings keys of its own (about 6 GiB at N=2^16), so a
 	// budget below that trades one oversized plan for another.
 	MaxKeyBytes int64
+	// SharedProductLayouts lets the two operands of each product of
+	// encrypted values (and the polynomials between them) share whatever
+	// layout the first of them to be computed takes, instead of sitting
+	// contiguously, and lets a linear map's output follow its input's
+	// slots (lowerFollowInput): the scores of a skewed attention product
+	// then stay where the product left them. The compiler sets it for
+	// graphs with products of two encrypted matrices; CNNs keep contiguous
+	// operands (their ReLU gates multiply by x) until measured with it.
+	SharedProductLayouts bool
+	// ResidualCuts cuts affine regions at residual streams
+	// (lowerResidualCuts), so that no map composes the products of several
+	// transformer blocks.
+	ResidualCuts bool
 	// NaivePlacement places bootstraps by the naive policy (bootstrap a
 	// value when an instruction has too few levels left for it) instead of
 	// minimizing the predicted time; for comparisons.
@@ -155,7 +168,7 @@ const MaxProbeInput = 65536
 //
 // Graph inputs sit contiguously at offset 0 of their block (per sample,
 // without the batch axis); each linear map's output sits where
-// lowerChooseLayout finds the fewest diagonals (see lower_layout.go: pooled
+// chooseLayout finds the fewest diagonals (see lower_layout.go: pooled
 // tensors stay scattered where their windows started), and a dense layer
 // may read a pooled or summed value materialized first (lowerCutBefore).
 // BlockSize is the smallest power of two holding every layout, never more
@@ -212,6 +225,67 @@ func LowerCKKS(g *ir.Graph, opts LowerOptions) (*ckksir.Program, error) {
 		return nil, fmt.Errorf("lowering %q produced an invalid program: %w", g.Name, err)
 	}
 	return lw.prog, nil
+}
+
+// groupProducts ties the operands and outputs of every product, and the
+// input and output of every polynomial connected to them, into groups that
+// share one layout (LowerOptions.SharedProductLayouts).
+func (lw *lowerer) groupProducts() {
+	parent := map[*ir.Value]*ir.Value{}
+	var find func(v *ir.Value) *ir.Value
+	find = func(v *ir.Value) *ir.Value {
+		p, ok := parent[v]
+		if !ok || p == v {
+			parent[v] = v
+			return v
+		}
+		r := find(p)
+		parent[v] = r
+		return r
+	}
+	union := func(a, b *ir.Value) { parent[find(a)] = find(b) }
+	inProduct := map[*ir.Value]bool{}
+	for _, n := range lw.g.Nodes {
+		switch lw.kind[n] {
+		case lowerMul:
+			union(n.Inputs[0], n.Outputs[0])
+			union(n.Inputs[1], n.Outputs[0])
+			inProduct[n.Outputs[0]] = true
+		case lowerPoly:
+			union(n.Inputs[0], n.Outputs[0])
+		}
+	}
+	products := map[*ir.Value]bool{}
+	for v := range inProduct {
+		products[find(v)] = true
+	}
+	lw.shared = map[*ir.Value]*ir.Value{}
+	lw.groupLayout = map[*ir.Value]ckksir.Layout{}
+	for v := range parent {
+		if r := find(v); products[r] {
+			lw.shared[v] = r
+		}
+	}
+}
+
+// sharedLayout returns the layout v's product group already has, if any.
+func (lw *lowerer) sharedLayout(v *ir.Value) (ckksir.Layout, bool) {
+	r, ok := lw.shared[v]
+	if !ok {
+		return ckksir.Layout{}, false
+	}
+	lay, ok := lw.groupLayout[r]
+	return lay, ok
+}
+
+// settle records lay as the layout of v's product group when the group has
+// none yet.
+func (lw *lowerer) settle(v *ir.Value, lay ckksir.Layout) {
+	if r, ok := lw.shared[v]; ok {
+		if _, set := lw.groupLayout[r]; !set {
+			lw.groupLayout[r] = lay
+		}
+	}
 }
 
 // keysTooLarge reports whether the program, lowered on a chain without
@@ -288,8 +362,13 @@ type lowerer struct {
 	slotLimit int
 	// contiguous marks needed values that must sit contiguously: the
 	// operands (through polynomials) of products, whose two inputs must
-	// share a layout.
-	contiguous map[*ir.Value]bool
+	// share a layout. With opts.SharedProductLayouts, shared[v] instead
+	// names v's product group (values that products and polynomials tie to
+	// one layout) and groupLayout holds each group's layout once its first
+	// value has one.
+	contiguous  map[*ir.Value]bool
+	shared      map[*ir.Value]*ir.Value
+	groupLayout map[*ir.Value]ckksir.Layout
 	// cut marks needed values that split an affine region: the nodes after
 	// them read them as region inputs (see lowerCutBefore).
 	cut map[*ir.Value]bool
@@ -373,17 +452,28 @@ func (lw *lowerer) analyze() error {
 	}
 	lw.cut, lw.cutOnly = map[*ir.Value]bool{}, map[*ir.Value]bool{}
 	if lw.opts.Packing != ckksir.PackFeature {
+		cut := func(v *ir.Value) {
+			if !seen[v] {
+				lw.cutOnly[v] = true
+			}
+			need(v)
+			lw.cut[v] = true
+		}
 		for _, n := range g.Nodes {
 			if v := lowerCutBefore(n, lw.kind); v != nil {
-				if !seen[v] {
-					lw.cutOnly[v] = true
-				}
-				need(v)
-				lw.cut[v] = true
+				cut(v)
+			}
+		}
+		if lw.opts.ResidualCuts {
+			for _, v := range lowerResidualCuts(g, lw.kind) {
+				cut(v)
 			}
 		}
 	}
 	lw.contiguous = map[*ir.Value]bool{}
+	if lw.opts.SharedProductLayouts && lw.opts.Packing != ckksir.PackFeature {
+		lw.groupProducts()
+	}
 	var mark func(v *ir.Value)
 	mark = func(v *ir.Value) {
 		if v == nil || lw.contiguous[v] {
@@ -395,7 +485,7 @@ func (lw *lowerer) analyze() error {
 		}
 	}
 	for _, n := range g.Nodes {
-		if lw.kind[n] == lowerMul {
+		if lw.kind[n] == lowerMul && lw.shared == nil {
 			mark(n.Inputs[0])
 			mark(n.Inputs[1])
 		}
@@ -1038,6 +1128,7 @@ func (lw *lowerer) emit() error {
 	lw.pending = map[int]*lowerPending{}
 	for _, x := range g.Inputs {
 		id := lw.newValue(x, ckksir.Layout{Shape: lw.layoutShape(x.Shape)})
+		lw.settle(x, lw.prog.Values[id].Layout)
 		lw.vid[x] = id
 		lw.prog.Inputs = append(lw.prog.Inputs, ckksir.IO{Name: x.Name, Value: id})
 	}
@@ -1057,6 +1148,7 @@ func (lw *lowerer) emit() error {
 				p.A, p.B = -1, 1
 			}
 			out := lw.newValue(n.Outputs[0], lw.prog.Values[in].Layout)
+			lw.settle(n.Outputs[0], lw.prog.Values[in].Layout)
 			lw.vid[n.Outputs[0]] = out
 			lw.prog.Instrs = append(lw.prog.Instrs, ckksir.Instr{Op: ckksir.OpPoly, Out: out, In: []int{in}, Poly: p, Layer: n.Name})
 		case lowerMul:
@@ -1072,6 +1164,7 @@ func (lw *lowerer) emit() error {
 				return fmt.Errorf("lowering %q: node %q multiplies values in different slot layouts %v and %v", g.Name, n.Name, la, lb)
 			}
 			out := lw.newValue(n.Outputs[0], lw.prog.Values[a].Layout)
+			lw.settle(n.Outputs[0], lw.prog.Values[a].Layout)
 			lw.vid[n.Outputs[0]] = out
 			lw.prog.Instrs = append(lw.prog.Instrs, ckksir.Instr{Op: ckksir.OpMul, Out: out, In: []int{a, b}, Layer: n.Name})
 			lw.offScale[out] = true
@@ -1108,7 +1201,7 @@ func (lw *lowerer) operand(v *ir.Value) (int, error) {
 // a chain of OpAdd (then OpAddConst for a bias) when every matrix is the
 // identity between inputs in one same layout (and, for OpAdd, no input is a
 // product, whose scale is not the default), else one OpLinear whose output
-// layout lowerChooseLayout picks.
+// layout chooseLayout picks.
 func (lw *lowerer) emitMap(m *lowerMap) error {
 	if lw.opts.Packing != ckksir.PackFeature {
 		var err error
@@ -1142,6 +1235,10 @@ func (lw *lowerer) emitMap(m *lowerMap) error {
 	if identity && lw.contiguous[m.out] && !inLays[0].Contiguous() {
 		identity = false
 	}
+	want, steered := lw.sharedLayout(m.out)
+	if identity && steered && !inLays[0].SameSlots(want) {
+		identity = false
+	}
 	var out int
 	switch {
 	case identity:
@@ -1165,13 +1262,18 @@ func (lw *lowerer) emitMap(m *lowerMap) error {
 		}
 	default:
 		lay := ckksir.Layout{Shape: shape.Clone()}
-		if lw.opts.Packing != ckksir.PackFeature && !lw.contiguous[m.out] {
-			lay = lowerChooseLayout(m.mats, inLays, shape, lw.slotLimit)
+		switch {
+		case steered:
+			lay = want
+			lay.Shape = shape.Clone()
+		case lw.opts.Packing != ckksir.PackFeature && !lw.contiguous[m.out]:
+			lay = lw.chooseLayout(m.mats, inLays, shape)
 		}
 		out = lw.newValue(m.out, lay)
 		lw.pending[len(lw.prog.Instrs)] = &lowerPending{mats: m.mats, bias: m.bias}
 		lw.prog.Instrs = append(lw.prog.Instrs, ckksir.Instr{Op: ckksir.OpLinear, Out: out, In: ins, Layer: layer})
 	}
+	lw.settle(m.out, lw.prog.Values[out].Layout)
 	if m.fold != nil {
 		a, b := m.fold.Attrs.Float("a", -1), m.fold.Attrs.Float("b", 1)
 		lw.vals[out].alpha, lw.vals[out].beta = 2/(b-a), -(a+b)/(b-a)
@@ -1294,6 +1396,67 @@ func (lw *lowerer) blockMatrix(entries []lowerEntry, in, out ckksir.Layout) *ckk
 // while the value itself costs a few diagonals and a level.
 var lowerCutOps = map[string]bool{"Add": true, "Sub": true, "Sum": true, "AveragePool": true, "GlobalAveragePool": true,
 	"ReduceMean": true, "ReduceSum": true, "Slice": true, "Concat": true, "Pad": true}
+
+// lowerResidualGap is how many more non-affine nodes than an affine value
+// the other operand of an Add must have gone through for lowerResidualCuts
+// to cut the value there.
+const lowerResidualGap = 3
+
+// lowerResidualCuts returns the values of residual streams: affine values
+// that an Add (or Sum) adds to a value computed from far more non-affine
+// nodes (lowerResidualGap), such as a transformer block's input added to
+// its attention or MLP output; not a value a polynomial or product reads
+// (it is computed anyway, and a cut would cost a polynomial its folded
+// change of variable). Cutting there keeps one block's affine
+// region from reaching into the next (and its matrices from composing
+// every product of both); reading the stream's ciphertext costs no level
+// on the critical path, since the other operand is deeper.
+func lowerResidualCuts(g *ir.Graph, kind map[*ir.Node]lowerKind) []*ir.Value {
+	depth := map[*ir.Value]int{}
+	var cuts []*ir.Value
+	seen := map[*ir.Value]bool{}
+	uses := g.Consumers()
+	readByNonAffine := func(v *ir.Value) bool {
+		for _, u := range uses[v] {
+			if kind[u] != lowerAffine {
+				return true
+			}
+		}
+		return false
+	}
+	for _, n := range g.Nodes {
+		d := 0
+		for _, in := range n.Inputs {
+			if in != nil {
+				d = max(d, depth[in])
+			}
+		}
+		if kind[n] != lowerAffine {
+			d++
+		}
+		for _, o := range n.Outputs {
+			if o != nil {
+				depth[o] = d
+			}
+		}
+		if kind[n] != lowerAffine || n.Op != "Add" && n.Op != "Sum" {
+			continue
+		}
+		for _, a := range n.Inputs {
+			if a == nil || a.IsConst() || a.Producer == nil || kind[a.Producer] != lowerAffine || seen[a] || readByNonAffine(a) {
+				continue
+			}
+			for _, b := range n.Inputs {
+				if b != nil && b != a && !b.IsConst() && depth[b] >= depth[a]+lowerResidualGap {
+					seen[a] = true
+					cuts = append(cuts, a)
+					break
+				}
+			}
+		}
+	}
+	return cuts
+}
 
 // lowerReshapeOps only reinterpret the shape of their input.
 var lowerReshapeOps = map[string]bool{"Flatten": true, "Reshape": true, "Squeeze": true, "Unsqueeze": true, "Identity": true}

@@ -782,3 +782,52 @@ func TestLowerCKKSWholeTensor(t *testing.T) {
 		t.Errorf("empty tensor: err = %v, want an *ir.UnsupportedError", err)
 	}
 }
+
+// TestLowerResidualCuts checks which values lowerResidualCuts cuts: the
+// shallow operands of Adds whose other operand went through three
+// polynomials (a block's stream), not the operands of an Add of two values
+// of the same depth nor a polynomial's input (which folds its change of
+// variable); and that lowering with ResidualCuts keeps the depth.
+func TestLowerResidualCuts(t *testing.T) {
+	b := newBuilder("residual", 13)
+	x := b.input("x", 1, 8)
+	stream := b.op("Dense", nil, x, b.konst("w0", ir.Shape{8, 8}), nil)
+	h := b.op("Dense", nil, stream, b.konst("w4", ir.Shape{8, 8}), nil)
+	for range 3 {
+		h = b.op("Poly", lcPolyAttrs("Tanh", math.Tanh, 4, 7), h)
+	}
+	branch := b.op("Dense", nil, h, b.konst("w1", ir.Shape{8, 8}), nil)
+	twin := b.op("Dense", nil, h, b.konst("w3", ir.Shape{8, 8}), nil)
+	shallow := b.op("Dense", nil, x, b.konst("w2", ir.Shape{8, 8}), nil)
+	sum := b.op("Add", nil, stream, b.op("Add", nil, branch, twin))
+	direct := b.op("Dense", nil, x, b.konst("w5", ir.Shape{8, 8}), nil)
+	deep := b.op("Poly", lcPolyAttrs("Tanh", math.Tanh, 4, 7), b.op("Poly", lcPolyAttrs("Tanh", math.Tanh, 4, 7), b.op("Poly", lcPolyAttrs("Tanh", math.Tanh, 4, 7), direct)))
+	g := b.output(b.op("Add", nil, b.op("Add", nil, sum, shallow), b.op("Add", nil, direct, deep)))
+	if err := InferShapes(g); err != nil {
+		t.Fatal(err)
+	}
+	kind := map[*ir.Node]lowerKind{}
+	for _, n := range g.Nodes {
+		k, err := lowerClassify(n, g.Opset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kind[n] = k
+	}
+	cuts := lowerResidualCuts(g, kind)
+	if len(cuts) != 2 || cuts[0] != stream || cuts[1] != shallow {
+		t.Fatalf("cuts %v, want %s and %s", cuts, stream.Name, shallow.Name)
+	}
+	var depths []int
+	for _, cut := range []bool{false, true} {
+		p, err := LowerCKKS(g.Clone(), LowerOptions{ResidualCuts: cut})
+		if err != nil {
+			t.Fatal(err)
+		}
+		depths = append(depths, p.Depth())
+		t.Logf("residual cuts %v: %d instructions, depth %d, %d diagonals", cut, len(p.Instrs), p.Depth(), p.DiagonalCount())
+	}
+	if depths[1] != depths[0] {
+		t.Errorf("depth %d with residual cuts, %d without", depths[1], depths[0])
+	}
+}

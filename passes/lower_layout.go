@@ -148,9 +148,17 @@ func lowerDiagonalCount(mats [][]lowerEntry, ins []ckksir.Layout, out ckksir.Lay
 }
 
 // chooseLayout picks the candidate output layout with the fewest diagonals
-// (the first such, contiguous first).
-func lowerChooseLayout(mats [][]lowerEntry, ins []ckksir.Layout, out ir.Shape, limit int) ckksir.Layout {
-	cands := lowerLayoutCandidates(out, ins, limit)
+// (the first such, contiguous first); with opts.SharedProductLayouts the
+// candidates include the layouts that follow an input (lowerFollowInput).
+func (lw *lowerer) chooseLayout(mats [][]lowerEntry, ins []ckksir.Layout, out ir.Shape) ckksir.Layout {
+	cands := lowerLayoutCandidates(out, ins, lw.slotLimit)
+	if lw.opts.SharedProductLayouts {
+		for i, in := range ins {
+			if slots := lowerFollowInput(mats[i], in, out.Size(), lw.slotLimit); slots != nil {
+				cands = append(cands, ckksir.Layout{Shape: out.Clone(), Slots: slots})
+			}
+		}
+	}
 	best, bestN := ckksir.Layout{Shape: out.Clone()}, -1
 	for _, c := range cands {
 		if n := lowerDiagonalCount(mats, ins, c); bestN < 0 || n < bestN {
@@ -158,6 +166,41 @@ func lowerChooseLayout(mats [][]lowerEntry, ins []ckksir.Layout, out ir.Shape, l
 		}
 	}
 	return best
+}
+
+// lowerFollowInput returns the slots that put each of the size output
+// elements where the first input element it reads (the least index in
+// tensor order) sits in the layout in: a sum over an axis stays where the
+// axis started, a permutation (the unskewing of a skewed product) costs no
+// move. Nil when an output element reads nothing of the input, two share a
+// slot, or a slot is at limit or beyond.
+func lowerFollowInput(entries []lowerEntry, in ckksir.Layout, size, limit int) []int {
+	first := make([]int, size)
+	for i := range first {
+		first[i] = -1
+	}
+	for _, e := range entries {
+		if first[e.r] < 0 || e.c < first[e.r] {
+			first[e.r] = e.c
+		}
+	}
+	slots := make([]int, size)
+	used := map[int]bool{}
+	for r, c := range first {
+		if c < 0 {
+			return nil
+		}
+		s := in.Slot(c)
+		if used[s] || s >= limit {
+			return nil
+		}
+		used[s] = true
+		slots[r] = s
+	}
+	if lowerSlotsContiguous(slots) {
+		return nil // the contiguous candidate
+	}
+	return slots
 }
 
 // resolveCuts decides, for each cut value u that the map m reads (see
@@ -179,7 +222,7 @@ func (lw *lowerer) resolveCuts(m *lowerMap) (*lowerMap, error) {
 		if err != nil {
 			return nil, err
 		}
-		fusedN := lowerDiagonalCount(fused.mats, fusedLays, lowerChooseLayout(fused.mats, fusedLays, shape, lw.slotLimit))
+		fusedN := lowerDiagonalCount(fused.mats, fusedLays, lw.chooseLayout(fused.mats, fusedLays, shape))
 		var splitN int
 		var uLay ckksir.Layout
 		if lw.cutOnly[u] && !lw.emitted[u] {
@@ -187,7 +230,7 @@ func (lw *lowerer) resolveCuts(m *lowerMap) (*lowerMap, error) {
 			if err != nil {
 				return nil, err
 			}
-			uLay = lowerChooseLayout(um.mats, uLays, lw.layoutShape(u.Shape), lw.slotLimit)
+			uLay = lw.chooseLayout(um.mats, uLays, lw.layoutShape(u.Shape))
 			splitN = lowerDiagonalCount(um.mats, uLays, uLay)
 		} else {
 			id, err := lw.operand(u)
@@ -205,7 +248,7 @@ func (lw *lowerer) resolveCuts(m *lowerMap) (*lowerMap, error) {
 			return nil, err
 		}
 		ins = append(append(ins, uLay), rest...)
-		splitN += lowerDiagonalCount(m.mats, ins, lowerChooseLayout(m.mats, ins, shape, lw.slotLimit))
+		splitN += lowerDiagonalCount(m.mats, ins, lw.chooseLayout(m.mats, ins, shape))
 		if 2*splitN < fusedN {
 			continue
 		}

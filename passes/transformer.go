@@ -86,6 +86,10 @@ type TransformerOptions struct {
 	// along its outermost axis that allows it (attention heads, then query
 	// rows). 0 means 1<<(DefaultMaxLogN-1), the slots of the largest ring.
 	MaxSlots int
+	// Replicated lays every product out replicated ([..., M, K, N]) rather
+	// than skewed where the rows pair with an axis of their length (see
+	// transformer_skew.go); for comparisons.
+	Replicated bool
 }
 
 func (o TransformerOptions) withDefaults() TransformerOptions {
@@ -145,10 +149,11 @@ type TransformerEntry struct {
 
 // TransformerReport lists what DecomposeTransformer did.
 type TransformerReport struct {
-	// Products counts the MatMuls of two encrypted operands decomposed;
-	// Parts counts the replicated products they became (more when one
-	// did not fit TransformerOptions.MaxSlots).
-	Products, Parts int
+	// Products counts the MatMuls of two encrypted operands decomposed,
+	// Skewed those laid out skewed (transformer_skew.go); Parts counts the
+	// slot products they became (more when one did not fit
+	// TransformerOptions.MaxSlots).
+	Products, Skewed, Parts int
 	// Masks counts the causal masks turned into multipliers.
 	Masks   int
 	Entries []TransformerEntry
@@ -161,7 +166,7 @@ func (r *TransformerReport) WriteTable(w io.Writer) error {
 	if r == nil || r.Products == 0 && len(r.Entries) == 0 {
 		return nil
 	}
-	if _, err := fmt.Fprintf(w, "%d products of two encrypted matrices, as %d replicated slot products\n", r.Products, r.Parts); err != nil {
+	if _, err := fmt.Fprintf(w, "%d products of two encrypted matrices (%d skewed), as %d slot products\n", r.Products, r.Skewed, r.Parts); err != nil {
 		return err
 	}
 	if r.Masks > 0 {
@@ -212,7 +217,7 @@ func DecomposeTransformer(g *ir.Graph, calib *ir.Tensor, opts TransformerOptions
 	for _, n := range g.Nodes {
 		switch {
 		case n.Op == "MatMul" && len(n.Inputs) == 2 && !n.Inputs[0].IsConst() && !n.Inputs[1].IsConst():
-			nodes, err := tfMatMul(g, nm, n, opts.MaxSlots)
+			nodes, err := tfMatMul(g, nm, n, opts.MaxSlots, opts.Replicated)
 			if err != nil {
 				return nil, err
 			}
@@ -222,6 +227,9 @@ func DecomposeTransformer(g *ir.Graph, calib *ir.Tensor, opts TransformerOptions
 				if x.Op == "Mul" {
 					rep.Parts++
 				}
+			}
+			if nodes[len(nodes)-1].Op == "Gather" {
+				rep.Skewed++
 			}
 		case n.Op == "Softmax" || n.Op == "LayerNormalization":
 			if err := tfCheckNorm(g, n); err != nil {
@@ -572,9 +580,10 @@ func (b *tfBuilder) poly(suffix, fn string, x *ir.Value, lo, hi float64, coeffs 
 }
 
 // tfMatMul decomposes a MatMul of two encrypted operands into replications,
-// products and sums (see DecomposeTransformer), in parts when the product
-// has more than maxSlots elements.
-func tfMatMul(g *ir.Graph, nm *namer, n *ir.Node, maxSlots int) ([]*ir.Node, error) {
+// products and sums (see DecomposeTransformer), skewed unless replicated
+// (transformer_skew.go), in parts when the product has more than maxSlots
+// elements.
+func tfMatMul(g *ir.Graph, nm *namer, n *ir.Node, maxSlots int, replicated bool) ([]*ir.Node, error) {
 	a, c, y := n.Inputs[0], n.Inputs[1], n.Outputs[0]
 	ra, rc, ry := len(a.Shape), len(c.Shape), len(y.Shape)
 	if ra < 2 || rc < 2 || !a.Shape.Known() || !c.Shape.Known() || !y.Shape.Known() || ry < 2 {
@@ -584,6 +593,9 @@ func tfMatMul(g *ir.Graph, nm *namer, n *ir.Node, maxSlots int) ([]*ir.Node, err
 	k := a.Shape[ra-1]
 	full := append(y.Shape[:ry-1:ry-1], k, y.Shape[ry-1]) // [..., M, K, N]
 	b := newTFBuilder(g, nm, n)
+	if skew := tfChooseSkew(a, c, y); skew != tfSkewNone && !replicated && b.tfSkewedProduct(skew, a, c, y, maxSlots) {
+		return b.takeOver(n), nil
+	}
 	ax, size, err := tfProductSplit(full, maxSlots)
 	if err != nil {
 		return nil, &ir.UnsupportedError{Node: n.Name, Op: n.Op, Opset: g.Opset, Reason: err.Error()}
@@ -614,11 +626,17 @@ func tfMatMul(g *ir.Graph, nm *namer, n *ir.Node, maxSlots int) ([]*ir.Node, err
 		}
 		b.add("Concat", "concat", y.Shape, ir.Attrs{"axis": {Kind: ir.AttrInt, Int: int64(ax)}}, nil, sums...)
 	}
-	// The last node takes over y (and the MatMul's name).
+	return b.takeOver(n), nil
+}
+
+// takeOver makes the last node appended write n's output (and take n's
+// name) and returns the nodes.
+func (b *tfBuilder) takeOver(n *ir.Node) []*ir.Node {
+	y := n.Outputs[0]
 	last := b.nodes[len(b.nodes)-1]
 	last.Name, last.Outputs[0] = n.Name, y
 	y.Producer = last
-	return b.nodes, nil
+	return b.nodes
 }
 
 // tfProductSplit chooses how a replicated product of shape full ([..., M,

@@ -3,6 +3,7 @@ package passes
 import (
 	"math"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/ciphercut/ciphercut/ir"
@@ -29,22 +30,26 @@ func canonicalAttention(t *testing.T, o synth.AttentionOptions, n int) (*ir.Grap
 // the inverses' relative tolerance, on the calibration samples and on
 // fresh ones, with no Softmax, LayerNormalization or encrypted MatMul left;
 // a causal mask becomes a multiplier (no mask constant left), and products
-// larger than MaxSlots are computed in parts (one per head here).
+// larger than MaxSlots are computed in parts (along the skew, or per head
+// when replicated). Products are skewed unless asked to be replicated.
 func TestDecomposeTransformer(t *testing.T) {
 	for _, c := range []struct {
 		o            synth.AttentionOptions
 		maxSlots     int
 		parts, masks int
+		replicated   bool
 	}{
-		{synth.AttentionOptions{}, 0, 2, 0},
-		{synth.AttentionOptions{Tokens: 8, Dim: 16, Heads: 2, Seed: 3, Opset: 17}, 0, 2, 0},
-		{synth.AttentionOptions{Tokens: 8, Dim: 16, Heads: 2, Seed: 3, Opset: 17, Causal: true}, 512, 4, 1},
-		{synth.AttentionOptions{Tokens: 6, Dim: 8, Heads: 1, Seed: 4, Causal: true}, 160, 4, 1},
+		{synth.AttentionOptions{}, 0, 2, 0, false},
+		{synth.AttentionOptions{}, 0, 2, 0, true},
+		{synth.AttentionOptions{Tokens: 8, Dim: 16, Heads: 2, Seed: 3, Opset: 17}, 0, 2, 0, false},
+		{synth.AttentionOptions{Tokens: 8, Dim: 16, Heads: 2, Seed: 3, Opset: 17, Causal: true}, 512, 4, 1, false},
+		{synth.AttentionOptions{Tokens: 8, Dim: 16, Heads: 2, Seed: 3, Opset: 17, Causal: true}, 512, 4, 1, true},
+		{synth.AttentionOptions{Tokens: 6, Dim: 8, Heads: 1, Seed: 4, Causal: true}, 160, 4, 1, false},
 	} {
 		o := c.o
 		g, calib := canonicalAttention(t, o, 64)
 		exact := g.Clone()
-		rep, err := DecomposeTransformer(g, calib, TransformerOptions{MaxSlots: c.maxSlots})
+		rep, err := DecomposeTransformer(g, calib, TransformerOptions{MaxSlots: c.maxSlots, Replicated: c.replicated})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,8 +66,11 @@ func TestDecomposeTransformer(t *testing.T) {
 				}
 			}
 		}
-		exps := 0
+		exps, gathers := 0, 0
 		for _, n := range g.Nodes {
+			if n.Op == "Gather" && strings.HasSuffix(n.Name, "rhs_replicated") {
+				gathers++
+			}
 			switch {
 			case n.Op == "Softmax" || n.Op == "LayerNormalization":
 				t.Errorf("%v left", n)
@@ -74,6 +82,9 @@ func TestDecomposeTransformer(t *testing.T) {
 		}
 		if exps != 1 {
 			t.Errorf("%d Exp nodes, want 1", exps)
+		}
+		if skewed := gathers > 0; skewed == c.replicated || c.replicated && gathers != 0 {
+			t.Errorf("replicated %v: %d skewed operands", c.replicated, gathers)
 		}
 		for _, e := range rep.Entries {
 			last := e.Inverses[len(e.Inverses)-1]
@@ -134,5 +145,33 @@ func TestPlanNewton(t *testing.T) {
 	}
 	if p, _ := tfPlanNewton(tfReciprocal, 1e-2, 1e2, opts); p.iters == 0 {
 		t.Errorf("1/x on [1e-2, 1e2] without Newton iterations: %+v", p)
+	}
+}
+
+// TestSkewedAttentionDiagonals lowers a causal attention block with its
+// products skewed and shared product layouts, and replicated with
+// contiguous operands: the skewed program computes the same (checked by
+// TestDecomposeTransformer and the encrypted zoo tests) with less than half
+// the diagonals.
+func TestSkewedAttentionDiagonals(t *testing.T) {
+	o := synth.AttentionOptions{Tokens: 8, Dim: 16, Heads: 2, Seed: 3, Opset: 17, Causal: true}
+	diagonals := func(replicated bool) int {
+		g, calib := canonicalAttention(t, o, 16)
+		if _, err := DecomposeTransformer(g, calib, TransformerOptions{Replicated: replicated}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ApproximateActivations(g, calib, ApproxOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		p, err := LowerCKKS(g, LowerOptions{Calib: calib, SharedProductLayouts: !replicated})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.DiagonalCount()
+	}
+	skewed, replicated := diagonals(false), diagonals(true)
+	t.Logf("diagonals: skewed %d, replicated %d", skewed, replicated)
+	if 2*skewed > replicated {
+		t.Errorf("skewed products take %d diagonals, replicated ones %d; want less than half", skewed, replicated)
 	}
 }

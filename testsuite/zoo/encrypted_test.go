@@ -9,6 +9,7 @@ import (
 	"github.com/ciphercut/ciphercut/compiler"
 	"github.com/ciphercut/ciphercut/cost"
 	"github.com/ciphercut/ciphercut/ir"
+	"github.com/ciphercut/ciphercut/ir/ckksir"
 	"github.com/ciphercut/ciphercut/passes"
 	"github.com/ciphercut/ciphercut/runtime/ckks"
 	"github.com/ciphercut/ciphercut/runtime/local"
@@ -217,4 +218,23 @@ func runInsecureSmallRing(t *testing.T, plan *compiler.Plan, logN int, exact *ir
 	}
 	t.Logf("%d samples, depth %d, %d diagonals, %d Galois keys, eval %v", x.Shape[0], p.Depth(), p.DiagonalCount(), sess.Setup.GaloisKeys, timing.Eval)
 	return r
+}
+
+// TestEncryptedDigitsViTInsecureSmallRing compiles the zoo's digits-vit (two
+// transformer blocks, 15 bootstraps at 128-bit security) and runs it on
+// the test-only ring N=2^13 with the same modulus chain and bootstrapping
+// circuit: within the plan's bound of its reference, and the same class
+// as the exact model on 4 samples.
+func TestEncryptedDigitsViTInsecureSmallRing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("encrypted runs with bootstrapping take a minute; skipped in -short mode")
+	}
+	m, plan := compileModel(t, "digits-vit", compiler.CompileOptions{Lower: passes.LowerOptions{Boot: ckksir.DefaultBootParams()}})
+	if n := plan.Program.Bootstraps(); n == 0 {
+		t.Fatalf("digits-vit compiled without bootstrapping (%s)", plan.Program.Params)
+	}
+	r := runInsecureSmallRing(t, plan, 13, m.Graph, func(n int) *ir.Tensor { return Rows(m.Inputs, 0, 2*n) })
+	if agree := Agreement(r.y, r.exact); agree < 1 {
+		t.Errorf("top-1 agreement with the exact model %.3f on %d samples", agree, r.y.Shape[0])
+	}
 }
