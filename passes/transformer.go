@@ -21,14 +21,17 @@ import (
 // computes, and its plaintext run is the plan's reference:
 //
 //   - MatMul of two encrypted operands A [..., M, K] and B [..., K, N]
-//     (attention's Q·Kᵀ and scores·V) becomes the replication product
-//     ReduceSum_k(Expand(A[..., M, K, 1]) · Expand(B[..., 1, K, N])): the
-//     two replications are affine, so LowerCKKS fuses each into the linear
-//     map computing its operand (the Q, K and V projections, the softmax
-//     normalization), one OpMul multiplies all M·K·N products at once in
-//     the slots, and the sum over k fuses into the next linear map (the
-//     1/√d scale, the softmax shift): one level for the replication, one for
-//     the product, and the rotations of two diagonal-method linear maps.
+//     (attention's Q·Kᵀ and scores·V) becomes a product of two copies of
+//     its operands laid out side by side, summed: skewed where A's rows
+//     pair with an axis of B of their length (transformer_skew.go), else
+//     the replication ReduceSum_k(Expand(A[..., M, K, 1]) ·
+//     Expand(B[..., 1, K, N])). The copies are affine (Gather or Expand),
+//     so LowerCKKS fuses each into the linear map computing its operand
+//     (the Q, K and V projections, the softmax normalization), one OpMul
+//     multiplies all the products at once in the slots, and the sum fuses
+//     into the next linear map (the 1/√d scale, the softmax shift): one
+//     level for the copies, one for the product, and the rotations of two
+//     diagonal-method linear maps.
 //     A product of more than TransformerOptions.MaxSlots elements (one
 //     ciphertext) is computed in parts: both operands are sliced along the
 //     outermost axis (heads, then A's rows) whose parts fit, each part is
