@@ -75,7 +75,7 @@ type LowerOptions struct {
 	// encrypted values (and the polynomials between them) share whatever
 	// layout the first of them to be computed takes, instead of sitting
 	// contiguously, and lets a linear map's output follow its input's
-	// slots (lowerFollowInput): the scores of a skewed attention product
+	// slots (lowerFollowInputs): the scores of a skewed attention product
 	// then stay where the product left them. The compiler sets it for
 	// graphs with products of two encrypted matrices; CNNs keep contiguous
 	// operands (their ReLU gates multiply by x) until measured with it.
@@ -462,6 +462,13 @@ func (lw *lowerer) analyze() error {
 		for _, n := range g.Nodes {
 			if v := lowerCutBefore(n, lw.kind); v != nil {
 				cut(v)
+			}
+		}
+		if lw.opts.SharedProductLayouts {
+			for _, n := range g.Nodes {
+				if v := lowerCutBeforeCopy(n, lw.kind); v != nil {
+					cut(v)
+				}
 			}
 		}
 		if lw.opts.ResidualCuts {
@@ -1456,6 +1463,39 @@ func lowerResidualCuts(g *ir.Graph, kind map[*ir.Node]lowerKind) []*ir.Value {
 		}
 	}
 	return cuts
+}
+
+// lowerCutBeforeCopy returns the value that a Gather n (the copies of a
+// skewed product's operand, transformer_skew.go) reads, through reshapes
+// and transposes, when a dense layer computes it (Dense, Gemm, MatMul, or
+// an Add of a bias to one): the projection and the copies are worth
+// separate maps when the fused one has many more diagonals (resolveCuts
+// decides). Else nil.
+func lowerCutBeforeCopy(n *ir.Node, kind map[*ir.Node]lowerKind) *ir.Value {
+	if kind[n] != lowerAffine || n.Op != "Gather" || len(n.Inputs) == 0 || n.Inputs[0] == nil || n.Inputs[0].IsConst() {
+		return nil
+	}
+	v := n.Inputs[0]
+	for v.Producer != nil && kind[v.Producer] == lowerAffine && (lowerReshapeOps[v.Producer.Op] || v.Producer.Op == "Transpose") {
+		v = v.Producer.Inputs[0]
+	}
+	p := v.Producer
+	if p == nil || kind[p] != lowerAffine {
+		return nil
+	}
+	dense := func(n *ir.Node) bool { return n != nil && (n.Op == "Dense" || n.Op == "Gemm" || n.Op == "MatMul") }
+	if p.Op == "Add" {
+		for _, in := range p.Inputs {
+			if in != nil && !in.IsConst() && dense(in.Producer) {
+				return v
+			}
+		}
+		return nil
+	}
+	if !dense(p) {
+		return nil
+	}
+	return v
 }
 
 // lowerReshapeOps only reinterpret the shape of their input.

@@ -149,14 +149,12 @@ func lowerDiagonalCount(mats [][]lowerEntry, ins []ckksir.Layout, out ckksir.Lay
 
 // chooseLayout picks the candidate output layout with the fewest diagonals
 // (the first such, contiguous first); with opts.SharedProductLayouts the
-// candidates include the layouts that follow an input (lowerFollowInput).
+// candidates include the layout that follows the inputs (lowerFollowInputs).
 func (lw *lowerer) chooseLayout(mats [][]lowerEntry, ins []ckksir.Layout, out ir.Shape) ckksir.Layout {
 	cands := lowerLayoutCandidates(out, ins, lw.slotLimit)
 	if lw.opts.SharedProductLayouts {
-		for i, in := range ins {
-			if slots := lowerFollowInput(mats[i], in, out.Size(), lw.slotLimit); slots != nil {
-				cands = append(cands, ckksir.Layout{Shape: out.Clone(), Slots: slots})
-			}
+		if slots := lowerFollowInputs(mats, ins, out.Size(), lw.slotLimit); slots != nil {
+			cands = append(cands, ckksir.Layout{Shape: out.Clone(), Slots: slots})
 		}
 	}
 	best, bestN := ckksir.Layout{Shape: out.Clone()}, -1
@@ -168,40 +166,74 @@ func (lw *lowerer) chooseLayout(mats [][]lowerEntry, ins []ckksir.Layout, out ir
 	return best
 }
 
-// lowerFollowInput returns the slots that put each of the size output
-// elements where the first input element it reads (the least index in
-// tensor order) sits in the layout in: a sum over an axis stays where the
-// axis started, a permutation (the unskewing of a skewed product) costs no
-// move. Nil when an output element reads nothing of the input, two share a
-// slot, or a slot is at limit or beyond.
-func lowerFollowInput(entries []lowerEntry, in ckksir.Layout, size, limit int) []int {
-	first := make([]int, size)
-	for i := range first {
-		first[i] = -1
+// lowerFollowInputs returns the slots that put each of the size output
+// elements where the first input element it reads sits: the least index, in
+// tensor order, of the first input (in order) it reads, shifted by that
+// input's offset (the least that keeps the slots distinct, below
+// lowerFollowMaxShift). A sum over an axis stays where the axis started, a
+// permutation (the unskewing of a skewed product) costs no move, and the
+// parts of a product split in several ciphertexts land side by side. Nil
+// when an output element reads nothing, no offset avoids a collision, a
+// slot is at limit or beyond, or the result is contiguous.
+func lowerFollowInputs(mats [][]lowerEntry, ins []ckksir.Layout, size, limit int) []int {
+	from, first := make([]int, size), make([]int, size)
+	for r := range from {
+		from[r], first[r] = -1, -1
 	}
-	for _, e := range entries {
-		if first[e.r] < 0 || e.c < first[e.r] {
-			first[e.r] = e.c
+	for i, entries := range mats {
+		for _, e := range entries {
+			if from[e.r] >= 0 && from[e.r] < i {
+				continue
+			}
+			if from[e.r] < 0 || e.c < first[e.r] {
+				from[e.r], first[e.r] = i, e.c
+			}
 		}
 	}
 	slots := make([]int, size)
 	used := map[int]bool{}
-	for r, c := range first {
-		if c < 0 {
+	for i, in := range ins {
+		var rows []int
+		for r, f := range from {
+			if f < 0 {
+				return nil
+			}
+			if f == i {
+				rows = append(rows, r)
+			}
+		}
+		shift := 0
+		for ; shift < lowerFollowMaxShift; shift++ {
+			ok := true
+			seen := map[int]bool{}
+			for _, r := range rows {
+				s := in.Slot(first[r]) + shift
+				if used[s] || seen[s] || s >= limit {
+					ok = false
+					break
+				}
+				seen[s] = true
+			}
+			if ok {
+				break
+			}
+		}
+		if shift == lowerFollowMaxShift {
 			return nil
 		}
-		s := in.Slot(c)
-		if used[s] || s >= limit {
-			return nil
+		for _, r := range rows {
+			slots[r] = in.Slot(first[r]) + shift
+			used[slots[r]] = true
 		}
-		used[s] = true
-		slots[r] = s
 	}
 	if lowerSlotsContiguous(slots) {
 		return nil // the contiguous candidate
 	}
 	return slots
 }
+
+// lowerFollowMaxShift bounds the offsets lowerFollowInputs tries.
+const lowerFollowMaxShift = 64
 
 // resolveCuts decides, for each cut value u that the map m reads (see
 // lowerCutBefore), whether m reads u's ciphertext (one more level) or

@@ -155,23 +155,25 @@ func TestPlanNewton(t *testing.T) {
 // the diagonals.
 func TestSkewedAttentionDiagonals(t *testing.T) {
 	o := synth.AttentionOptions{Tokens: 8, Dim: 16, Heads: 2, Seed: 3, Opset: 17, Causal: true}
-	diagonals := func(replicated bool) int {
-		g, calib := canonicalAttention(t, o, 16)
-		if _, err := DecomposeTransformer(g, calib, TransformerOptions{Replicated: replicated}); err != nil {
-			t.Fatal(err)
+	for _, maxSlots := range []int{0, 512} { // whole, and in two parts
+		diagonals := func(replicated bool) int {
+			g, calib := canonicalAttention(t, o, 16)
+			if _, err := DecomposeTransformer(g, calib, TransformerOptions{Replicated: replicated, MaxSlots: maxSlots}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ApproximateActivations(g, calib, ApproxOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			p, err := LowerCKKS(g, LowerOptions{Calib: calib, SharedProductLayouts: !replicated})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p.DiagonalCount()
 		}
-		if _, err := ApproximateActivations(g, calib, ApproxOptions{}); err != nil {
-			t.Fatal(err)
+		skewed, replicated := diagonals(false), diagonals(true)
+		t.Logf("products of at most %d slots: diagonals skewed %d, replicated %d", maxSlots, skewed, replicated)
+		if 2*skewed > replicated {
+			t.Errorf("products of at most %d slots: skewed %d diagonals, replicated %d; want less than half", maxSlots, skewed, replicated)
 		}
-		p, err := LowerCKKS(g, LowerOptions{Calib: calib, SharedProductLayouts: !replicated})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p.DiagonalCount()
-	}
-	skewed, replicated := diagonals(false), diagonals(true)
-	t.Logf("diagonals: skewed %d, replicated %d", skewed, replicated)
-	if 2*skewed > replicated {
-		t.Errorf("skewed products take %d diagonals, replicated ones %d; want less than half", skewed, replicated)
 	}
 }
