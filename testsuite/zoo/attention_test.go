@@ -32,7 +32,7 @@ func TestAttentionBlockInsecureSmallRing(t *testing.T) {
 		t.Fatalf("plan %s with %d bootstraps; want 128-bit security without bootstrapping", p.Params, p.Bootstraps())
 	}
 	t.Logf("plan: %s", plan.Program.Params)
-	r := runInsecureSmallRing(t, plan, 12, g, func(n int) *ir.Tensor { return synth.Inputs(o, n, 99) })
+	r := runInsecureSmallRing(t, plan, 12, g, func(n int) *ir.Tensor { return synth.Inputs(o, n, 99) }, 1e3)
 	if e := MaxAbsDiff(r.y, r.exact); e > 1e-2 {
 		t.Errorf("max |encrypted - exact block| = %.3e, want < 1e-2", e)
 	} else {
