@@ -149,10 +149,15 @@ func lowerDiagonalCount(mats [][]lowerEntry, ins []ckksir.Layout, out ckksir.Lay
 
 // chooseLayout picks the candidate output layout with the fewest diagonals
 // (the first such, contiguous first); with opts.SharedProductLayouts the
-// candidates include the layout that follows the inputs (lowerFollowInputs).
+// candidates include the layout that follows the inputs (lowerFollowInputs)
+// when no input has the output's size (a reduction of products, such as
+// attention scores): a map that adds an input of the output's size
+// (a residual stream) keeps that input's kind of layout, which the dense
+// layers after it want token-major, rather than one scattered like a
+// product's sums.
 func (lw *lowerer) chooseLayout(mats [][]lowerEntry, ins []ckksir.Layout, out ir.Shape) ckksir.Layout {
 	cands := lowerLayoutCandidates(out, ins, lw.slotLimit)
-	if lw.opts.SharedProductLayouts {
+	if lw.opts.SharedProductLayouts && !lowerHasSize(ins, out.Size()) {
 		if slots := lowerFollowInputs(mats, ins, out.Size(), lw.slotLimit); slots != nil {
 			cands = append(cands, ckksir.Layout{Shape: out.Clone(), Slots: slots})
 		}
@@ -230,6 +235,16 @@ func lowerFollowInputs(mats [][]lowerEntry, ins []ckksir.Layout, size, limit int
 		return nil // the contiguous candidate
 	}
 	return slots
+}
+
+// lowerHasSize reports whether a layout of lays has size elements.
+func lowerHasSize(lays []ckksir.Layout, size int) bool {
+	for _, l := range lays {
+		if l.Size() == size {
+			return true
+		}
+	}
+	return false
 }
 
 // lowerFollowMaxShift bounds the offsets lowerFollowInputs tries.
