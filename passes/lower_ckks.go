@@ -76,7 +76,9 @@ type LowerOptions struct {
 	// layout the first of them to be computed takes, instead of sitting
 	// contiguously, and lets a linear map's output follow its input's
 	// slots (lowerFollowInputs): the scores of a skewed attention product
-	// then stay where the product left them. The compiler sets it for
+	// then stay where the product left them. The copies of a skewed
+	// product also read their dense projection as a cut value
+	// (lowerCutBeforeCopy). The compiler sets it for
 	// graphs with products of two encrypted matrices; CNNs keep contiguous
 	// operands (their ReLU gates multiply by x) until measured with it.
 	SharedProductLayouts bool
