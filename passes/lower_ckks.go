@@ -1485,20 +1485,23 @@ func lowerCutBeforeCopy(n *ir.Node, kind map[*ir.Node]lowerKind) *ir.Value {
 	if p == nil || kind[p] != lowerAffine {
 		return nil
 	}
-	dense := func(n *ir.Node) bool { return n != nil && (n.Op == "Dense" || n.Op == "Gemm" || n.Op == "MatMul") }
 	if p.Op == "Add" {
 		for _, in := range p.Inputs {
-			if in != nil && !in.IsConst() && dense(in.Producer) {
+			if in != nil && !in.IsConst() && in.Producer != nil && lowerDenseOps[in.Producer.Op] {
 				return v
 			}
 		}
 		return nil
 	}
-	if !dense(p) {
+	if !lowerDenseOps[p.Op] {
 		return nil
 	}
 	return v
 }
+
+// lowerDenseOps are the dense layers (with a constant weight operand when
+// affine).
+var lowerDenseOps = map[string]bool{"Dense": true, "Gemm": true, "MatMul": true}
 
 // lowerReshapeOps only reinterpret the shape of their input.
 var lowerReshapeOps = map[string]bool{"Flatten": true, "Reshape": true, "Squeeze": true, "Unsqueeze": true, "Identity": true}
@@ -1507,7 +1510,7 @@ var lowerReshapeOps = map[string]bool{"Flatten": true, "Reshape": true, "Squeeze
 // MatMul with a constant operand) reads, through reshapes, when it is the
 // output of a lowerCutOps node; else nil.
 func lowerCutBefore(n *ir.Node, kind map[*ir.Node]lowerKind) *ir.Value {
-	if kind[n] != lowerAffine || (n.Op != "Dense" && n.Op != "Gemm" && n.Op != "MatMul") {
+	if kind[n] != lowerAffine || !lowerDenseOps[n.Op] {
 		return nil
 	}
 	var v *ir.Value

@@ -656,10 +656,16 @@ func tfProductSplit(full ir.Shape, maxSlots int) (ax, size int, err error) {
 		if d < 2 || per > maxSlots {
 			continue
 		}
-		parts := (d + maxSlots/per - 1) / (maxSlots / per)
-		return ax, (d + parts - 1) / parts, nil
+		return ax, tfPartSize(d, maxSlots/per), nil
 	}
 	return -1, 0, fmt.Errorf("the replicated product %v has %d elements, more than the %d slots of one ciphertext, and no axis before the sum splits it into parts that fit", full, total, maxSlots)
+}
+
+// tfPartSize is the size of the parts that split an axis of length d into
+// as few parts of at most fit elements as possible, of nearly equal sizes.
+func tfPartSize(d, fit int) int {
+	parts := (d + fit - 1) / fit
+	return (d + parts - 1) / parts
 }
 
 // product appends one replicated product: A [..., M, K] and B [..., K, N]

@@ -78,9 +78,7 @@ func (b *tfBuilder) tfSkewedProduct(skew tfSkew, a, c, y *ir.Value, maxSlots int
 	if perJ > maxSlots {
 		return false
 	}
-	step := maxSlots / perJ
-	parts := (t + step - 1) / step
-	step = (t + parts - 1) / parts
+	step := tfPartSize(t, maxSlots/perJ)
 	batch := lead[1:].Size()
 	flatA := b.flatten("lhs_flat", a)
 	flatC := b.flatten("rhs_flat", c)
@@ -107,7 +105,7 @@ func (b *tfBuilder) tfSkewedProduct(skew tfSkew, a, c, y *ir.Value, maxSlots int
 			}
 		}
 		part := fmt.Sprintf("part%d_", p)
-		if parts == 1 {
+		if step >= t {
 			part = ""
 		}
 		ae := b.gather(part+"lhs_replicated", flatA, full, ia)

@@ -38,11 +38,21 @@ func parseMemoryLimit(s string) (int64, error) {
 	if s == "" {
 		return 0, nil
 	}
+	b, err := parseSize("--memory-limit", s)
+	if err != nil {
+		return 0, err
+	}
+	debug.SetMemoryLimit(b - min(b/20, softLimitReserve))
+	return b, nil
+}
+
+// parseSize reads the value s of a size flag (16GiB, 512MB): positive and
+// at most 1 PiB.
+func parseSize(flag, s string) (int64, error) {
 	b, err := humanize.ParseBytes(s)
 	if err != nil || b == 0 || b > 1<<50 {
-		return 0, fmt.Errorf("--memory-limit %q: want a size such as 16GiB", s)
+		return 0, fmt.Errorf("%s %q: want a size such as 16GiB", flag, s)
 	}
-	debug.SetMemoryLimit(int64(b) - min(int64(b)/20, softLimitReserve))
 	return int64(b), nil
 }
 
@@ -52,11 +62,11 @@ func parseMemoryLimit(s string) (int64, error) {
 // runtime, working ciphertexts and the weights (diagonals are encoded at
 // each use when they do not fit).
 func keyBudget(s string) (int64, error) {
-	b, err := humanize.ParseBytes(s)
-	if err != nil || b == 0 || b > 1<<50 {
-		return 0, fmt.Errorf("--worker-memory %q: want a size such as 16GiB", s)
+	b, err := parseSize("--worker-memory", s)
+	if err != nil {
+		return 0, err
 	}
-	return int64(b) / 4 * 3, nil
+	return b / 4 * 3, nil
 }
 
 // limitOrAvailable is the --memory-limit value s (parseMemoryLimit), or
