@@ -70,6 +70,10 @@ func Compile(model *ir.Graph, name string, modelBytes []byte, opts CompileOption
 	canon := g.Clone()
 	var report *passes.ApproxReport
 	var tfReport *passes.TransformerReport
+	if opts.Split != nil && opts.Split.Policy.ClientAided == passes.ClientAidedLayerNorm {
+		// The data owner computes every layer normalization exactly.
+		opts.Transformer.KeepLayerNorm = true
+	}
 	encrypt := []Pass{
 		{Name: "decompose-maxpool", Run: passes.DecomposeMaxPool},
 		{Name: "decompose-transformer", Run: func(g *ir.Graph) error {

@@ -48,8 +48,13 @@ const (
 	// ClientAidedActivations: elementwise activations (see NeedsPolynomial).
 	ClientAidedActivations
 	// ClientAidedAll: every node that is not affine in its encrypted inputs
-	// (activations, MaxPool, products of two encrypted values).
+	// (activations, MaxPool, products of two encrypted values, layer
+	// normalizations).
 	ClientAidedAll
+	// ClientAidedLayerNorm: layer normalizations only, kept whole
+	// (TransformerOptions.KeepLayerNorm); softmax and every activation stay
+	// encrypted.
+	ClientAidedLayerNorm
 )
 
 func (c ClientAided) String() string {
@@ -60,23 +65,25 @@ func (c ClientAided) String() string {
 		return "activations"
 	case ClientAidedAll:
 		return "all"
+	case ClientAidedLayerNorm:
+		return "layernorm"
 	}
 	return fmt.Sprintf("client-aided(%d)", uint8(c))
 }
 
-// Set implements pflag.Value: none, activations or all.
+// Set implements pflag.Value: none, activations, layernorm or all.
 func (c *ClientAided) Set(s string) error {
-	for _, v := range []ClientAided{ClientAidedNone, ClientAidedActivations, ClientAidedAll} {
+	for _, v := range []ClientAided{ClientAidedNone, ClientAidedActivations, ClientAidedLayerNorm, ClientAidedAll} {
 		if s == v.String() {
 			*c = v
 			return nil
 		}
 	}
-	return fmt.Errorf("unknown client-aided mode %q (want none, activations or all)", s)
+	return fmt.Errorf("unknown client-aided mode %q (want none, activations, layernorm or all)", s)
 }
 
 // Type names the flag's value kind for pflag.
-func (c *ClientAided) Type() string { return "none|activations|all" }
+func (c *ClientAided) Type() string { return "none|activations|layernorm|all" }
 
 // SplitPolicy is the model owner's privacy policy.
 type SplitPolicy struct {

@@ -106,8 +106,10 @@ func splitEligible(n *ir.Node, c ClientAided) bool {
 	switch c {
 	case ClientAidedActivations:
 		return NeedsPolynomial(n.Op)
+	case ClientAidedLayerNorm:
+		return n.Op == "LayerNormalization"
 	case ClientAidedAll:
-		if NeedsPolynomial(n.Op) || n.Op == "MaxPool" {
+		if NeedsPolynomial(n.Op) || n.Op == "MaxPool" || n.Op == "LayerNormalization" {
 			return true
 		}
 		if n.Op == "Mul" && len(n.Inputs) == 2 && !n.Inputs[0].IsConst() && !n.Inputs[1].IsConst() {

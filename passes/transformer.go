@@ -93,6 +93,10 @@ type TransformerOptions struct {
 	// than skewed where the rows pair with an axis of their length (see
 	// transformer_skew.go); for comparisons.
 	Replicated bool
+	// KeepLayerNorm leaves LayerNormalization nodes whole, for a split
+	// whose data owner computes them (SplitPolicy.ClientAided
+	// ClientAidedLayerNorm): no encrypted stage may then hold one.
+	KeepLayerNorm bool
 }
 
 func (o TransformerOptions) withDefaults() TransformerOptions {
@@ -234,7 +238,7 @@ func DecomposeTransformer(g *ir.Graph, calib *ir.Tensor, opts TransformerOptions
 			if nodes[len(nodes)-1].Op == "Gather" {
 				rep.Skewed++
 			}
-		case n.Op == "Softmax" || n.Op == "LayerNormalization":
+		case n.Op == "Softmax" || (n.Op == "LayerNormalization" && !opts.KeepLayerNorm):
 			if err := tfCheckNorm(g, n); err != nil {
 				return nil, err
 			}

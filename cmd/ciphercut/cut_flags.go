@@ -31,7 +31,7 @@ func (f *cutFlags) add(cmd *cobra.Command) {
 	fl.StringVar(&f.cut, "cut", "none", "split between data owner and worker: auto (least predicted latency; the default for models with integer inputs), none (all encrypted but an integer input's embedding), after=NODE (the data owner runs NODE and what it depends on)")
 	fl.IntVar(&f.revealPrefix, "reveal-prefix", 0, "leading weighted layers whose weights the data owner may hold (default 0; for a model with integer inputs, its token and positional embedding)")
 	fl.IntVar(&f.revealSuffix, "reveal-suffix", passes.DefaultRevealSuffix, "trailing weighted layers whose weights the data owner may hold (default: the last layer)")
-	fl.Var(&f.clientAided, "client-aided", "nodes the data owner may compute between encrypted segments, seeing their inputs: none, activations or all")
+	fl.Var(&f.clientAided, "client-aided", "nodes the data owner may compute between encrypted segments, seeing their inputs: none, activations, layernorm (layer normalizations, computed exactly; softmax stays encrypted) or all")
 	fl.StringVar(&f.bandwidth, "bandwidth", "100Mbit/s", "data owner to worker bandwidth for split costs (bit/s with k, M, G prefixes)")
 	fl.DurationVar(&f.rtt, "rtt", 20*time.Millisecond, "round-trip time for split costs")
 	fl.Float64Var(&f.clientSpeed, "client-speed", passes.DefaultClientSpeed, "data owner's speed relative to the cost profile's machine")

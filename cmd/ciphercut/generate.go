@@ -28,26 +28,39 @@ import (
 )
 
 func generateCmd() *cobra.Command {
-	var prompt, model string
+	var prompts []string
+	var promptsFile, model string
 	var tokens int
 	var rmt *remoteFlags
 	var memLimit *string
 	cmd := &cobra.Command{
-		Use:   "generate PLAN --prompt TEXT [--tokens N] [--workers N|--swarm MA...]",
+		Use:   "generate PLAN (--prompt TEXT... | --prompts FILE) [--tokens N] [--workers N|--swarm MA...]",
 		Short: "Generate text greedily from a language model's split plan, its blocks encrypted",
-		Long: "generate tokenizes the prompt with the plan's vocabulary (the vocab.json beside the\n" +
+		Long: "generate tokenizes each prompt with the plan's vocabulary (the vocab.json beside the\n" +
 			"model when it was compiled), and for each new token runs the split plan on the last\n" +
-			"context-length tokens: the embedding in plaintext on the data owner, the transformer\n" +
-			"blocks encrypted (in process, or with --workers/--swarm on workers, one segment per\n" +
-			"encrypted stage), the head in plaintext, then takes the most likely next token.\n" +
-			"Keys are generated once. It also runs the exact model (--model, by default the\n" +
-			"testsuite/models folder of the plan's model when its SHA-256 matches) greedily and\n" +
-			"reports per token whether the encrypted choice agrees with it, on the same context\n" +
-			"and in the independent plaintext generation, with time, bootstraps and bytes moved.",
+			"context-length tokens of every prompt at once (the windows share ciphertexts): the\n" +
+			"embedding in plaintext on the data owner, the transformer blocks encrypted (in\n" +
+			"process, or with --workers/--swarm on workers; with fewer workers than encrypted\n" +
+			"stages, each worker serves consecutive stages), the head in plaintext, then takes\n" +
+			"the most likely next token. Keys are generated once. It also runs the exact model\n" +
+			"(--model, by default the testsuite/models folder of the plan's model when its\n" +
+			"SHA-256 matches) greedily and reports per token whether the encrypted choice agrees\n" +
+			"with it, on the same context and in the independent plaintext generation, with\n" +
+			"time, bootstraps and bytes moved.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if tokens <= 0 {
 				return fmt.Errorf("--tokens %d: want a positive number of tokens to generate", tokens)
+			}
+			if promptsFile != "" {
+				more, err := readPrompts(promptsFile)
+				if err != nil {
+					return err
+				}
+				prompts = append(prompts, more...)
+			}
+			if len(prompts) == 0 {
+				return errors.New("no prompt: give --prompt TEXT (repeatable) or --prompts FILE")
 			}
 			plan, ref, err := loadPlan(args[0])
 			if err != nil {
@@ -61,9 +74,13 @@ func generateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ids, err := lm.tokenize(prompt)
-			if err != nil {
-				return err
+			var ids [][]int64
+			for _, p := range prompts {
+				row, err := lm.tokenize(p)
+				if err != nil {
+					return err
+				}
+				ids = append(ids, row)
 			}
 			var stages []split.Stage
 			var runner split.Runner
@@ -80,17 +97,52 @@ func generateCmd() *cobra.Command {
 				}
 				runner = split.KeepSessions(func(p *ckksir.Program) (*local.Session, error) { return newSession(p, *memLimit) })
 			}
-			fmt.Printf("prompt %q (%d tokens, context %d); plaintext reference: %s\n", lm.detokenize(ids), len(ids), lm.context, what)
+			for _, row := range ids {
+				fmt.Printf("prompt %q (%d tokens, context %d)\n", lm.detokenize(row), len(row), lm.context)
+			}
+			fmt.Printf("plaintext reference: %s\n", what)
 			_, err = lm.generate(os.Stdout, ids, tokens, stages, runner, exact)
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&prompt, "prompt", "", "text to continue (lower-cased; characters outside the vocabulary are an error)")
+	cmd.Flags().StringArrayVar(&prompts, "prompt", nil, "text to continue (lower-cased; characters outside the vocabulary are an error); repeatable: the prompts are generated together")
+	cmd.Flags().StringVar(&promptsFile, "prompts", "", "JSON file of prompts to continue together: a list of strings or of objects with a \"prompt\" field (as testsuite/models/tiny-gpt/prompts.json)")
 	cmd.Flags().IntVar(&tokens, "tokens", 32, "tokens to generate")
 	cmd.Flags().StringVar(&model, "model", "", "the exact model (ONNX) to compare with (default: testsuite/models/NAME/model.onnx when its SHA-256 matches the plan's, else the plan's polynomial reference)")
 	rmt = addRemoteFlags(cmd)
 	memLimit = memoryLimitFlag(cmd)
 	return cmd
+}
+
+// readPrompts reads a prompts file: a JSON list of strings, or of objects
+// whose "prompt" field is the text.
+func readPrompts(path string) ([]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var raw []json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, fmt.Errorf("%s: want a JSON list of prompts: %w", path, err)
+	}
+	var out []string
+	for i, r := range raw {
+		var text string
+		if err := json.Unmarshal(r, &text); err != nil {
+			var obj struct {
+				Prompt *string `json:"prompt"`
+			}
+			if err := json.Unmarshal(r, &obj); err != nil || obj.Prompt == nil {
+				return nil, fmt.Errorf("%s: entry %d is neither a string nor an object with a \"prompt\" string", path, i)
+			}
+			text = *obj.Prompt
+		}
+		out = append(out, text)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no prompts", path)
+	}
+	return out, nil
 }
 
 // languageModel is what generate needs of a split plan: its stages read
@@ -171,58 +223,78 @@ func (lm *languageModel) detokenize(ids []int64) string {
 	return b.String()
 }
 
-// window returns the last context ids as a batch of one.
-func (lm *languageModel) window(ids []int64) *ir.Tensor {
-	w := append([]int64(nil), ids[len(ids)-lm.context:]...)
-	return ir.NewInt(ir.Shape{1, lm.context}, w)
+// window returns the last context ids of each row, the rows stacked as
+// a batch.
+func (lm *languageModel) window(rows [][]int64) *ir.Tensor {
+	w := make([]int64, 0, len(rows)*lm.context)
+	for _, ids := range rows {
+		w = append(w, ids[len(ids)-lm.context:]...)
+	}
+	return ir.NewInt(ir.Shape{len(rows), lm.context}, w)
 }
 
-// next is the most likely token after the window, from logits [1, context,
-// vocab].
-func (lm *languageModel) next(logits *ir.Tensor) (int64, error) {
+// next is the most likely token after each window, from logits [rows,
+// context, vocab].
+func (lm *languageModel) next(logits *ir.Tensor, rows int) ([]int64, error) {
 	v := len(lm.vocab)
 	f := logits.Floats()
-	if len(f) != lm.context*v {
-		return 0, fmt.Errorf("logits of shape %v, want [1, %d, %d]", logits.Shape, lm.context, v)
+	if len(f) != rows*lm.context*v {
+		return nil, fmt.Errorf("logits of shape %v, want [%d, %d, %d]", logits.Shape, rows, lm.context, v)
 	}
-	last := f[(lm.context-1)*v:]
-	best := 0
-	for i, x := range last {
-		if x > last[best] {
-			best = i
+	out := make([]int64, rows)
+	for r := range out {
+		last := f[((r+1)*lm.context-1)*v : (r+1)*lm.context*v]
+		best := 0
+		for i, x := range last {
+			if x > last[best] {
+				best = i
+			}
 		}
+		out[r] = int64(best)
 	}
-	return int64(best), nil
+	return out, nil
 }
 
-// plainNext is the exact model's next token after the window of ids.
-func (lm *languageModel) plainNext(exact *ir.Graph, ids []int64) (int64, error) {
-	outs, err := plain.Run(exact, map[string]*ir.Tensor{lm.input: lm.window(ids)}, nil)
-	if err != nil {
-		return 0, fmt.Errorf("plaintext model: %w", err)
+// plainNext is the exact model's next token after the window of each row.
+func (lm *languageModel) plainNext(exact *ir.Graph, rows [][]int64) ([]int64, error) {
+	out := make([]int64, len(rows))
+	for r, ids := range rows {
+		outs, err := plain.Run(exact, map[string]*ir.Tensor{lm.input: lm.window([][]int64{ids})}, nil)
+		if err != nil {
+			return nil, fmt.Errorf("plaintext model: %w", err)
+		}
+		tok, err := lm.next(outs[lm.output], 1)
+		if err != nil {
+			return nil, err
+		}
+		out[r] = tok[0]
 	}
-	return lm.next(outs[lm.output])
+	return out, nil
 }
 
 // generation is the result of languageModel.generate.
 type generation struct {
-	// Encrypted and Plain are the generated tokens, through the split plan
-	// and by the exact model alone.
-	Encrypted, Plain []int64
-	// SameSequence counts the positions where the two agree,
-	// SameContext the encrypted choices that equal the exact model's on
-	// the same context.
-	SameSequence, SameContext int
+	// Encrypted and Plain are the generated tokens of each prompt, through
+	// the split plan and by the exact model alone.
+	Encrypted, Plain [][]int64
+	// SameSequence counts the positions (over all prompts) where the two
+	// agree, SameContext the encrypted choices that equal the exact
+	// model's on the same context, Tokens the tokens generated.
+	SameSequence, SameContext, Tokens int
 }
 
-// generate appends tokens tokens to ids greedily, running the split
-// plan's stages (encrypted ones through runner) once per token, and writes
-// per-token progress and a summary comparing with the exact model's
-// greedy generation.
-func (lm *languageModel) generate(w io.Writer, ids []int64, tokens int, stages []split.Stage, runner split.Runner, exact *ir.Graph) (*generation, error) {
-	enc := append([]int64(nil), ids...)
-	pl := append([]int64(nil), ids...)
-	sameContext, sameSequence := 0, 0
+// generate appends tokens tokens to each prompt's ids greedily, running
+// the split plan's stages (encrypted ones through runner) once per token
+// on every prompt's window together, and writes per-token progress and a
+// summary comparing with the exact model's greedy generation.
+func (lm *languageModel) generate(w io.Writer, prompts [][]int64, tokens int, stages []split.Stage, runner split.Runner, exact *ir.Graph) (*generation, error) {
+	rows := len(prompts)
+	enc, pl := make([][]int64, rows), make([][]int64, rows)
+	for r, ids := range prompts {
+		enc[r] = append([]int64(nil), ids...)
+		pl[r] = append([]int64(nil), ids...)
+	}
+	res := &generation{Tokens: rows * tokens}
 	var total, setup time.Duration
 	var up, down int64
 	boots := 0
@@ -234,24 +306,31 @@ func (lm *languageModel) generate(w io.Writer, ids []int64, tokens int, stages [
 			return nil, fmt.Errorf("token %d: %w", k+1, err)
 		}
 		wall := time.Since(start)
-		tok, err := lm.next(env[lm.output])
+		toks, err := lm.next(env[lm.output], rows)
 		if err != nil {
 			return nil, fmt.Errorf("token %d: %w", k+1, err)
 		}
-		ctxTok, err := lm.plainNext(exact, enc)
+		ctxToks, err := lm.plainNext(exact, enc)
 		if err != nil {
 			return nil, err
 		}
-		seqTok, err := lm.plainNext(exact, pl)
+		seqToks, err := lm.plainNext(exact, pl)
 		if err != nil {
 			return nil, err
 		}
-		enc, pl = append(enc, tok), append(pl, seqTok)
-		if tok == ctxTok {
-			sameContext++
-		}
-		if tok == seqTok {
-			sameSequence++
+		var got, want strings.Builder
+		same := 0
+		for r := range rows {
+			enc[r], pl[r] = append(enc[r], toks[r]), append(pl[r], seqToks[r])
+			if toks[r] == ctxToks[r] {
+				res.SameContext++
+				same++
+			}
+			if toks[r] == seqToks[r] {
+				res.SameSequence++
+			}
+			got.WriteString(lm.vocab[toks[r]])
+			want.WriteString(lm.vocab[ctxToks[r]])
 		}
 		var keys time.Duration
 		for _, st := range rep.Stages {
@@ -264,24 +343,28 @@ func (lm *languageModel) generate(w io.Writer, ids []int64, tokens int, stages [
 		total += wall - keys
 		up, down, boots = up+rep.Upload, down+rep.Download, boots+rep.Bootstraps
 		mark := "="
-		if tok != ctxTok {
-			mark = "≠"
+		if same < rows {
+			mark = fmt.Sprintf("≠ (%d/%d equal)", same, rows)
 		}
 		line := fmt.Sprintf("token %d/%d: %q %s plaintext %q on the same context; %v (%d round trips, %d bootstraps, %.2f MiB up, %.2f MiB down)",
-			k+1, tokens, lm.vocab[tok], mark, lm.vocab[ctxTok], (wall - keys).Round(time.Millisecond), rep.RoundTrips, rep.Bootstraps,
+			k+1, tokens, got.String(), mark, want.String(), (wall - keys).Round(time.Millisecond), rep.RoundTrips, rep.Bootstraps,
 			float64(rep.Upload)/(1<<20), float64(rep.Download)/(1<<20))
 		if keys > 0 {
 			line += fmt.Sprintf("; keys and setup %v", keys.Round(time.Millisecond))
 		}
 		fmt.Fprintln(w, line)
 	}
-	n := len(ids)
-	fmt.Fprintf(w, "encrypted: %q\nplaintext: %q\n", lm.detokenize(enc[n:]), lm.detokenize(pl[n:]))
+	for r, ids := range prompts {
+		n := len(ids)
+		res.Encrypted = append(res.Encrypted, enc[r][n:])
+		res.Plain = append(res.Plain, pl[r][n:])
+		fmt.Fprintf(w, "prompt %d\n  encrypted: %q\n  plaintext: %q\n", r+1, lm.detokenize(enc[r][n:]), lm.detokenize(pl[r][n:]))
+	}
 	fmt.Fprintf(w, "agreement: %d/%d tokens equal the plaintext greedy generation (%.1f%%); %d/%d equal the plaintext choice on the same context\n",
-		sameSequence, tokens, 100*float64(sameSequence)/float64(tokens), sameContext, tokens)
-	fmt.Fprintf(w, "per token: %v (keys and setup once: %v); %d bootstraps, %.2f MiB up, %.2f MiB down in all\n",
-		(total / time.Duration(tokens)).Round(time.Millisecond), setup.Round(time.Millisecond), boots, float64(up)/(1<<20), float64(down)/(1<<20))
-	return &generation{Encrypted: enc[n:], Plain: pl[n:], SameSequence: sameSequence, SameContext: sameContext}, nil
+		res.SameSequence, res.Tokens, 100*float64(res.SameSequence)/float64(res.Tokens), res.SameContext, res.Tokens)
+	fmt.Fprintf(w, "per token: %v for %d prompt(s) together (keys and setup once: %v); %d bootstraps, %.2f MiB up, %.2f MiB down in all\n",
+		(total / time.Duration(tokens)).Round(time.Millisecond), rows, setup.Round(time.Millisecond), boots, float64(up)/(1<<20), float64(down)/(1<<20))
+	return res, nil
 }
 
 // exactModel returns the exact model to compare with and a description:

@@ -29,9 +29,112 @@ func TestGenerateInsecureSmallRing(t *testing.T) {
 		t.Skip("encrypted runs take tens of seconds; skipped in -short mode")
 	}
 	o := synth.GPTOptions{AttentionOptions: synth.AttentionOptions{Tokens: 6, Dim: 8, Heads: 2, Seed: 2}, Vocab: 8}
+	plan, lm, exact := compileGPTSmallRing(t, o, passes.SplitPolicy{RevealPrefix: -1, RevealSuffix: 2})
+	var kinds []passes.StageKind
+	for _, s := range plan.Stages {
+		kinds = append(kinds, s.Kind)
+	}
+	if want := []passes.StageKind{passes.StagePrefix, passes.StageEncrypted, passes.StageSuffix}; !slices.Equal(kinds, want) {
+		t.Fatalf("stages %v, want %v", kinds, want)
+	}
+	if n := plan.Stages[0].Nodes; !slices.Contains(n, "Gather_2") {
+		t.Errorf("prefix %v does not hold the embedding", n)
+	}
+	stages, err := plan.RunStages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := lm.tokenize("BadCab")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ids) != o.Tokens {
+		t.Fatalf("prompt of %d tokens, want it padded to %d", len(ids), o.Tokens)
+	}
+	var out bytes.Buffer
+	res, err := lm.generate(&out, [][]int64{ids}, 4, stages, split.KeepSessions(nil), exact)
+	t.Logf("\n%s", out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.SameSequence != res.Tokens {
+		t.Errorf("encrypted generation %v, plaintext %v", res.Encrypted, res.Plain)
+	}
+	// The same plan from a file, its encrypted stage on an in-process
+	// libp2p worker (compared with the plan's polynomial reference: the
+	// synthetic model has no ONNX file). Two prompts share the
+	// ciphertexts.
+	path := filepath.Join(t.TempDir(), "gpt.plan")
+	if err := compiler.WritePlan(path, plan); err != nil {
+		t.Fatal(err)
+	}
+	if err := run("generate", path, "--prompt", "BadCab", "--prompt", "hgfedc", "--tokens", "2", "--workers", "1"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestGenerateLayerNormClientAidedInsecureSmallRing compiles the synthetic
+// model of TestGenerateInsecureSmallRing with layer normalizations
+// client-aided (--client-aided layernorm; softmax stays encrypted): the
+// data owner computes each LayerNormalization exactly between encrypted
+// stages. Two prompts generate together, encrypted on the test-only ring
+// N=2^12, every token equal to the exact model's.
+func TestGenerateLayerNormClientAidedInsecureSmallRing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("encrypted runs take tens of seconds; skipped in -short mode")
+	}
+	o := synth.GPTOptions{AttentionOptions: synth.AttentionOptions{Tokens: 6, Dim: 8, Heads: 2, Seed: 2}, Vocab: 8}
+	plan, lm, exact := compileGPTSmallRing(t, o, passes.SplitPolicy{RevealPrefix: -1, ClientAided: passes.ClientAidedLayerNorm})
+	aided, softmax := 0, false
+	for _, s := range plan.Stages {
+		if s.Kind == passes.StageClientAided {
+			aided++
+		}
+		if s.Program != nil {
+			softmax = softmax || strings.Contains(strings.Join(s.Nodes, " "), "Softmax")
+		}
+	}
+	if aided == 0 || !softmax {
+		t.Fatalf("%d client-aided stages, softmax encrypted %v: want layer normalizations client-aided and the softmax encrypted", aided, softmax)
+	}
+	for _, s := range plan.Stages {
+		for _, n := range s.Nodes {
+			if strings.Contains(n, "LayerNormalization") && s.Kind == passes.StageEncrypted {
+				t.Errorf("encrypted stage holds %s", n)
+			}
+		}
+	}
+	stages, err := plan.RunStages()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var prompts [][]int64
+	for _, p := range []string{"BadCab", "hgfedc"} {
+		ids, err := lm.tokenize(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prompts = append(prompts, ids)
+	}
+	var out bytes.Buffer
+	res, err := lm.generate(&out, prompts, 3, stages, split.KeepSessions(nil), exact)
+	t.Logf("\n%s", out.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Tokens != 6 || res.SameSequence != res.Tokens {
+		t.Errorf("encrypted generation %v, plaintext %v", res.Encrypted, res.Plain)
+	}
+}
+
+// compileGPTSmallRing compiles synth.GPT(o) under policy to a 128-bit
+// split plan, moves its encrypted stages to the test-only ring N=2^12 and
+// returns it with its language model and the exact model.
+func compileGPTSmallRing(t *testing.T, o synth.GPTOptions, policy passes.SplitPolicy) (*compiler.Plan, *languageModel, *ir.Graph) {
+	t.Helper()
 	g := synth.GPT(o)
 	plan, err := compiler.Compile(g, "gpt", []byte("synthetic gpt"), compiler.CompileOptions{Calib: synth.GPTTokens(o, 256, 5),
-		Split: &passes.SplitOptions{Cut: "auto", Policy: passes.SplitPolicy{RevealPrefix: -1, RevealSuffix: 2}}})
+		Split: &passes.SplitOptions{Cut: "auto", Policy: policy}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,24 +142,18 @@ func TestGenerateInsecureSmallRing(t *testing.T) {
 	if !strings.Contains(plan.Approximations, "causal mask") {
 		t.Errorf("no causal mask rewritten:\n%s", plan.Approximations)
 	}
-	var kinds []passes.StageKind
 	for i, s := range plan.Stages {
-		kinds = append(kinds, s.Kind)
 		if p := s.Program; p != nil {
 			if p.Params.SecurityBits < 128 {
 				t.Fatalf("stage %d: %s, want 128-bit security", i, p.Params)
 			}
-			t.Logf("stage %d: %s, depth %d, %d bootstraps", i, p.Params, p.Depth(), p.Bootstraps())
+			t.Logf("stage %d (%s): %s, depth %d, %d bootstraps", i, s.Kind, p.Params, p.Depth(), p.Bootstraps())
 			if plan.Stages[i].Program, err = smallring.Move(p, 12); err != nil {
 				t.Fatal(err)
 			}
+		} else {
+			t.Logf("stage %d (%s): %v", i, s.Kind, s.Nodes)
 		}
-	}
-	if want := []passes.StageKind{passes.StagePrefix, passes.StageEncrypted, passes.StageSuffix}; !slices.Equal(kinds, want) {
-		t.Fatalf("stages %v, want %v", kinds, want)
-	}
-	if n := plan.Stages[0].Nodes; !slices.Contains(n, "Gather_2") {
-		t.Errorf("prefix %v does not hold the embedding", n)
 	}
 	plan.Vocab = strings.Split("abcdefgh", "")
 	ref, err := ir.UnmarshalGraph(plan.Graph)
@@ -74,36 +171,7 @@ func TestGenerateInsecureSmallRing(t *testing.T) {
 	if err := compiler.RunPasses(exact, compiler.Canonicalize, compiler.Options{}); err != nil {
 		t.Fatal(err)
 	}
-	stages, err := plan.RunStages()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids, err := lm.tokenize("BadCab")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(ids) != o.Tokens {
-		t.Fatalf("prompt of %d tokens, want it padded to %d", len(ids), o.Tokens)
-	}
-	var out bytes.Buffer
-	res, err := lm.generate(&out, ids, 4, stages, split.KeepSessions(nil), exact)
-	t.Logf("\n%s", out.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.SameSequence != 4 {
-		t.Errorf("encrypted generation %v, plaintext %v", res.Encrypted, res.Plain)
-	}
-	// The same plan from a file, its encrypted stage on an in-process
-	// libp2p worker (compared with the plan's polynomial reference: the
-	// synthetic model has no ONNX file).
-	path := filepath.Join(t.TempDir(), "gpt.plan")
-	if err := compiler.WritePlan(path, plan); err != nil {
-		t.Fatal(err)
-	}
-	if err := run("generate", path, "--prompt", "BadCab", "--tokens", "2", "--workers", "1"); err != nil {
-		t.Fatal(err)
-	}
+	return plan, lm, exact
 }
 
 // TestGenerateErrors checks generate's errors on plans it cannot use.
@@ -113,12 +181,18 @@ func TestGenerateErrors(t *testing.T) {
 	if err := run("compile", filepath.Join(digitsMLP, "model.onnx"), "-o", plan); err != nil {
 		t.Fatal(err)
 	}
+	badPrompts := filepath.Join(dir, "bad-prompts.json")
+	if err := os.WriteFile(badPrompts, []byte(`["ok", {"text": "no prompt field"}]`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"generate", plan, "--prompt", "hi"}, "token ids"},
 		{[]string{"generate", plan, "--prompt", "hi", "--tokens", "0"}, "--tokens 0"},
+		{[]string{"generate", plan}, "no prompt"},
+		{[]string{"generate", plan, "--prompts", badPrompts}, "bad-prompts.json: entry 1"},
 	} {
 		err := run(c.args...)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -334,9 +334,6 @@ func (rf *remoteFlags) connect(job *remoteJob) (_ *remoteSession, err error) {
 		}
 	}()
 	nsegs := len(job.owner.AllSegments())
-	if rf.workers > 0 && rf.workers < nsegs {
-		return nil, fmt.Errorf("--workers %d cannot serve %d segments (worker i serves segment i mod %d); give at least %d", rf.workers, nsegs, nsegs, nsegs)
-	}
 	priv, err := identityKey(rf.identity)
 	if err != nil {
 		return nil, err

@@ -22,11 +22,21 @@ type Cluster struct {
 	cancel  context.CancelFunc
 }
 
-// RoundRobin assigns the shards of one plan to n workers: worker i serves
-// segment i mod len(shards), and every segment has at least one worker when
-// n >= len(shards).
+// RoundRobin assigns the shards of one plan to n workers. With n >=
+// len(shards), worker i serves segment i mod len(shards) (the extra
+// workers are redundant copies); with fewer workers, worker i serves the
+// consecutive segments i·len(shards)/n to (i+1)·len(shards)/n - 1, so that
+// neighbouring segments (the stages of one transformer block between
+// client-aided layer normalizations) share a worker. Every segment has a
+// worker either way.
 func RoundRobin(shards []*segment.Shard, n int) [][]*segment.Shard {
 	serve := make([][]*segment.Shard, n)
+	if n < len(shards) {
+		for i := range serve {
+			serve[i] = shards[i*len(shards)/n : (i+1)*len(shards)/n]
+		}
+		return serve
+	}
 	for i := range serve {
 		serve[i] = []*segment.Shard{shards[i%len(shards)]}
 	}
