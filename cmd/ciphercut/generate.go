@@ -49,6 +49,7 @@ func generateCmd() *cobra.Command {
 			"time, bootstraps and bytes moved.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			rmt.memLimit = *memLimit
 			if tokens <= 0 {
 				return fmt.Errorf("--tokens %d: want a positive number of tokens to generate", tokens)
 			}

@@ -17,6 +17,8 @@ import (
 
 	"github.com/ciphercut/ciphercut/compiler"
 	"github.com/ciphercut/ciphercut/ir"
+	"github.com/ciphercut/ciphercut/runtime/ckks"
+	"github.com/ciphercut/ciphercut/runtime/local"
 	"github.com/ciphercut/ciphercut/runtime/remote"
 	"github.com/ciphercut/ciphercut/runtime/segment"
 	"github.com/ciphercut/ciphercut/runtime/split"
@@ -27,6 +29,9 @@ import (
 // separate workers through the DHT.
 type remoteFlags struct {
 	workers, segments, redundancy int
+	// memLimit is the command's --memory-limit (empty: none), which the
+	// in-process workers of --workers share.
+	memLimit string
 	swarm                         []string
 	manifest, identity, trust     string
 	shards, token, keys           string
@@ -382,7 +387,25 @@ func (rf *remoteFlags) connect(job *remoteJob) (_ *remoteSession, err error) {
 			}
 			sess.closers = append(sess.closers, func() { os.RemoveAll(cacheDir) })
 		}
-		wo := remote.WorkerOptions{Allow: []peer.ID{h.ID()}, CacheDir: cacheDir, Log: log.New(os.Stderr, "worker: ", log.LstdFlags)}
+		// The in-process workers share this process's memory: one pool
+		// plans their evaluators within --memory-limit (default: the
+		// memory available now) and drops idle ones to make room, and
+		// their key caches hold every segment's keys.
+		limit, err := parseMemoryLimit(rf.memLimit)
+		if err != nil {
+			return nil, err
+		}
+		if limit <= 0 {
+			limit = local.MemoryAvailable()
+		}
+		quota := int64(8 << 30)
+		for _, sh := range job.shards {
+			if kp, err := ckks.PlanKeys(sh.Program); err == nil {
+				quota += kp.TotalBytes
+			}
+		}
+		wo := remote.WorkerOptions{Allow: []peer.ID{h.ID()}, CacheDir: cacheDir, CacheQuota: quota, Pool: remote.NewMemoryPool(limit),
+			Log: log.New(os.Stderr, "worker: ", log.LstdFlags)}
 		if token != nil {
 			// The in-process workers admit the data owner by its token
 			// alone, as remote ones started with --token-issuer would.
@@ -407,7 +430,17 @@ func (rf *remoteFlags) connect(job *remoteJob) (_ *remoteSession, err error) {
 	sess.closers = append(sess.closers, func() { d.Close() })
 	fmt.Printf("data owner %s\n", h.ID())
 	sess.find = remote.OnlyListed(remote.DHTProviders(d, job.owner.PlanID, rf.redundancy, 30*time.Second), job.listed)
-	sess.opts = remote.OwnerOptions{KeyDir: rf.keys, Token: token, Timeout: rf.timeout, Redundancy: rf.redundancy,
+	spill := ""
+	if rf.keys == "" {
+		// Without --keys the owner's evaluation keys (public) go to a
+		// directory of this run, read at each upload rather than held in
+		// memory (a transformer's stages have gigabytes each).
+		if spill, err = os.MkdirTemp("", "ciphercut-owner-keys-"); err != nil {
+			return nil, err
+		}
+		sess.closers = append(sess.closers, func() { os.RemoveAll(spill) })
+	}
+	sess.opts = remote.OwnerOptions{KeyDir: rf.keys, SpillDir: spill, Token: token, Timeout: rf.timeout, Redundancy: rf.redundancy,
 		KeyProgress: sessionProgress(nil).Keys, Log: log.New(os.Stderr, "owner: ", log.LstdFlags)}
 	return sess, nil
 }

@@ -31,6 +31,7 @@ func runCmd() *cobra.Command {
 			"leaves the error bound the plan predicts.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			rmt.memLimit = *memLimit
 			if input == "" {
 				return fmt.Errorf("missing --input X.npy")
 			}

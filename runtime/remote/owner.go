@@ -11,6 +11,7 @@ import (
 	"log"
 	"math"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -89,8 +90,13 @@ type OwnerOptions struct {
 	Log *log.Logger
 	// KeyDir, if set, keeps the data owner's secret key (secret.key, mode
 	// 0600) and evaluation keys between runs, so that workers that cached
-	// the keys need no upload; it never leaves this process.
+	// the keys need no upload; it never leaves this process. The owner
+	// then holds no evaluation keys in memory: uploads read their files.
 	KeyDir string
+	// SpillDir, used when KeyDir is not set, receives the evaluation keys
+	// (public; the secret key stays in memory) so that the owner does not
+	// hold them in memory either; the caller removes it.
+	SpillDir string
 	// Token, if set, is presented in every request: the model owner's
 	// permission, for workers that do not list this data owner with
 	// --allow.
@@ -119,12 +125,33 @@ type Owner struct {
 }
 
 // ownerSegment is what the owner keeps per segment: a client on the
-// segment's program (same secret key) and its evaluation keys.
+// segment's program (same secret key) and its evaluation keys, in memory
+// (evk) or, with a key directory, in their file there (path), read at each
+// upload so that an owner of many segments does not hold all their keys.
 type ownerSegment struct {
 	client *ckks.Client
 	evk    *ckks.EvaluationKeys
+	path   string
 	hash   string
 	size   int64
+}
+
+// writeKeys writes the segment's serialized evaluation keys to w.
+func (ks *ownerSegment) writeKeys(w io.Writer) error {
+	if ks.evk != nil {
+		_, err := ks.evk.WriteTo(w)
+		return err
+	}
+	f, err := os.Open(ks.path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	n, err := io.Copy(w, bufio.NewReaderSize(f, 1<<20))
+	if err == nil && n != ks.size {
+		err = fmt.Errorf("%s: %d bytes, %d when the keys were written", ks.path, n, ks.size)
+	}
+	return err
 }
 
 // SegmentRun reports where and how one segment ran.
@@ -188,11 +215,21 @@ func NewOwner(h host.Host, find Finder, op *segment.OwnerPlan, opts OwnerOptions
 		if err != nil {
 			return nil, nil, fmt.Errorf("segment %d: %w", s.Index, err)
 		}
-		evk, hash, n, loaded, err := segmentKeys(opts.KeyDir, fingerprint, planID, s.Index, sc, opts.KeyProgress)
+		dir := opts.KeyDir
+		if dir == "" {
+			dir = opts.SpillDir
+		}
+		evk, path, hash, n, loaded, err := segmentKeys(dir, fingerprint, planID, s.Index, sc, opts.KeyProgress)
 		if err != nil {
 			return nil, nil, fmt.Errorf("segment %d: %w", s.Index, err)
 		}
-		o.per[s.Index] = &ownerSegment{client: sc, evk: evk, hash: hash, size: n}
+		ks := &ownerSegment{client: sc, evk: evk, path: path, hash: hash, size: n}
+		if path != "" {
+			ks.evk = nil // read from the file at each upload
+			evk = nil
+			debug.FreeOSMemory()
+		}
+		o.per[s.Index] = ks
 		st.KeyBytes = append(st.KeyBytes, n)
 		st.KeysLoaded = append(st.KeysLoaded, loaded)
 	}
@@ -574,7 +611,7 @@ func (o *Owner) ensureKeys(ctx context.Context, w peer.ID, s *segment.Segment) (
 	}
 	if h.Status == "send" {
 		cw := &chunkWriter{w: bw}
-		if _, err := ks.evk.WriteTo(cw); err != nil {
+		if err := ks.writeKeys(cw); err != nil {
 			return 0, err
 		}
 		if err := cw.flush(); err != nil {

@@ -74,14 +74,14 @@ func ownerClient(dir string, op *segment.OwnerPlan) (c *ckks.Client, fingerprint
 	return c, hex.EncodeToString(sum[:8]), loaded, nil
 }
 
-// segmentKeys returns the segment's evaluation keys, the hex SHA-256 of
-// their serialization and its size: generated with sc, or, with a key
+// segmentKeys returns the segment's evaluation keys, the path of their
+// file (empty without a key directory), the hex SHA-256 of their
+// serialization and its size: generated with sc, or, with a key
 // directory, read from dir/evk-<fingerprint>-<plan>-<index>.bin where an
 // earlier run wrote them (validated against the segment's key needs), so
 // that workers holding them in their caches need no upload. loaded
 // reports whether they were read.
-func segmentKeys(dir, fingerprint, planID string, index int, sc *ckks.Client, progress func(done, total int)) (evk *ckks.EvaluationKeys, hash string, size int64, loaded bool, err error) {
-	path := ""
+func segmentKeys(dir, fingerprint, planID string, index int, sc *ckks.Client, progress func(done, total int)) (evk *ckks.EvaluationKeys, path, hash string, size int64, loaded bool, err error) {
 	if dir != "" {
 		plan := planID
 		if len(plan) > 16 {
@@ -93,23 +93,23 @@ func segmentKeys(dir, fingerprint, planID string, index int, sc *ckks.Client, pr
 			evk, err := sc.UnmarshalEvaluationKeys(data)
 			release() // the decoded keys do not alias the mapped bytes
 			if err != nil {
-				return nil, "", 0, false, fmt.Errorf("%s: %w (delete it to generate the keys again)", path, err)
+				return nil, "", "", 0, false, fmt.Errorf("%s: %w (delete it to generate the keys again)", path, err)
 			}
-			return evk, hex.EncodeToString(sum[:]), int64(len(data)), true, nil
+			return evk, path, hex.EncodeToString(sum[:]), int64(len(data)), true, nil
 		} else if !errors.Is(err, fs.ErrNotExist) {
-			return nil, "", 0, false, err
+			return nil, "", "", 0, false, err
 		}
 	}
 	if evk, err = sc.EvaluationKeys(progress); err != nil {
-		return nil, "", 0, false, err
+		return nil, "", "", 0, false, err
 	}
 	h := sha256.New()
 	if path == "" {
 		size, err = evk.WriteTo(h)
-		return evk, hex.EncodeToString(h.Sum(nil)), size, false, err
+		return evk, "", hex.EncodeToString(h.Sum(nil)), size, false, err
 	}
 	size, err = atomicfile.WriteStream(path, 0o600, func(w io.Writer) (int64, error) { return evk.WriteTo(io.MultiWriter(w, h)) })
-	return evk, hex.EncodeToString(h.Sum(nil)), size, false, err
+	return evk, path, hex.EncodeToString(h.Sum(nil)), size, false, err
 }
 
 // holdersFile, in a key directory, lists the workers that held the data

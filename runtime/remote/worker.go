@@ -50,7 +50,12 @@ type WorkerOptions struct {
 	// EncodeBudget bounds the bytes of matrix diagonals an evaluator keeps
 	// encoded; the largest matrices beyond it are encoded at each use
 	// (ckks.NewEvaluatorWithBudget). 0 or negative: keep all encoded.
+	// Unused with Pool.
 	EncodeBudget int64
+	// Pool, if set, plans every evaluator within its limit (lanes, cores,
+	// encoded diagonals) and drops the least recently used evaluators of
+	// the workers sharing it to make room (see MemoryPool).
+	Pool *MemoryPool
 	// RequestTimeout bounds the time a peer has to send a request (default
 	// 30 minutes).
 	RequestTimeout time.Duration
@@ -405,11 +410,27 @@ func (w *Worker) evaluator(sh *segment.Shard, key shardKey, hash string) (*ckks.
 				}
 			}
 			delete(w.evs, oldest)
+			if w.opts.Pool != nil {
+				w.opts.Pool.forget(w, oldest)
+			}
 		}
 	}
 	e.used = time.Now()
 	w.mu.Unlock()
+	if w.opts.Pool != nil {
+		w.opts.Pool.touch(w, k)
+	}
 	e.once.Do(func() {
+		budget, lanes, cores := w.opts.EncodeBudget, 0, 0
+		if w.opts.Pool != nil {
+			plan, err := w.opts.Pool.plan(sh)
+			if err != nil {
+				e.err = err
+				return
+			}
+			w.opts.Pool.admit(w, k, plan.Peak())
+			budget, lanes, cores = plan.Budget(), plan.Lanes, plan.Cores
+		}
 		data, release, err := w.cache.Map(hash)
 		if err != nil {
 			e.err = fmt.Errorf("%s %.12s: upload them first", unknownKeys, hash)
@@ -421,7 +442,11 @@ func (w *Worker) evaluator(sh *segment.Shard, key shardKey, hash string) (*ckks.
 			e.err = err
 			return
 		}
-		e.ev, e.err = ckks.NewEvaluatorWithBudget(sh.Program, evk, w.opts.EncodeBudget)
+		e.ev, e.err = ckks.NewEvaluatorWithBudget(sh.Program, evk, budget)
+		if e.err == nil && lanes > 0 {
+			e.ev.SetLanes(lanes)
+			e.ev.SetCores(cores)
+		}
 		if e.err == nil {
 			// Progress in quarters, set once before any Run.
 			e.ev.SetProgress(func(s ckks.Step) {
@@ -437,8 +462,19 @@ func (w *Worker) evaluator(sh *segment.Shard, key shardKey, hash string) (*ckks.
 			delete(w.evs, k)
 		}
 		w.mu.Unlock()
+		if w.opts.Pool != nil {
+			w.opts.Pool.forget(w, k)
+		}
 	}
 	return e.ev, e.err
+}
+
+// dropEvaluator forgets the evaluator of key k (MemoryPool's eviction):
+// a request that holds it finishes with it, the next one builds it again.
+func (w *Worker) dropEvaluator(k evKey) {
+	w.mu.Lock()
+	delete(w.evs, k)
+	w.mu.Unlock()
 }
 
 // eval answers an evaluation request.
