@@ -31,11 +31,11 @@ type remoteFlags struct {
 	workers, segments, redundancy int
 	// memLimit is the command's --memory-limit (empty: none), which the
 	// in-process workers of --workers share.
-	memLimit string
-	swarm                         []string
-	manifest, identity, trust     string
-	shards, token, keys           string
-	timeout                       time.Duration
+	memLimit                  string
+	swarm                     []string
+	manifest, identity, trust string
+	shards, token, keys       string
+	timeout                   time.Duration
 }
 
 func addRemoteFlags(cmd *cobra.Command) *remoteFlags {
