@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"math"
+	"runtime/debug"
 	"os"
 	"path/filepath"
 	"slices"
@@ -124,6 +126,22 @@ func TestGenerateLayerNormClientAidedInsecureSmallRing(t *testing.T) {
 	}
 	if res.Tokens != 6 || res.SameSequence != res.Tokens {
 		t.Errorf("encrypted generation %v, plaintext %v", res.Encrypted, res.Plain)
+	}
+	// On two in-process workers, one per block of stages, within a memory
+	// limit that holds one stage's evaluator at a time: the workers' pool
+	// drops each evaluator for the next and builds it again from the key
+	// cache at the next token.
+	path := filepath.Join(t.TempDir(), "gpt.plan")
+	if err := compiler.WritePlan(path, plan); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { debug.SetMemoryLimit(math.MaxInt64) }) // --memory-limit sets the process's
+	stdout, err := runCaptured(t, "generate", path, "--prompt", "BadCab", "--prompt", "hgfedc", "--tokens", "2", "--workers", "2", "--memory-limit", "3GiB")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(stdout, "agreement: 4/4 tokens") {
+		t.Errorf("generation on two workers within 3 GiB:\n%s", stdout)
 	}
 }
 

@@ -79,6 +79,10 @@ func (p *MemoryPool) admit(w *Worker, k evKey, bytes int64) {
 	p.mu.Unlock()
 	for _, h := range drop {
 		h.w.dropEvaluator(h.k)
+		if h.w.log != nil {
+			h.w.log.Printf("segment %d: evaluator (%.1f GiB) dropped to make room within the %.1f GiB memory pool; built again from the key cache at its next request",
+				h.k.shard.index, float64(h.bytes)/(1<<30), float64(p.limit)/(1<<30))
+		}
 	}
 	if len(drop) > 0 {
 		debug.FreeOSMemory() // before the new evaluator decodes its keys
