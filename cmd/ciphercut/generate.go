@@ -19,9 +19,7 @@ import (
 	"github.com/ciphercut/ciphercut/compiler"
 	"github.com/ciphercut/ciphercut/frontends/onnx"
 	"github.com/ciphercut/ciphercut/ir"
-	"github.com/ciphercut/ciphercut/ir/ckksir"
 	"github.com/ciphercut/ciphercut/passes"
-	"github.com/ciphercut/ciphercut/runtime/local"
 	"github.com/ciphercut/ciphercut/runtime/plain"
 	"github.com/ciphercut/ciphercut/runtime/remote"
 	"github.com/ciphercut/ciphercut/runtime/split"
@@ -96,7 +94,9 @@ func generateCmd() *cobra.Command {
 				if stages, err = plan.RunStages(); err != nil {
 					return err
 				}
-				runner = split.KeepSessions(func(p *ckksir.Program) (*local.Session, error) { return newSession(p, *memLimit) })
+				if runner, err = keptSessions(stages, *memLimit); err != nil {
+					return err
+				}
 			}
 			for _, row := range ids {
 				fmt.Printf("prompt %q (%d tokens, context %d)\n", lm.detokenize(row), len(row), lm.context)

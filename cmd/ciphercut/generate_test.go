@@ -3,9 +3,9 @@ package main
 import (
 	"bytes"
 	"math"
-	"runtime/debug"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"testing"
@@ -71,6 +71,10 @@ func TestGenerateInsecureSmallRing(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := run("generate", path, "--prompt", "BadCab", "--prompt", "hgfedc", "--tokens", "2", "--workers", "1"); err != nil {
+		t.Fatal(err)
+	}
+	// In process, the stages' sessions kept within shares of the memory.
+	if err := run("generate", path, "--prompt", "BadCab", "--tokens", "1"); err != nil {
 		t.Fatal(err)
 	}
 }

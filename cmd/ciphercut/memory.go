@@ -12,6 +12,7 @@ import (
 	"github.com/ciphercut/ciphercut/ir/ckksir"
 	"github.com/ciphercut/ciphercut/runtime/ckks"
 	"github.com/ciphercut/ciphercut/runtime/local"
+	"github.com/ciphercut/ciphercut/runtime/split"
 )
 
 // memoryLimitFlag adds --memory-limit to cmd and returns where its value
@@ -113,10 +114,45 @@ func newSession(prog *ckksir.Program, s string) (*local.Session, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newSessionWithin(prog, limit)
+}
+
+// newSessionWithin is newSession within limit bytes (0: the memory
+// available).
+func newSessionWithin(prog *ckksir.Program, limit int64) (*local.Session, error) {
 	sess, err := local.NewSessionWithin(prog, sessionProgress(prog), limit)
 	if err != nil {
 		return nil, err
 	}
 	fmt.Fprintln(os.Stderr, sess.Memory)
 	return sess, nil
+}
+
+// keptSessions runs a split plan's encrypted stages in sessions kept
+// between runs (split.KeepSessions: generate's tokens), each within its
+// share of the memory limit flag s (default: the memory available), since
+// they are all held at once (local.ShareMemory).
+func keptSessions(stages []split.Stage, s string) (split.Runner, error) {
+	limit, err := parseMemoryLimit(s)
+	if err != nil {
+		return nil, err
+	}
+	if limit <= 0 {
+		limit = local.MemoryAvailable()
+	}
+	var progs []*ckksir.Program
+	for _, st := range stages {
+		if st.Program != nil {
+			progs = append(progs, st.Program)
+		}
+	}
+	shares, err := local.ShareMemory(progs, limit)
+	if err != nil {
+		return nil, fmt.Errorf("%w; in-process workers (--workers 2) hold one stage's keys at a time", err)
+	}
+	share := map[*ckksir.Program]int64{}
+	for i, p := range progs {
+		share[p] = shares[i]
+	}
+	return split.KeepSessions(func(p *ckksir.Program) (*local.Session, error) { return newSessionWithin(p, share[p]) }), nil
 }

@@ -127,3 +127,50 @@ func PlanMemory(kp *ckks.KeyPlan, weights, limit int64, cpus int) (MemoryPlan, e
 	return m, &ir.UnsupportedError{Reason: fmt.Sprintf("plan needs about %.1f GiB (%.1f GiB of evaluation keys, %.1f GiB of bootstrapping matrices, %.1f GiB of weights, %.1f GiB to work in), more than the %.1f GiB memory limit",
 		float64(m.Peak())/(1<<30), float64(m.Keys)/(1<<30), float64(m.BootMatrices)/(1<<30), float64(m.Weights)/(1<<30), float64(m.LaneBytes+m.Overhead)/(1<<30), float64(limit)/(1<<30))}
 }
+
+// ShareMemory divides limit among sessions of progs that live in one
+// process at once (a split plan's encrypted stages kept between the tokens
+// of a generation): each gets the least it runs in (its keys,
+// bootstrapping matrices and weights, one lane on one core) plus a share
+// of what is left in proportion to the diagonals it could keep encoded,
+// the runtime's overhead counted once for the process and included in
+// every share, so that each session's own PlanMemory within its share
+// fits and the shares' peaks together stay within limit. It fails, naming
+// the sizes, when the programs' least needs do not fit together.
+func ShareMemory(progs []*ckksir.Program, limit int64) ([]int64, error) {
+	kps := make([]*ckks.KeyPlan, len(progs))
+	weights := make([]int64, len(progs))
+	for i, p := range progs {
+		kp, err := ckks.PlanKeys(p)
+		if err != nil {
+			return nil, err
+		}
+		kps[i], weights[i] = kp, WeightBytes(p)
+	}
+	return shareMemory(kps, weights, limit)
+}
+
+// shareMemory is ShareMemory on the programs' key plans and weights.
+func shareMemory(kps []*ckks.KeyPlan, weights []int64, limit int64) ([]int64, error) {
+	least := make([]int64, len(kps))
+	var sumLeast, sumEncoded int64
+	for i, kp := range kps {
+		least[i] = kp.TotalBytes + kp.BootstrapMatrixBytes + weights[i] + kp.LaneBytes
+		sumLeast += least[i]
+		sumEncoded += kp.EncodedBytes
+	}
+	left := limit - RuntimeOverhead - sumLeast
+	if left < 0 {
+		return nil, &ir.UnsupportedError{Reason: fmt.Sprintf("%d encrypted stages held at once need at least %.1f GiB (their keys, bootstrapping matrices and weights, and one lane each), more than the %.1f GiB memory limit",
+			len(kps), float64(sumLeast+RuntimeOverhead)/(1<<30), float64(limit)/(1<<30))}
+	}
+	shares := make([]int64, len(kps))
+	for i, kp := range kps {
+		extra := left / int64(len(kps))
+		if sumEncoded > 0 {
+			extra = int64(float64(left) * float64(kp.EncodedBytes) / float64(sumEncoded))
+		}
+		shares[i] = least[i] + extra + RuntimeOverhead
+	}
+	return shares, nil
+}

@@ -59,3 +59,37 @@ func TestPlanMemory(t *testing.T) {
 		t.Errorf("String:\n%s", m)
 	}
 }
+
+// TestShareMemory checks the division of a limit among sessions held at
+// once: each share is at least what its session runs in, the overhead is
+// counted once, the rest goes by encoded diagonals, and stages that cannot
+// fit together are refused naming the sizes.
+func TestShareMemory(t *testing.T) {
+	const gib = 1 << 30
+	o := RuntimeOverhead
+	attn := &ckks.KeyPlan{TotalBytes: 10 * gib, BootstrapMatrixBytes: 2 * gib, LaneBytes: 2 * gib, EncodedBytes: 6 * gib}
+	mlp := &ckks.KeyPlan{TotalBytes: 1 * gib, LaneBytes: 1 * gib, EncodedBytes: 2 * gib}
+	limit := 20*gib + o
+	shares, err := shareMemory([]*ckks.KeyPlan{attn, mlp}, []int64{0, 0}, limit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Least needs 14 and 2 GiB; the 4 GiB left split 3:1.
+	if want := []int64{17*gib + o, 3*gib + o}; shares[0] != want[0] || shares[1] != want[1] {
+		t.Errorf("shares %v, want %v", shares, want)
+	}
+	var together int64
+	for i, kp := range []*ckks.KeyPlan{attn, mlp} {
+		m, err := PlanMemory(kp, 0, shares[i], 1)
+		if err != nil {
+			t.Fatalf("stage %d within its share: %v", i, err)
+		}
+		together += m.Peak() - o
+	}
+	if together+o > limit {
+		t.Errorf("the sessions' peaks add up to %d, over the limit %d", together+o, limit)
+	}
+	if _, err := shareMemory([]*ckks.KeyPlan{attn, attn}, []int64{0, 0}, limit); err == nil || !strings.Contains(err.Error(), "2 encrypted stages held at once need at least 29.8 GiB") {
+		t.Errorf("two stages of 14 GiB within 21.8 GiB: %v", err)
+	}
+}
