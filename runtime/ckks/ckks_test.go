@@ -956,3 +956,48 @@ func BenchmarkLinear(b *testing.B) {
 		})
 	}
 }
+
+// TestPartialBatchRepeatsSamplesInsecureSmallRing checks that the blocks of
+// a last, partly filled ciphertext repeat its own samples instead of holding
+// zeros (an all-zero sample can leave the calibrated ranges and, through a
+// bootstrap, corrupt the real samples beside it), in slot and in feature
+// packing. The program outputs its input, so decrypting every block shows
+// what was encrypted.
+func TestPartialBatchRepeatsSamplesInsecureSmallRing(t *testing.T) {
+	rng := rand.New(rand.NewSource(31))
+	params := smallParams(1)
+	for _, tc := range []struct {
+		packing   ckksir.Packing
+		blockSize int
+		size      int
+	}{{ckksir.PackSlot, 64, 64}, {ckksir.PackFeature, 1, 3}} {
+		batch := params.Slots() / tc.blockSize
+		lay := ckksir.Layout{Shape: ir.Shape{tc.size}}
+		p := &ckksir.Program{
+			Params: params, Packing: tc.packing, BlockSize: tc.blockSize, Batch: batch,
+			Inputs:  []ckksir.IO{{Name: "x", Value: 0}},
+			Outputs: []ckksir.IO{{Name: "x", Value: 0}},
+			Values:  []ckksir.Value{{Layout: lay, Level: 1}},
+		}
+		c, _, _ := setup(t, p)
+		n := batch + 3 // a full ciphertext (batch), then 3 samples
+		xs := randVec(rng, n*tc.size, 1)
+		cts, err := c.Encrypt("x", ir.NewFloat(ir.Shape{n, tc.size}, xs))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := c.Decrypt("x", cts, 2*batch)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for b := range 2 * batch {
+			want := b
+			if b >= n {
+				want = batch + (b-batch)%3
+			}
+			if d := maxAbsDiff(got.Float[b*tc.size:(b+1)*tc.size], xs[want*tc.size:(want+1)*tc.size]); d > 1e-6 {
+				t.Fatalf("%v: block %d differs from sample %d by %.3g", tc.packing, b, want, d)
+			}
+		}
+	}
+}

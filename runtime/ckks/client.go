@@ -255,10 +255,12 @@ func findIO(ios []ckksir.IO, name, kind string) (int, error) {
 // sample of the input's per-sample shape) for the program input name:
 // ceil(n/Batch) ciphertexts, sample s in block s%Batch of ciphertext
 // s/Batch, at the input value's level (the program's max level) and the
-// default scale. Slots outside the tensor are zero. In feature packing it
-// returns ceil(n/Slots)·K ciphertexts instead (K the per-sample size),
-// batch-major: ciphertext b·K+k holds element k of samples b·Slots to
-// (b+1)·Slots-1, slot s holding sample b·Slots+s (zero past n).
+// default scale. Slots outside the tensor are zero. The blocks of the last
+// ciphertext past sample n-1 repeat its samples (see sampleInBlock). In
+// feature packing it returns ceil(n/Slots)·K ciphertexts instead (K the
+// per-sample size), batch-major: ciphertext b·K+k holds element k of
+// samples b·Slots to (b+1)·Slots-1, slot s holding sample b·Slots+s (past
+// n repeating the batch's samples the same way).
 func (c *Client) Encrypt(name string, x *ir.Tensor) ([]*Ciphertext, error) {
 	p := c.plan.prog
 	id, err := findIO(p.Inputs, name, "input")
@@ -292,8 +294,8 @@ func (c *Client) Encrypt(name string, x *ir.Tensor) ([]*Ciphertext, error) {
 	cts := make([]*Ciphertext, (n+batch-1)/batch)
 	err = parallel(len(cts), func(ecd *hefloat.Encoder, enc *rlwe.Encryptor, _ *rlwe.Decryptor, k int) error {
 		slots := make([]float64, c.plan.slots)
-		for b := 0; b < batch && k*batch+b < n; b++ {
-			s := k*batch + b
+		for b := range batch {
+			s := sampleInBlock(k*batch, b, n)
 			for k, x := range data[s*size : (s+1)*size] {
 				slots[b*bs+lay.Slot(k)] = x
 			}
@@ -313,6 +315,21 @@ func (c *Client) Encrypt(name string, x *ir.Tensor) ([]*Ciphertext, error) {
 		return nil, fmt.Errorf("ckks: encrypting input %q: %w", name, err)
 	}
 	return cts, nil
+}
+
+// sampleInBlock returns the sample that block b of the ciphertext whose first
+// sample is first holds, for n samples in all. Past the last sample the
+// blocks repeat the ciphertext's own samples rather than hold zeros: the
+// plan's polynomials and bootstraps are valid on the calibrated input
+// range only, and an all-zero sample can fall far outside it (a softmax
+// sum or a variance near zero sends the reciprocal or inverse square root
+// iterations to 1e39) and, through the bootstraps, corrupt every sample of
+// the ciphertext. Decrypt never reads these blocks.
+func sampleInBlock(first, b, n int) int {
+	if s := first + b; s < n {
+		return s
+	}
+	return first + b%(n-first)
 }
 
 // Decrypt decrypts the ciphertexts of the program output name (as Run

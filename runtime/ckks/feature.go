@@ -32,8 +32,8 @@ func (c *Client) encryptFeature(name string, x *ir.Tensor, id int) ([]*Ciphertex
 	err := parallel(len(cts), func(ecd *hefloat.Encoder, enc *rlwe.Encryptor, _ *rlwe.Decryptor, i int) error {
 		b, k := i/size, i%size
 		buf := make([]float64, slots)
-		for s := 0; s < slots && b*slots+s < n; s++ {
-			buf[s] = data[(b*slots+s)*size+k]
+		for s := range slots {
+			buf[s] = data[sampleInBlock(b*slots, s, n)*size+k]
 		}
 		pt := hefloat.NewPlaintext(c.plan.params, v.Level)
 		if err := ecd.Encode(buf, pt); err != nil {
