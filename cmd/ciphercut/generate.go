@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/ciphercut/ciphercut/compiler"
 	"github.com/ciphercut/ciphercut/frontends/onnx"
+	"github.com/ciphercut/ciphercut/internal/atomicfile"
 	"github.com/ciphercut/ciphercut/ir"
 	"github.com/ciphercut/ciphercut/passes"
 	"github.com/ciphercut/ciphercut/runtime/plain"
@@ -27,7 +29,7 @@ import (
 
 func generateCmd() *cobra.Command {
 	var prompts []string
-	var promptsFile, model string
+	var promptsFile, model, ckptPath string
 	var tokens int
 	var rmt *remoteFlags
 	var memLimit *string
@@ -44,7 +46,8 @@ func generateCmd() *cobra.Command {
 			"(--model, by default the testsuite/models folder of the plan's model when its\n" +
 			"SHA-256 matches) greedily and reports per token whether the encrypted choice agrees\n" +
 			"with it, on the same context and in the independent plaintext generation, with\n" +
-			"time, bootstraps and bytes moved.",
+			"time, bootstraps and bytes moved. With --checkpoint FILE it saves every token as it\n" +
+			"comes and, run again, goes on after the last saved one.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			rmt.memLimit = *memLimit
@@ -81,9 +84,24 @@ func generateCmd() *cobra.Command {
 				}
 				ids = append(ids, row)
 			}
+			planSHA, err := fileSHA256(args[0])
+			if err != nil {
+				return err
+			}
+			ckpt, err := openCheckpoint(ckptPath, planSHA, ids, tokens)
+			if err != nil {
+				return err
+			}
+			if n := len(ckpt.log.Steps); n == tokens {
+				fmt.Printf("checkpoint %s already holds all %d tokens\n", ckptPath, n)
+			} else if n > 0 {
+				fmt.Printf("resuming from checkpoint %s after token %d of %d\n", ckptPath, n, tokens)
+			}
 			var stages []split.Stage
 			var runner split.Runner
-			if rmt.enabled() {
+			if len(ckpt.log.Steps) == tokens {
+				// Nothing left to run: only the summary.
+			} else if rmt.enabled() {
 				var closer func()
 				stages, runner, closer, err = rmt.splitRunner(args[0], plan)
 				if err != nil {
@@ -102,7 +120,7 @@ func generateCmd() *cobra.Command {
 				fmt.Printf("prompt %q (%d tokens, context %d)\n", lm.detokenize(row), len(row), lm.context)
 			}
 			fmt.Printf("plaintext reference: %s\n", what)
-			_, err = lm.generate(os.Stdout, ids, tokens, stages, runner, exact)
+			_, err = lm.generate(os.Stdout, ids, tokens, stages, runner, exact, ckpt)
 			return err
 		},
 	}
@@ -110,6 +128,7 @@ func generateCmd() *cobra.Command {
 	cmd.Flags().StringVar(&promptsFile, "prompts", "", "JSON file of prompts to continue together: a list of strings or of objects with a \"prompt\" field (as testsuite/models/tiny-gpt/prompts.json)")
 	cmd.Flags().IntVar(&tokens, "tokens", 32, "tokens to generate")
 	cmd.Flags().StringVar(&model, "model", "", "the exact model (ONNX) to compare with (default: testsuite/models/NAME/model.onnx when its SHA-256 matches the plan's, else the plan's polynomial reference)")
+	cmd.Flags().StringVar(&ckptPath, "checkpoint", "", "save the generation to this JSON file after every token, and resume from it when it exists (same plan and prompts)")
 	rmt = addRemoteFlags(cmd)
 	memLimit = memoryLimitFlag(cmd)
 	return cmd
@@ -284,76 +303,184 @@ type generation struct {
 	SameSequence, SameContext, Tokens int
 }
 
+// tokenStep records one generation step (one new token for every prompt).
+type tokenStep struct {
+	// Encrypted holds each prompt's token through the split plan, Context
+	// the exact model's choice on the same (encrypted run's) context, Plain
+	// the exact model's own greedy generation.
+	Encrypted, Context, Plain []int64
+	// Seconds is the step's wall time less key generation and setup
+	// (SetupSeconds).
+	Seconds, SetupSeconds  float64
+	RoundTrips, Bootstraps int
+	Upload, Download       int64
+}
+
+// generationLog is what --checkpoint saves after every step: enough to
+// resume a long generation where it stopped.
+type generationLog struct {
+	// Plan is the SHA-256 of the plan file, Prompts the prompts' token ids.
+	Plan    string
+	Prompts [][]int64
+	Steps   []tokenStep
+}
+
+// checkpoint saves and restores a generation's steps (no file: neither).
+type checkpoint struct {
+	path string
+	log  generationLog
+}
+
+// openCheckpoint returns the checkpoint at path for the plan and prompts:
+// its saved steps when the file exists (an error when it was written for
+// another plan or other prompts, or holds more than tokens steps), none
+// when it does not. An empty path checkpoints nothing.
+func openCheckpoint(path, planSHA string, prompts [][]int64, tokens int) (*checkpoint, error) {
+	c := &checkpoint{path: path, log: generationLog{Plan: planSHA, Prompts: prompts}}
+	if path == "" {
+		return c, nil
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return c, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var saved generationLog
+	if err := json.Unmarshal(data, &saved); err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %w", path, err)
+	}
+	switch {
+	case saved.Plan != planSHA:
+		return nil, fmt.Errorf("checkpoint %s was written for another plan (remove it to start again)", path)
+	case !slices.EqualFunc(saved.Prompts, prompts, slices.Equal[[]int64]):
+		return nil, fmt.Errorf("checkpoint %s was written for other prompts (remove it to start again)", path)
+	case len(saved.Steps) > tokens:
+		return nil, fmt.Errorf("checkpoint %s holds %d tokens, more than --tokens %d", path, len(saved.Steps), tokens)
+	}
+	for i, st := range saved.Steps {
+		if len(st.Encrypted) != len(prompts) || len(st.Context) != len(prompts) || len(st.Plain) != len(prompts) {
+			return nil, fmt.Errorf("checkpoint %s: token %d does not hold one token per prompt", path, i+1)
+		}
+	}
+	c.log.Steps = saved.Steps
+	return c, nil
+}
+
+// add records a step and, with a file, saves the log atomically.
+func (c *checkpoint) add(st tokenStep) error {
+	c.log.Steps = append(c.log.Steps, st)
+	if c.path == "" {
+		return nil
+	}
+	data, err := json.Marshal(&c.log)
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(c.path, data, 0o600) // the prompts are the data owner's secret
+}
+
 // generate appends tokens tokens to each prompt's ids greedily, running
 // the split plan's stages (encrypted ones through runner) once per token
 // on every prompt's window together, and writes per-token progress and a
-// summary comparing with the exact model's greedy generation.
-func (lm *languageModel) generate(w io.Writer, prompts [][]int64, tokens int, stages []split.Stage, runner split.Runner, exact *ir.Graph) (*generation, error) {
+// summary comparing with the exact model's greedy generation. It resumes
+// after the steps ckpt holds and adds each new step to it (nil: none).
+func (lm *languageModel) generate(w io.Writer, prompts [][]int64, tokens int, stages []split.Stage, runner split.Runner, exact *ir.Graph, ckpt *checkpoint) (*generation, error) {
+	if ckpt == nil {
+		ckpt = &checkpoint{log: generationLog{Prompts: prompts}}
+	}
 	rows := len(prompts)
 	enc, pl := make([][]int64, rows), make([][]int64, rows)
 	for r, ids := range prompts {
 		enc[r] = append([]int64(nil), ids...)
 		pl[r] = append([]int64(nil), ids...)
 	}
-	res := &generation{Tokens: rows * tokens}
-	var total, setup time.Duration
-	var up, down int64
-	boots := 0
+	for k, st := range ckpt.log.Steps {
+		for r := range rows {
+			enc[r], pl[r] = append(enc[r], st.Encrypted[r]), append(pl[r], st.Plain[r])
+		}
+		fmt.Fprintln(w, lm.stepLine(k, tokens, st)+" (from the checkpoint)")
+	}
 	setUp := map[string]bool{} // stages whose setup was counted (a remote runner reports it at every run)
-	for k := range tokens {
+	for k := len(ckpt.log.Steps); k < tokens; k++ {
 		start := time.Now()
 		env, rep, err := split.Run(stages, map[string]*ir.Tensor{lm.input: lm.window(enc)}, split.Options{Runner: runner})
 		if err != nil {
 			return nil, fmt.Errorf("token %d: %w", k+1, err)
 		}
 		wall := time.Since(start)
-		toks, err := lm.next(env[lm.output], rows)
-		if err != nil {
+		st := tokenStep{RoundTrips: rep.RoundTrips, Bootstraps: rep.Bootstraps, Upload: rep.Upload, Download: rep.Download}
+		if st.Encrypted, err = lm.next(env[lm.output], rows); err != nil {
 			return nil, fmt.Errorf("token %d: %w", k+1, err)
 		}
-		ctxToks, err := lm.plainNext(exact, enc)
-		if err != nil {
+		if st.Context, err = lm.plainNext(exact, enc); err != nil {
 			return nil, err
 		}
-		seqToks, err := lm.plainNext(exact, pl)
-		if err != nil {
+		if st.Plain, err = lm.plainNext(exact, pl); err != nil {
 			return nil, err
-		}
-		var got, want strings.Builder
-		same := 0
-		for r := range rows {
-			enc[r], pl[r] = append(enc[r], toks[r]), append(pl[r], seqToks[r])
-			if toks[r] == ctxToks[r] {
-				res.SameContext++
-				same++
-			}
-			if toks[r] == seqToks[r] {
-				res.SameSequence++
-			}
-			got.WriteString(lm.vocab[toks[r]])
-			want.WriteString(lm.vocab[ctxToks[r]])
 		}
 		var keys time.Duration
-		for _, st := range rep.Stages {
-			if !setUp[st.Name] {
-				keys += st.Setup.KeyGen + st.Setup.Encode
-				setUp[st.Name] = st.Encrypted
+		for _, s := range rep.Stages {
+			if !setUp[s.Name] {
+				keys += s.Setup.KeyGen + s.Setup.Encode
+				setUp[s.Name] = s.Encrypted
 			}
 		}
-		setup += keys
-		total += wall - keys
-		up, down, boots = up+rep.Upload, down+rep.Download, boots+rep.Bootstraps
-		mark := "="
-		if same < rows {
-			mark = fmt.Sprintf("≠ (%d/%d equal)", same, rows)
+		st.Seconds, st.SetupSeconds = (wall - keys).Seconds(), keys.Seconds()
+		for r := range rows {
+			enc[r], pl[r] = append(enc[r], st.Encrypted[r]), append(pl[r], st.Plain[r])
 		}
-		line := fmt.Sprintf("token %d/%d: %q %s plaintext %q on the same context; %v (%d round trips, %d bootstraps, %.2f MiB up, %.2f MiB down)",
-			k+1, tokens, got.String(), mark, want.String(), (wall - keys).Round(time.Millisecond), rep.RoundTrips, rep.Bootstraps,
-			float64(rep.Upload)/(1<<20), float64(rep.Download)/(1<<20))
-		if keys > 0 {
-			line += fmt.Sprintf("; keys and setup %v", keys.Round(time.Millisecond))
+		if err := ckpt.add(st); err != nil {
+			return nil, fmt.Errorf("token %d: %w", k+1, err)
 		}
-		fmt.Fprintln(w, line)
+		fmt.Fprintln(w, lm.stepLine(k, tokens, st))
+	}
+	return lm.summarize(w, prompts, enc, pl, ckpt.log.Steps), nil
+}
+
+// stepLine describes step k of tokens.
+func (lm *languageModel) stepLine(k, tokens int, st tokenStep) string {
+	var got, want strings.Builder
+	same := 0
+	for r := range st.Encrypted {
+		if st.Encrypted[r] == st.Context[r] {
+			same++
+		}
+		got.WriteString(lm.vocab[st.Encrypted[r]])
+		want.WriteString(lm.vocab[st.Context[r]])
+	}
+	mark := "="
+	if same < len(st.Encrypted) {
+		mark = fmt.Sprintf("≠ (%d/%d equal)", same, len(st.Encrypted))
+	}
+	line := fmt.Sprintf("token %d/%d: %q %s plaintext %q on the same context; %v (%d round trips, %d bootstraps, %.2f MiB up, %.2f MiB down)",
+		k+1, tokens, got.String(), mark, want.String(), seconds(st.Seconds).Round(time.Millisecond), st.RoundTrips, st.Bootstraps,
+		float64(st.Upload)/(1<<20), float64(st.Download)/(1<<20))
+	if st.SetupSeconds > 0 {
+		line += fmt.Sprintf("; keys and setup %v", seconds(st.SetupSeconds).Round(time.Millisecond))
+	}
+	return line
+}
+
+// summarize writes each prompt's generations and the agreement and cost
+// over all steps, and returns them.
+func (lm *languageModel) summarize(w io.Writer, prompts, enc, pl [][]int64, steps []tokenStep) *generation {
+	res := &generation{Tokens: len(prompts) * len(steps)}
+	var total, setup float64
+	var up, down int64
+	boots := 0
+	for _, st := range steps {
+		for r := range st.Encrypted {
+			if st.Encrypted[r] == st.Context[r] {
+				res.SameContext++
+			}
+			if st.Encrypted[r] == st.Plain[r] {
+				res.SameSequence++
+			}
+		}
+		total, setup = total+st.Seconds, setup+st.SetupSeconds
+		up, down, boots = up+st.Upload, down+st.Download, boots+st.Bootstraps
 	}
 	for r, ids := range prompts {
 		n := len(ids)
@@ -363,9 +490,26 @@ func (lm *languageModel) generate(w io.Writer, prompts [][]int64, tokens int, st
 	}
 	fmt.Fprintf(w, "agreement: %d/%d tokens equal the plaintext greedy generation (%.1f%%); %d/%d equal the plaintext choice on the same context\n",
 		res.SameSequence, res.Tokens, 100*float64(res.SameSequence)/float64(res.Tokens), res.SameContext, res.Tokens)
-	fmt.Fprintf(w, "per token: %v for %d prompt(s) together (keys and setup once: %v); %d bootstraps, %.2f MiB up, %.2f MiB down in all\n",
-		(total / time.Duration(tokens)).Round(time.Millisecond), rows, setup.Round(time.Millisecond), boots, float64(up)/(1<<20), float64(down)/(1<<20))
-	return res, nil
+	fmt.Fprintf(w, "per token: %v for %d prompt(s) together (keys and setup: %v); %d bootstraps, %.2f MiB up, %.2f MiB down in all\n",
+		seconds(total/float64(len(steps))).Round(time.Millisecond), len(prompts), seconds(setup).Round(time.Millisecond), boots, float64(up)/(1<<20), float64(down)/(1<<20))
+	return res
+}
+
+// seconds converts seconds to a Duration.
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+// fileSHA256 is the hex SHA-256 of a file's contents.
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // exactModel returns the exact model to compare with and a description:

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -54,7 +56,7 @@ func TestGenerateInsecureSmallRing(t *testing.T) {
 		t.Fatalf("prompt of %d tokens, want it padded to %d", len(ids), o.Tokens)
 	}
 	var out bytes.Buffer
-	res, err := lm.generate(&out, [][]int64{ids}, 4, stages, split.KeepSessions(nil), exact)
+	res, err := lm.generate(&out, [][]int64{ids}, 4, stages, split.KeepSessions(nil), exact, nil)
 	t.Logf("\n%s", out.String())
 	if err != nil {
 		t.Fatal(err)
@@ -73,9 +75,25 @@ func TestGenerateInsecureSmallRing(t *testing.T) {
 	if err := run("generate", path, "--prompt", "BadCab", "--prompt", "hgfedc", "--tokens", "2", "--workers", "1"); err != nil {
 		t.Fatal(err)
 	}
-	// In process, the stages' sessions kept within shares of the memory.
-	if err := run("generate", path, "--prompt", "BadCab", "--tokens", "1"); err != nil {
-		t.Fatal(err)
+	// In process, the stages' sessions kept within shares of the memory;
+	// checkpointed after one token, then resumed for a second.
+	ckpt := filepath.Join(t.TempDir(), "gen.json")
+	for tokens := range 2 {
+		if err := run("generate", path, "--prompt", "BadCab", "--tokens", fmt.Sprint(tokens+1), "--checkpoint", ckpt); err != nil {
+			t.Fatal(err)
+		}
+		var saved generationLog
+		if data, err := os.ReadFile(ckpt); err != nil {
+			t.Fatal(err)
+		} else if err := json.Unmarshal(data, &saved); err != nil {
+			t.Fatal(err)
+		}
+		if len(saved.Steps) != tokens+1 {
+			t.Fatalf("checkpoint holds %d steps after --tokens %d", len(saved.Steps), tokens+1)
+		}
+		if tokens == 1 && !slices.Equal([]int64{saved.Steps[0].Encrypted[0], saved.Steps[1].Encrypted[0]}, res.Encrypted[0][:2]) {
+			t.Errorf("resumed generation %v, want %v", saved.Steps, res.Encrypted[0][:2])
+		}
 	}
 }
 
@@ -123,7 +141,7 @@ func TestGenerateLayerNormClientAidedInsecureSmallRing(t *testing.T) {
 		prompts = append(prompts, ids)
 	}
 	var out bytes.Buffer
-	res, err := lm.generate(&out, prompts, 3, stages, split.KeepSessions(nil), exact)
+	res, err := lm.generate(&out, prompts, 3, stages, split.KeepSessions(nil), exact, nil)
 	t.Logf("\n%s", out.String())
 	if err != nil {
 		t.Fatal(err)
@@ -257,5 +275,45 @@ func TestCompileTinyGPT(t *testing.T) {
 	}
 	if len(plan.Vocab) != 42 {
 		t.Errorf("vocabulary of %d tokens, want tiny-gpt's 42", len(plan.Vocab))
+	}
+}
+
+// TestCheckpointRefusesOtherRuns checks that a checkpoint resumes only the
+// generation it was written for.
+func TestCheckpointRefusesOtherRuns(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gen.json")
+	prompts := [][]int64{{1, 2, 3}}
+	c, err := openCheckpoint(path, "plan-a", prompts, 4)
+	if err != nil || len(c.log.Steps) != 0 {
+		t.Fatalf("new checkpoint: %v, %d steps", err, len(c.log.Steps))
+	}
+	for range 2 {
+		if err := c.add(tokenStep{Encrypted: []int64{4}, Context: []int64{4}, Plain: []int64{5}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c, err := openCheckpoint(path, "plan-a", prompts, 4); err != nil || len(c.log.Steps) != 2 {
+		t.Fatalf("resumed checkpoint: %v, want 2 steps", err)
+	}
+	for _, tc := range []struct {
+		plan    string
+		prompts [][]int64
+		tokens  int
+		want    string
+	}{
+		{"plan-b", prompts, 4, "another plan"},
+		{"plan-a", [][]int64{{1, 2, 4}}, 4, "other prompts"},
+		{"plan-a", [][]int64{{1, 2, 3}, {1, 2, 3}}, 4, "other prompts"},
+		{"plan-a", prompts, 1, "more than --tokens 1"},
+	} {
+		if _, err := openCheckpoint(path, tc.plan, tc.prompts, tc.tokens); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s %v --tokens %d: error %v, want one saying %q", tc.plan, tc.prompts, tc.tokens, err, tc.want)
+		}
+	}
+	if err := os.WriteFile(path, []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := openCheckpoint(path, "plan-a", prompts, 4); err == nil || !strings.Contains(err.Error(), path) {
+		t.Errorf("corrupt checkpoint: error %v, want one naming %s", err, path)
 	}
 }
