@@ -8,8 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 
+	"github.com/ciphercut/ciphercut/internal/atomicfile"
 	"github.com/ciphercut/ciphercut/ir"
 	"github.com/ciphercut/ciphercut/ir/ckksir"
 )
@@ -89,42 +89,13 @@ func EncodePlan(p *Plan) ([]byte, error) {
 // WritePlan writes p to path atomically: to a temporary file in the same
 // directory, synced to disk, then renamed over path, so that path never
 // holds a partly written plan.
-func WritePlan(path string, p *Plan) (err error) {
+func WritePlan(path string, p *Plan) error {
 	data, err := EncodePlan(p)
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
+	if err := atomicfile.Write(path, data, 0o644); err != nil {
 		return fmt.Errorf("writing plan: %w", err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("writing plan %s: %w", path, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("writing plan %s: %w", path, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("writing plan %s: %w", path, err)
-	}
-	if err = os.Chmod(tmp, 0o644); err != nil {
-		return fmt.Errorf("writing plan %s: %w", path, err)
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("writing plan %s: %w", path, err)
-	}
-	// Make the rename itself durable where the system allows it.
-	if d, derr := os.Open(dir); derr == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }

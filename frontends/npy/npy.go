@@ -11,11 +11,11 @@ import (
 	"io"
 	"math"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"codeberg.org/sbinet/npyio/npy"
 
+	"github.com/ciphercut/ciphercut/internal/atomicfile"
 	"github.com/ciphercut/ciphercut/ir"
 )
 
@@ -172,7 +172,7 @@ func Write(path string, t *ir.Tensor) error {
 	if err := Encode(&buf, t); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	return writeAtomic(path, buf.Bytes())
+	return atomicfile.Write(path, buf.Bytes(), 0o644)
 }
 
 // Encode writes t in .npy format 1.0.
@@ -221,29 +221,6 @@ func Encode(w io.Writer, t *ir.Tensor) error {
 		if _, err := w.Write(part); err != nil {
 			return err
 		}
-	}
-	return nil
-}
-
-// writeAtomic writes data to a temporary file beside path and renames it.
-func writeAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
 	}
 	return nil
 }

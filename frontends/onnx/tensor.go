@@ -7,11 +7,11 @@ import (
 	"io/fs"
 	"math"
 	"os"
-	"path/filepath"
 
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ciphercut/ciphercut/frontends/onnx/onnxpb"
+	"github.com/ciphercut/ciphercut/internal/atomicfile"
 	"github.com/ciphercut/ciphercut/ir"
 )
 
@@ -399,7 +399,7 @@ func DecodeTensor(data []byte, name string) (t *ir.Tensor, tensorName string, er
 // WriteTensorFile writes t as a serialized TensorProto named name. It writes
 // a temporary file in the same directory and renames it over path, so path
 // never holds a partial file. Error messages start with path.
-func WriteTensorFile(path string, t *ir.Tensor, name string) (err error) {
+func WriteTensorFile(path string, t *ir.Tensor, name string) error {
 	if t == nil {
 		return fmt.Errorf("%s: nil tensor", path)
 	}
@@ -413,32 +413,7 @@ func WriteTensorFile(path string, t *ir.Tensor, name string) (err error) {
 	if err != nil {
 		return fmt.Errorf("%s: %v", path, err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("%s: %v", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(data); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		return fmt.Errorf("%s: %v", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, data, 0o644)
 }
 
 // float16Value decodes an IEEE 754 half-precision bit pattern.

@@ -17,7 +17,7 @@ import (
 func WriteStream(path string, mode os.FileMode, write func(io.Writer) (int64, error)) (int64, error) {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return 0, fmt.Errorf("writing %s: %w", path, err)
+		return 0, fmt.Errorf("%s: %w", path, err)
 	}
 	defer os.Remove(f.Name())
 	err = f.Chmod(mode)
@@ -35,7 +35,7 @@ func WriteStream(path string, mode os.FileMode, write func(io.Writer) (int64, er
 		err = os.Rename(f.Name(), path)
 	}
 	if err != nil {
-		return n, fmt.Errorf("writing %s: %w", path, err)
+		return n, fmt.Errorf("%s: %w", path, err)
 	}
 	return n, nil
 }
