@@ -82,10 +82,6 @@ type LowerOptions struct {
 	// graphs with products of two encrypted matrices; CNNs keep contiguous
 	// operands (their ReLU gates multiply by x) until measured with it.
 	SharedProductLayouts bool
-	// ResidualCuts cuts affine regions at residual streams
-	// (lowerResidualCuts), so that no map composes the products of several
-	// transformer blocks.
-	ResidualCuts bool
 	// NaivePlacement places bootstraps by the naive policy (bootstrap a
 	// value when an instruction has too few levels left for it) instead of
 	// minimizing the predicted time; for comparisons.
@@ -471,11 +467,6 @@ func (lw *lowerer) analyze() error {
 				if v := lowerCutBeforeCopy(n, lw.kind); v != nil {
 					cut(v)
 				}
-			}
-		}
-		if lw.opts.ResidualCuts {
-			for _, v := range lowerResidualCuts(g, lw.kind) {
-				cut(v)
 			}
 		}
 	}
@@ -1405,67 +1396,6 @@ func (lw *lowerer) blockMatrix(entries []lowerEntry, in, out ckksir.Layout) *ckk
 // while the value itself costs a few diagonals and a level.
 var lowerCutOps = map[string]bool{"Add": true, "Sub": true, "Sum": true, "AveragePool": true, "GlobalAveragePool": true,
 	"ReduceMean": true, "ReduceSum": true, "Slice": true, "Concat": true, "Pad": true}
-
-// lowerResidualGap is how many more non-affine nodes than an affine value
-// the other operand of an Add must have gone through for lowerResidualCuts
-// to cut the value there.
-const lowerResidualGap = 3
-
-// lowerResidualCuts returns the values of residual streams: affine values
-// that an Add (or Sum) adds to a value computed from far more non-affine
-// nodes (lowerResidualGap), such as a transformer block's input added to
-// its attention or MLP output; not a value a polynomial or product reads
-// (it is computed anyway, and a cut would cost a polynomial its folded
-// change of variable). Cutting there keeps one block's affine
-// region from reaching into the next (and its matrices from composing
-// every product of both); reading the stream's ciphertext costs no level
-// on the critical path, since the other operand is deeper.
-func lowerResidualCuts(g *ir.Graph, kind map[*ir.Node]lowerKind) []*ir.Value {
-	depth := map[*ir.Value]int{}
-	var cuts []*ir.Value
-	seen := map[*ir.Value]bool{}
-	uses := g.Consumers()
-	readByNonAffine := func(v *ir.Value) bool {
-		for _, u := range uses[v] {
-			if kind[u] != lowerAffine {
-				return true
-			}
-		}
-		return false
-	}
-	for _, n := range g.Nodes {
-		d := 0
-		for _, in := range n.Inputs {
-			if in != nil {
-				d = max(d, depth[in])
-			}
-		}
-		if kind[n] != lowerAffine {
-			d++
-		}
-		for _, o := range n.Outputs {
-			if o != nil {
-				depth[o] = d
-			}
-		}
-		if kind[n] != lowerAffine || n.Op != "Add" && n.Op != "Sum" {
-			continue
-		}
-		for _, a := range n.Inputs {
-			if a == nil || a.IsConst() || a.Producer == nil || kind[a.Producer] != lowerAffine || seen[a] || readByNonAffine(a) {
-				continue
-			}
-			for _, b := range n.Inputs {
-				if b != nil && b != a && !b.IsConst() && depth[b] >= depth[a]+lowerResidualGap {
-					seen[a] = true
-					cuts = append(cuts, a)
-					break
-				}
-			}
-		}
-	}
-	return cuts
-}
 
 // lowerCutBeforeCopy returns the value that a Gather n (the copies of a
 // skewed product's operand, transformer_skew.go) reads, through reshapes
