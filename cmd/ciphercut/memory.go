@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -9,8 +10,8 @@ import (
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
+	"github.com/ciphercut/ciphercut/ir"
 	"github.com/ciphercut/ciphercut/ir/ckksir"
-	"github.com/ciphercut/ciphercut/runtime/ckks"
 	"github.com/ciphercut/ciphercut/runtime/local"
 	"github.com/ciphercut/ciphercut/runtime/split"
 )
@@ -95,14 +96,14 @@ func inProcessMemory(prog *ckksir.Program, s string, cpus int) (*local.MemoryPla
 	if cpus <= 0 {
 		cpus = runtime.NumCPU()
 	}
-	kp, err := ckks.PlanKeys(prog)
-	if err != nil {
-		return nil, err
-	}
-	m, err := local.PlanMemory(kp, local.WeightBytes(prog), limit, cpus)
-	if err != nil {
+	m, _, err := local.PlanProgramMemory(prog, limit, cpus)
+	var unfit *ir.UnsupportedError
+	if errors.As(err, &unfit) {
 		fmt.Fprintf(os.Stderr, "in-process run on %d cores: %v\n", cpus, err)
 		return nil, nil
+	}
+	if err != nil {
+		return nil, err
 	}
 	return &m, nil
 }

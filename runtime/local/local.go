@@ -68,19 +68,23 @@ func NewSession(prog *ckksir.Program, progress Progress) (*Session, error) {
 // keeps as many matrix diagonals encoded as fit (PlanMemory; the plan is in
 // Session.Memory).
 func NewSessionWithin(prog *ckksir.Program, progress Progress, limit int64) (*Session, error) {
-	need, err := ckks.PlanKeys(prog)
-	if err != nil {
-		return nil, err
-	}
 	if limit <= 0 {
 		limit = memoryAvailable()
 	}
-	mem := MemoryPlan{Lanes: runtime.NumCPU(), Cores: runtime.NumCPU(), Keys: need.TotalBytes, BootMatrices: need.BootstrapMatrixBytes, Weights: WeightBytes(prog),
-		LaneBytes: need.LaneBytes, Encoded: need.EncodedBytes, EncodedAll: need.EncodedBytes, Overhead: RuntimeOverhead}
+	var mem MemoryPlan
 	if limit > 0 {
-		if mem, err = PlanMemory(need, WeightBytes(prog), limit, runtime.NumCPU()); err != nil {
+		var err error
+		if mem, _, err = PlanProgramMemory(prog, limit, runtime.NumCPU()); err != nil {
 			return nil, err
 		}
+	} else { // unknown: every lane, every diagonal encoded
+		need, err := ckks.PlanKeys(prog)
+		if err != nil {
+			return nil, err
+		}
+		mem = leastMemory(need, WeightBytes(prog), 0)
+		mem.Lanes, mem.Cores = runtime.NumCPU(), runtime.NumCPU()
+		mem.Encoded = need.EncodedBytes
 	}
 	s := &Session{prog: prog, Memory: mem}
 	start := time.Now()

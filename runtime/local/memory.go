@@ -101,8 +101,7 @@ func (m MemoryPlan) String() string {
 // lane on fewer cores is tried. It fails, naming the sizes, when one lane on
 // one core without any encoded diagonal does not fit.
 func PlanMemory(kp *ckks.KeyPlan, weights, limit int64, cpus int) (MemoryPlan, error) {
-	m := MemoryPlan{Limit: limit, Keys: kp.TotalBytes, BootMatrices: kp.BootstrapMatrixBytes, Weights: weights,
-		EncodedAll: kp.EncodedBytes, Overhead: RuntimeOverhead}
+	m := leastMemory(kp, weights, limit)
 	cpus = max(cpus, 1)
 	try := func(lanes, cores int) bool {
 		m.Lanes, m.Cores = lanes, cores
@@ -126,6 +125,23 @@ func PlanMemory(kp *ckks.KeyPlan, weights, limit int64, cpus int) (MemoryPlan, e
 	}
 	return m, &ir.UnsupportedError{Reason: fmt.Sprintf("plan needs about %.1f GiB (%.1f GiB of evaluation keys, %.1f GiB of bootstrapping matrices, %.1f GiB of weights, %.1f GiB to work in), more than the %.1f GiB memory limit",
 		float64(m.Peak())/(1<<30), float64(m.Keys)/(1<<30), float64(m.BootMatrices)/(1<<30), float64(m.Weights)/(1<<30), float64(m.LaneBytes+m.Overhead)/(1<<30), float64(limit)/(1<<30))}
+}
+
+// leastMemory is the least a program of key plan kp and weights runs in:
+// one lane on one core, no diagonal kept encoded.
+func leastMemory(kp *ckks.KeyPlan, weights, limit int64) MemoryPlan {
+	return MemoryPlan{Limit: limit, Keys: kp.TotalBytes, BootMatrices: kp.BootstrapMatrixBytes, Weights: weights,
+		Lanes: 1, Cores: 1, LaneBytes: kp.LaneBytes, EncodedAll: kp.EncodedBytes, Overhead: RuntimeOverhead}
+}
+
+// PlanProgramMemory is PlanMemory for prog, with its key plan.
+func PlanProgramMemory(prog *ckksir.Program, limit int64, cpus int) (MemoryPlan, *ckks.KeyPlan, error) {
+	kp, err := ckks.PlanKeys(prog)
+	if err != nil {
+		return MemoryPlan{}, nil, err
+	}
+	m, err := PlanMemory(kp, WeightBytes(prog), limit, cpus)
+	return m, kp, err
 }
 
 // ShareMemory divides limit among sessions of progs that live in one
@@ -155,7 +171,7 @@ func shareMemory(kps []*ckks.KeyPlan, weights []int64, limit int64) ([]int64, er
 	least := make([]int64, len(kps))
 	var sumLeast, sumEncoded int64
 	for i, kp := range kps {
-		least[i] = kp.TotalBytes + kp.BootstrapMatrixBytes + weights[i] + kp.LaneBytes
+		least[i] = leastMemory(kp, weights[i], limit).Peak() - RuntimeOverhead // the overhead is counted once
 		sumLeast += least[i]
 		sumEncoded += kp.EncodedBytes
 	}

@@ -6,7 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ciphercut/ciphercut/runtime/ckks"
 	"github.com/ciphercut/ciphercut/runtime/local"
 	"github.com/ciphercut/ciphercut/runtime/segment"
 )
@@ -40,11 +39,8 @@ func NewMemoryPool(limit int64) *MemoryPool { return &MemoryPool{limit: limit} }
 
 // plan is the memory plan of a shard's evaluator within the pool's limit.
 func (p *MemoryPool) plan(sh *segment.Shard) (local.MemoryPlan, error) {
-	kp, err := ckks.PlanKeys(sh.Program)
-	if err != nil {
-		return local.MemoryPlan{}, err
-	}
-	return local.PlanMemory(kp, local.WeightBytes(sh.Program), p.limit, runtime.NumCPU())
+	m, _, err := local.PlanProgramMemory(sh.Program, p.limit, runtime.NumCPU())
+	return m, err
 }
 
 // admit accounts bytes for worker w's evaluator k, first dropping the least
