@@ -88,7 +88,7 @@ func generateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ckpt, err := openCheckpoint(ckptPath, planSHA, ids, tokens)
+			ckpt, err := openCheckpoint(ckptPath, planSHA, ids, tokens, len(lm.vocab))
 			if err != nil {
 				return err
 			}
@@ -333,9 +333,10 @@ type checkpoint struct {
 
 // openCheckpoint returns the checkpoint at path for the plan and prompts:
 // its saved steps when the file exists (an error when it was written for
-// another plan or other prompts, or holds more than tokens steps), none
-// when it does not. An empty path checkpoints nothing.
-func openCheckpoint(path, planSHA string, prompts [][]int64, tokens int) (*checkpoint, error) {
+// another plan or other prompts, holds more than tokens steps or a token
+// id outside a vocabulary of vocab tokens), none when it does not. An
+// empty path checkpoints nothing.
+func openCheckpoint(path, planSHA string, prompts [][]int64, tokens, vocab int) (*checkpoint, error) {
 	c := &checkpoint{path: path, log: generationLog{Plan: planSHA, Prompts: prompts}}
 	if path == "" {
 		return c, nil
@@ -360,8 +361,15 @@ func openCheckpoint(path, planSHA string, prompts [][]int64, tokens int) (*check
 		return nil, fmt.Errorf("checkpoint %s holds %d tokens, more than --tokens %d", path, len(saved.Steps), tokens)
 	}
 	for i, st := range saved.Steps {
-		if len(st.Encrypted) != len(prompts) || len(st.Context) != len(prompts) || len(st.Plain) != len(prompts) {
-			return nil, fmt.Errorf("checkpoint %s: token %d does not hold one token per prompt", path, i+1)
+		for _, ids := range [][]int64{st.Encrypted, st.Context, st.Plain} {
+			if len(ids) != len(prompts) {
+				return nil, fmt.Errorf("checkpoint %s: token %d does not hold one token per prompt", path, i+1)
+			}
+			for _, id := range ids {
+				if id < 0 || id >= int64(vocab) {
+					return nil, fmt.Errorf("checkpoint %s: token %d holds id %d, outside the vocabulary of %d", path, i+1, id, vocab)
+				}
+			}
 		}
 	}
 	c.log.Steps = saved.Steps

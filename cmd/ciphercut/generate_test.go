@@ -283,7 +283,7 @@ func TestCompileTinyGPT(t *testing.T) {
 func TestCheckpointRefusesOtherRuns(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "gen.json")
 	prompts := [][]int64{{1, 2, 3}}
-	c, err := openCheckpoint(path, "plan-a", prompts, 4)
+	c, err := openCheckpoint(path, "plan-a", prompts, 4, 8)
 	if err != nil || len(c.log.Steps) != 0 {
 		t.Fatalf("new checkpoint: %v, %d steps", err, len(c.log.Steps))
 	}
@@ -292,7 +292,7 @@ func TestCheckpointRefusesOtherRuns(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if c, err := openCheckpoint(path, "plan-a", prompts, 4); err != nil || len(c.log.Steps) != 2 {
+	if c, err := openCheckpoint(path, "plan-a", prompts, 4, 8); err != nil || len(c.log.Steps) != 2 {
 		t.Fatalf("resumed checkpoint: %v, want 2 steps", err)
 	}
 	for _, tc := range []struct {
@@ -306,14 +306,41 @@ func TestCheckpointRefusesOtherRuns(t *testing.T) {
 		{"plan-a", [][]int64{{1, 2, 3}, {1, 2, 3}}, 4, "other prompts"},
 		{"plan-a", prompts, 1, "more than --tokens 1"},
 	} {
-		if _, err := openCheckpoint(path, tc.plan, tc.prompts, tc.tokens); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := openCheckpoint(path, tc.plan, tc.prompts, tc.tokens, 8); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s %v --tokens %d: error %v, want one saying %q", tc.plan, tc.prompts, tc.tokens, err, tc.want)
 		}
+	}
+	if _, err := openCheckpoint(path, "plan-a", prompts, 4, 5); err == nil || !strings.Contains(err.Error(), "outside the vocabulary") {
+		t.Errorf("token 5 in a vocabulary of 5: error %v", err)
 	}
 	if err := os.WriteFile(path, []byte("{"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := openCheckpoint(path, "plan-a", prompts, 4); err == nil || !strings.Contains(err.Error(), path) {
+	if _, err := openCheckpoint(path, "plan-a", prompts, 4, 8); err == nil || !strings.Contains(err.Error(), path) {
 		t.Errorf("corrupt checkpoint: error %v, want one naming %s", err, path)
 	}
+}
+
+// FuzzCheckpoint feeds arbitrary bytes to the checkpoint reader: an error
+// or a checkpoint whose steps hold one token of the vocabulary per prompt,
+// never a panic.
+func FuzzCheckpoint(f *testing.F) {
+	f.Add([]byte(`{"Plan":"p","Prompts":[[1,2]],"Steps":[{"Encrypted":[3],"Context":[3],"Plain":[4]}]}`))
+	f.Add([]byte(`{"Plan":"p","Prompts":[[1,2]],"Steps":[{"Encrypted":[9],"Context":[3],"Plain":[-1]}]}`))
+	f.Add([]byte(`{"Plan":"p","Prompts":[[1,2]],"Steps":[null]}`))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(dir, "gen.json")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := openCheckpoint(path, "p", [][]int64{{1, 2}}, 4, 8)
+		if err != nil {
+			return
+		}
+		lm := &languageModel{vocab: []string{"a", "b", "c", "d", "e", "f", "g", "h"}}
+		for k, st := range c.log.Steps {
+			lm.stepLine(k, 4, st)
+		}
+	})
 }
