@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -131,6 +132,30 @@ func printAccuracy(exact, approx, y, labels *ir.Tensor) {
 	fmt.Printf("  polynomial plaintext  %.2f%%\n", 100*zoo.Accuracy(approx, labels))
 	fmt.Printf("  encrypted accuracy    %.2f%%\n", 100*zoo.Accuracy(y, labels))
 	fmt.Printf("  top-1 agreement       %.2f%% with plaintext\n", 100*zoo.Agreement(y, exact))
+	if d := disagreements(y, exact, 10); d != "" {
+		fmt.Printf("  disagreeing samples   %s\n", d)
+	}
+}
+
+// disagreements lists the samples (at most limit, then a count) whose top-1
+// class differs between y and want, as "index (class in y, in want)".
+func disagreements(y, want *ir.Tensor, limit int) string {
+	got, exp := zoo.Argmax(y), zoo.Argmax(want)
+	var parts []string
+	more := 0
+	for i := range got {
+		if i < len(exp) && got[i] != exp[i] {
+			if len(parts) == limit {
+				more++
+				continue
+			}
+			parts = append(parts, fmt.Sprintf("%d (%d, plaintext %d)", i, got[i], exp[i]))
+		}
+	}
+	if more > 0 {
+		parts = append(parts, fmt.Sprintf("and %d more", more))
+	}
+	return strings.Join(parts, ", ")
 }
 
 type evaluation struct {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ciphercut/ciphercut/compiler"
 	"github.com/ciphercut/ciphercut/cost"
+	"github.com/ciphercut/ciphercut/ir"
 )
 
 // checkReports renders the report of a compiled plan beside the
@@ -83,5 +84,20 @@ func TestCalibrateRefusesBadRing(t *testing.T) {
 	err := run("calibrate", "--logn", "11", "-o", filepath.Join(t.TempDir(), "p.json"))
 	if err == nil || !strings.Contains(err.Error(), "--logn 11") {
 		t.Errorf("got %v, want an error about --logn 11", err)
+	}
+}
+
+// TestDisagreements checks the list of samples whose top-1 class differs.
+func TestDisagreements(t *testing.T) {
+	y := ir.NewFloat(ir.Shape{4, 2}, []float64{1, 0, 0, 1, 1, 0, 0, 1})
+	want := ir.NewFloat(ir.Shape{4, 2}, []float64{1, 0, 1, 0, 0, 1, 0, 1})
+	if got := disagreements(y, want, 10); got != "1 (1, plaintext 0), 2 (0, plaintext 1)" {
+		t.Errorf("disagreements %q", got)
+	}
+	if got := disagreements(y, want, 1); got != "1 (1, plaintext 0), and 1 more" {
+		t.Errorf("disagreements limited to 1: %q", got)
+	}
+	if got := disagreements(y, y, 10); got != "" {
+		t.Errorf("no disagreement: %q", got)
 	}
 }
