@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"math/bits"
 
 	"github.com/ciphercut/ciphercut/cost"
 	"github.com/ciphercut/ciphercut/ir"
@@ -74,6 +75,9 @@ func Compile(model *ir.Graph, name string, modelBytes []byte, opts CompileOption
 		// The data owner computes every layer normalization exactly.
 		opts.Transformer.KeepLayerNorm = true
 	}
+	if opts.Transformer.MaxSlots == 0 && opts.Lower.Batch > 1 && opts.Lower.Packing != ckksir.PackFeature {
+		opts.Transformer.MaxSlots = productSlots(opts.Lower.MaxLogN, opts.Lower.Batch)
+	}
 	encrypt := []Pass{
 		{Name: "decompose-maxpool", Run: passes.DecomposeMaxPool},
 		{Name: "decompose-transformer", Run: func(g *ir.Graph) error {
@@ -131,4 +135,16 @@ func Compile(model *ir.Graph, name string, modelBytes []byte, opts CompileOption
 	logf("lowered: %s, %s packing, depth %d, %d samples per ciphertext", prog.Params, prog.Packing, prog.Depth(), prog.Batch)
 	plan.Program = prog
 	return plan, nil
+}
+
+// productSlots bounds the elements of one product of two encrypted
+// matrices (passes.TransformerOptions.MaxSlots) so that batch samples fit
+// in each ciphertext: the slots of the largest ring (2^maxLogN, 0 meaning
+// passes.DefaultMaxLogN) over batch, rounded down to a power of two as
+// block sizes are. Larger products are computed in parts.
+func productSlots(maxLogN, batch int) int {
+	if maxLogN <= 0 {
+		maxLogN = passes.DefaultMaxLogN
+	}
+	return 1 << max(maxLogN-1-bits.Len(uint(max(batch, 1)-1)), 0)
 }

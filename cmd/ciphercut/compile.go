@@ -112,7 +112,7 @@ func compileCmd() *cobra.Command {
 	cmd.Flags().StringVarP(&out, "output", "o", "", "plan file to write")
 	cmd.Flags().StringVar(&calib, "calib", "", "calibration samples: a .npy file or a folder holding inputs.npy (default: inputs.npy beside the model)")
 	cmd.Flags().IntVar(&opts.Approx.PrecisionBits, "precision", 6, "output precision target in bits: approximations keep max |output error| <= 2^-BITS * max |output|")
-	cmd.Flags().IntVar(&opts.Lower.Batch, "batch", 1, "samples each ciphertext must hold at least (more are packed when they fit); beyond what slot packing holds, feature packing is chosen unless --packing is given")
+	cmd.Flags().IntVar(&opts.Lower.Batch, "batch", 1, "samples (or prompts) each ciphertext must hold at least (more are packed when they fit; a transformer's products of two encrypted matrices are computed in parts to leave room); beyond what slot packing holds, feature packing is chosen unless --packing is given")
 	cmd.Flags().Float64Var(&opts.Approx.Margin, "margin", 0.25, "widen each calibrated range by this fraction of its half-width on each side")
 	cmd.Flags().Var(&opts.Lower.Packing, "packing", "slot: whole samples per ciphertext (low latency); feature: one sample per slot, one ciphertext per tensor element, no rotations (throughput)")
 	cmd.Flags().IntVar(&opts.Lower.MaxLogN, "max-logn", 16, "largest ring degree 2^LOGN to consider")
