@@ -243,6 +243,12 @@ func TestUnmarshalBootstrapKeysInsecureSmallRing(t *testing.T) {
 	if again, err := evk2.MarshalBinary(); err != nil || !bytes.Equal(again, data) {
 		t.Fatalf("re-marshaled keys differ (err %v)", err)
 	}
+	// Streamed (the data owner's key files, the uploads) as marshaled: the
+	// bootstrapping section included.
+	var streamed bytes.Buffer
+	if n, err := evk.WriteTo(&streamed); err != nil || n != int64(len(data)) || !bytes.Equal(streamed.Bytes(), data) {
+		t.Fatalf("WriteTo: %d bytes (err %v), want the %d bytes of MarshalBinary", n, err, len(data))
+	}
 	if err := checkBootKeys(c.plan, evk2.boot); err != nil {
 		t.Fatal(err)
 	}

@@ -65,12 +65,12 @@ func (c *Client) LeaksSecretKey(data []byte) (bool, error) {
 }
 
 // WriteTo streams the serialization MarshalBinary returns to w, without
-// building it in memory.
+// building it in memory: the bootstrapping keys included.
 func (k *EvaluationKeys) WriteTo(w io.Writer) (int64, error) {
 	n, err := w.Write(evkMagic)
 	if err != nil {
 		return int64(n), err
 	}
-	m, err := k.set.WriteTo(w)
+	m, err := keyStream{k}.WriteTo(w)
 	return int64(n) + m, err
 }
