@@ -51,6 +51,10 @@ func (lw *lowerer) lowerBootstrapped(mags [][]float64) ([][]float64, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lowering %q: %w", lw.g.Name, err)
 	}
+	if lw.opts.Log != nil && pl.Pruned > 0 {
+		fmt.Fprintf(lw.opts.Log, "bootstrap placement: %d steps kept only their %d cheapest states (too many values live at once); a cheaper placement may exist\n",
+			pl.Pruned, PlacementBeam)
+	}
 	if lw.opts.Log != nil {
 		popts.Naive = !popts.Naive
 		if other, err := PlaceBootstraps(p, popts); err == nil {

@@ -3,6 +3,7 @@ package passes
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 
 	"github.com/ciphercut/ciphercut/ir/ckksir"
@@ -28,7 +29,10 @@ import (
 // back pointer, so the best placement over every skip connection is found,
 // not only along chains: two branches of a residual block meet at the level
 // that is cheapest for both. The state space is the product of the live
-// values' levels; MaxPlacementStates bounds it.
+// values' levels. When one step holds more than PlacementBeam states (many
+// values live at once: a transformer's attention computed in many parts),
+// only the PlacementBeam cheapest are kept, and the placement is no longer
+// proven optimal (Placement.Pruned counts those steps).
 
 // PlaceOptions control PlaceBootstraps.
 type PlaceOptions struct {
@@ -60,9 +64,10 @@ type PlaceOptions struct {
 // about 0.08 s).
 const DefaultBootCost = 150 * 31 * 4
 
-// MaxPlacementStates bounds the states one step of the dynamic program may
-// hold; more (many values live at once) is an error.
-const MaxPlacementStates = 1 << 20
+// PlacementBeam is the most states one step of the dynamic program keeps:
+// beyond it, the cheapest so far (ties broken by levels, for the same
+// result on every run).
+const PlacementBeam = 1 << 15
 
 // Placement is the result of PlaceBootstraps.
 type Placement struct {
@@ -73,6 +78,9 @@ type Placement struct {
 	Bootstraps int
 	// Cost is the predicted total time (instructions plus bootstraps).
 	Cost float64
+	// Pruned counts the steps whose states were cut to PlacementBeam: when
+	// not zero, a cheaper placement may exist.
+	Pruned int
 }
 
 // PlacementCost is a simple time model in arbitrary units: a key switch at
@@ -169,6 +177,7 @@ func PlaceBootstraps(p *ckksir.Program, opts PlaceOptions) (*Placement, error) {
 	steps[0] = map[string]*placeState{placeKey(start.levels): start}
 	lives := make([][]int, n+1)
 	lives[0] = prevLive
+	pruned := 0
 	for i, ins := range p.Instrs {
 		defined[ins.Out] = true
 		live := liveAfter(i, defined)
@@ -182,7 +191,11 @@ func PlaceBootstraps(p *ckksir.Program, opts PlaceOptions) (*Placement, error) {
 		next := map[string]*placeState{}
 		for _, key := range placeSortedKeys(steps[i]) {
 			st := steps[i][key]
-			for mask := 0; mask < 1<<len(inputs); mask++ {
+			masks, err := placeMasks(inputs, pos, st.levels)
+			if err != nil {
+				return nil, fmt.Errorf("placing bootstraps: instruction %d %w", i, err)
+			}
+			for _, mask := range masks {
 				levels := append([]int8(nil), st.levels...)
 				var boots []int
 				minLevel := math.MaxInt
@@ -232,8 +245,9 @@ func PlaceBootstraps(p *ckksir.Program, opts PlaceOptions) (*Placement, error) {
 		if len(next) == 0 {
 			return nil, fmt.Errorf("placing bootstraps: no placement reaches instruction %d (%s, %s)", i, ins.Op, ins.Layer)
 		}
-		if len(next) > MaxPlacementStates {
-			return nil, fmt.Errorf("placing bootstraps: %d states after instruction %d (%d values live at once); too many to search exactly", len(next), i, len(live))
+		if len(next) > PlacementBeam {
+			next = placePrune(next, PlacementBeam)
+			pruned++
 		}
 		steps[i+1] = next
 		prevLive = live
@@ -251,7 +265,64 @@ func PlaceBootstraps(p *ckksir.Program, opts PlaceOptions) (*Placement, error) {
 		chosen[i-1] = st.boots
 		st = steps[i-1][st.prev]
 	}
-	return placeRewrite(p, chosen, opts, best.cost)
+	pl, err := placeRewrite(p, chosen, opts, best.cost)
+	if err != nil {
+		return nil, err
+	}
+	pl.Pruned = pruned
+	return pl, nil
+}
+
+// placePrune keeps the keep cheapest states of a step (ties broken by key).
+func placePrune(states map[string]*placeState, keep int) map[string]*placeState {
+	keys := make([]string, 0, len(states))
+	for k := range states {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(a, b int) bool {
+		ca, cb := states[keys[a]].cost, states[keys[b]].cost
+		if ca != cb {
+			return ca < cb
+		}
+		return keys[a] < keys[b]
+	})
+	out := make(map[string]*placeState, keep)
+	for _, k := range keys[:keep] {
+		out[k] = states[k]
+	}
+	return out
+}
+
+// placeMasks returns the choices of inputs to bootstrap before an
+// instruction, as bit masks over inputs (their levels read through pos):
+// the inputs below each of their distinct levels, from none to all. Only
+// these can matter: the instruction runs at its inputs' lowest level, so
+// bootstrapping an input without all those below it leaves that level
+// unchanged, and a bootstrap of a value that this instruction does not
+// need costs the same before any later reader, with the same levels after.
+func placeMasks(inputs []int, pos map[int]int, levels []int8) ([]int, error) {
+	var distinctLevels []int8
+	for _, a := range inputs {
+		k, ok := pos[a]
+		if !ok {
+			return nil, fmt.Errorf("reads v%d before it is defined", a)
+		}
+		if !slices.Contains(distinctLevels, levels[k]) {
+			distinctLevels = append(distinctLevels, levels[k])
+		}
+	}
+	slices.Sort(distinctLevels)
+	masks := []int{0}
+	for t := 1; t <= len(distinctLevels); t++ {
+		mask := 0
+		for b, a := range inputs {
+			if t == len(distinctLevels) || levels[pos[a]] < distinctLevels[t] {
+				mask |= 1 << b
+			}
+		}
+		masks = append(masks, mask)
+	}
+	return masks, nil
 }
 
 // placeNaiveChoice reports whether bootstrapping the inputs in mask is what

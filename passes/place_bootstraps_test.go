@@ -253,3 +253,32 @@ func TestPlaceBootstrapsBounds(t *testing.T) {
 		t.Errorf("bootstrap and restore not as expected:\n%s", lcDump(t, pl.Program))
 	}
 }
+
+// TestPlaceBootstrapsBeam runs many branches live at once (as a
+// transformer's attention computed in many parts): more states than
+// PlacementBeam, so steps are pruned to the cheapest; the placement must
+// still be valid and no worse than bootstrapping when out of levels.
+func TestPlaceBootstrapsBeam(t *testing.T) {
+	b := newPBProgram(6)
+	x := b.linear(b.linear(0))
+	var branches []int
+	for range 14 {
+		branches = append(branches, b.poly(b.linear(x), 2))
+	}
+	var outs []int
+	for _, v := range branches {
+		outs = append(outs, b.poly(v, 2))
+	}
+	p := b.output(b.linear(outs...))
+	opts := PlaceOptions{InputLevel: 6, BootLevel: 6}
+	best := pbCheck(t, p, opts)
+	opts.Naive = true
+	naive := pbCheck(t, p, opts)
+	t.Logf("beam: %d bootstraps, cost %.0f, %d steps pruned; naive: %d bootstraps, cost %.0f", best.Bootstraps, best.Cost, best.Pruned, naive.Bootstraps, naive.Cost)
+	if best.Pruned == 0 {
+		t.Errorf("no step pruned: the test no longer exercises the beam")
+	}
+	if best.Cost > naive.Cost {
+		t.Errorf("pruned placement costs %.0f, more than the naive %.0f", best.Cost, naive.Cost)
+	}
+}
