@@ -586,9 +586,13 @@ func ckksEncodingNoise(p *ckksir.Program, m *ckksir.Matrix, in, out int, mags []
 // blocks outside its tensor, assuming the runtime encrypts inputs with zeros
 // there: linear instructions write zeros (their rows and bias vanish
 // outside the output), a polynomial maps the garbage of its input, products
-// and sums combine them.
+// and sums combine them. In feature packing every slot holds a sample's
+// element: there is no garbage.
 func ckksGarbage(p *ckksir.Program) ([]float64, error) {
 	g := make([]float64, len(p.Values))
+	if p.Packing == ckksir.PackFeature {
+		return g, nil
+	}
 	for _, ins := range p.Instrs {
 		switch ins.Op {
 		case ckksir.OpPoly:

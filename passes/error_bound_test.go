@@ -161,3 +161,31 @@ func TestErrorBoundsPropagation(t *testing.T) {
 		})
 	}
 }
+
+// TestErrorBoundsFeaturePacking bounds a feature-packed program with
+// constant vectors (one ciphertext per element, so BlockSize 1 while the
+// vectors hold the tensor): it panicked on the vectors' length before.
+func TestErrorBoundsFeaturePacking(t *testing.T) {
+	lay := ckksir.Layout{Shape: ir.Shape{3}}
+	p := &ckksir.Program{
+		Params:  ckksir.Params{LogN: 12, LogQ: []int{40, 30, 30}, LogP: []int{40}, LogScale: 30},
+		Packing: ckksir.PackFeature, BlockSize: 1, Batch: 2048,
+		Inputs:  []ckksir.IO{{Name: "x", Value: 0}},
+		Outputs: []ckksir.IO{{Name: "z", Value: 2}},
+		Values:  []ckksir.Value{{Layout: lay, Level: 2}, {Layout: lay, Level: 2}, {Layout: lay, Level: 1}},
+		Instrs: []ckksir.Instr{
+			{Op: ckksir.OpAddConst, Out: 1, In: []int{0}, Bias: []float64{1, 2, 3}},
+			{Op: ckksir.OpMulConst, Out: 2, In: []int{1}, Vector: []float64{0.5, -1, 2}},
+		},
+	}
+	if err := ckksir.Verify(p); err != nil {
+		t.Fatal(err)
+	}
+	mags := [][]float64{{1, 1, 1}, {2, 3, 4}, {1, 3, 8}}
+	if err := AssignErrorBounds(p, mags, 0); err != nil {
+		t.Fatal(err)
+	}
+	if b := p.Values[2].Bound; !(b > 0) || math.IsInf(b, 0) {
+		t.Errorf("output bound %g", b)
+	}
+}
