@@ -1119,6 +1119,39 @@ func (lw *lowerer) newValue(tensor *ir.Value, lay ckksir.Layout) int {
 	return len(lw.prog.Values) - 1
 }
 
+// widenedRows returns the slots of input x (per-sample shape [..., d],
+// rows along the last axis) spaced M apart when a dense layer reading x
+// widens its rows to M > d, as a transformer's MLP does (64 to 256 in
+// tiny-gpt), so that the layer's map, and the one narrowing them back (its
+// output rows aligned with its input's, lowerRowAligned), have about d+M
+// diagonals instead of one band per row; nil (contiguous) otherwise, or
+// when the spaced rows would not fit in a block.
+func (lw *lowerer) widenedRows(x *ir.Value, shape ir.Shape) []int {
+	if lw.opts.Packing == ckksir.PackFeature || len(shape) < 2 {
+		return nil
+	}
+	d := shape[len(shape)-1]
+	rows := shape.Size() / max(d, 1)
+	stride := d
+	for _, n := range lw.g.Consumers()[x] {
+		if n.Op == "Dense" && len(n.Inputs) > 1 && n.Inputs[0] == x && n.Inputs[1] != nil {
+			if w := n.Inputs[1].Shape; len(w) == 2 && w[0] == d {
+				stride = max(stride, w[1])
+			}
+		}
+	}
+	if stride == d || rows < 2 || (rows-1)*stride+d > lw.blockSize {
+		return nil
+	}
+	slots := make([]int, 0, shape.Size())
+	for r := range rows {
+		for i := range d {
+			slots = append(slots, r*stride+i)
+		}
+	}
+	return slots
+}
+
 // emit builds the program's instructions in graph order.
 func (lw *lowerer) emit() error {
 	g := lw.g
@@ -1127,7 +1160,9 @@ func (lw *lowerer) emit() error {
 	lw.offScale = map[int]bool{}
 	lw.pending = map[int]*lowerPending{}
 	for _, x := range g.Inputs {
-		id := lw.newValue(x, ckksir.Layout{Shape: lw.layoutShape(x.Shape)})
+		lay := ckksir.Layout{Shape: lw.layoutShape(x.Shape)}
+		lay.Slots = lw.widenedRows(x, lay.Shape)
+		id := lw.newValue(x, lay)
 		lw.settle(x, lw.prog.Values[id].Layout)
 		lw.vid[x] = id
 		lw.prog.Inputs = append(lw.prog.Inputs, ckksir.IO{Name: x.Name, Value: id})

@@ -782,3 +782,42 @@ func TestLowerCKKSWholeTensor(t *testing.T) {
 		t.Errorf("empty tensor: err = %v, want an *ir.UnsupportedError", err)
 	}
 }
+
+// TestLowerWidenedRows lowers a transformer's MLP block as a split stage
+// sees it (a residual stream and its normalization encrypted fresh, 8
+// tokens of width 4 widened to 16 and back): the normalized input's rows
+// are spaced 16 apart, the narrowing map's output rows start where its
+// input's do, so both dense maps have about 4+16 diagonals instead of one
+// band per token (about 16·8); and the program computes the graph.
+func TestLowerWidenedRows(t *testing.T) {
+	b := newBuilder("mlp", 13)
+	x := b.input("x", 1, 8, 4)
+	res := b.input("res", 1, 8, 4)
+	h := b.op("Dense", nil, x, b.konst("w1", ir.Shape{4, 16}), b.konst("b1", ir.Shape{16}))
+	h = b.op("Poly", lcPolyAttrs("Tanh", math.Tanh, 4, 7), h)
+	y := b.op("Add", nil, res, b.op("Dense", nil, h, b.konst("w2", ir.Shape{16, 4}), b.konst("b2", ir.Shape{4})))
+	g := b.output(y)
+	if err := InferShapes(g); err != nil {
+		t.Fatal(err)
+	}
+	p, err := LowerCKKS(g, LowerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := p.Values[p.Inputs[0].Value].Layout
+	if in.Contiguous() || in.Slot(4) != 16 || in.Slot(31) != 7*16+3 {
+		t.Errorf("input x laid out at %v, want rows 16 slots apart", in)
+	}
+	if l := p.Values[p.Inputs[1].Value].Layout; !l.Contiguous() {
+		t.Errorf("input res laid out at %v, want contiguous (no dense layer reads it)", l)
+	}
+	for _, ins := range p.Instrs {
+		if ins.Op != ckksir.OpLinear {
+			continue
+		}
+		if n := len(ins.Matrices[0].Diagonals); n > 4+16-1 {
+			t.Errorf("%s: %d diagonals reading v%d, want at most 19\n%s", ins.Layer, n, ins.In[0], lcDump(t, p))
+		}
+	}
+	lcCheckSimulation(t, g, p, lcRandomSamples(g, 5, 3), 1e-9)
+}

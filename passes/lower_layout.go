@@ -75,6 +75,11 @@ func lowerLayoutCandidates(out ir.Shape, ins []ckksir.Layout, limit int) []ckksi
 			add(slots)
 		}
 	}
+	for _, in := range ins {
+		if slots := lowerRowAligned(out, in); slots != nil {
+			add(slots)
+		}
+	}
 	for t := 2; size > 1 && (size-1)*t < limit; t *= 2 {
 		slots := make([]int, size)
 		for k := range slots {
@@ -83,6 +88,39 @@ func lowerLayoutCandidates(out ir.Shape, ins []ckksir.Layout, limit int) []ckksi
 		add(slots)
 	}
 	return cands
+}
+
+// lowerRowAligned returns the slots of an output of shape out whose rows
+// (last axis) start where the input layout in's rows of the same index
+// start: a per-token dense map between token-major layouts then reads and
+// writes along the same diagonals whatever the two widths, as long as the
+// input's rows are spaced at least the output's width apart. Nil when the
+// row counts differ or rows would overlap.
+func lowerRowAligned(out ir.Shape, in ckksir.Layout) []int {
+	if len(out) < 1 || len(in.Shape) < 1 {
+		return nil
+	}
+	w, iw := out[len(out)-1], in.Shape[len(in.Shape)-1]
+	if w <= 0 || iw <= 0 {
+		return nil
+	}
+	rows := out.Size() / w
+	if rows < 2 || in.Size() != rows*iw {
+		return nil
+	}
+	slots := make([]int, 0, out.Size())
+	seen := make(map[int]bool, out.Size())
+	for r := range rows {
+		base := in.Slot(r * iw)
+		for j := range w {
+			if seen[base+j] {
+				return nil
+			}
+			seen[base+j] = true
+			slots = append(slots, base+j)
+		}
+	}
+	return slots
 }
 
 // lowerSlotsContiguous reports whether slots are 0, 1, 2, ...
