@@ -128,6 +128,9 @@ func (p *Plan) RunStages() ([]split.Stage, error) {
 			name = fmt.Sprintf("%s %d", name, count[s.Kind])
 		}
 		out[i] = split.Stage{Name: name, Inputs: s.Inputs, Outputs: s.Outputs, Graph: g, Program: s.Program}
+		if s.Program != nil {
+			out[i].Bootstraps = s.Program.Bootstraps()
+		}
 	}
 	return out, nil
 }

@@ -75,6 +75,9 @@ type OwnerSegment struct {
 	Program *ckksir.Program
 	// Keys are the evaluation keys the segment needs.
 	Keys *ckks.KeyNeeds
+	// Bootstraps is the number of bootstraps the segment's program runs
+	// per ciphertext (reports; the interface has no instructions).
+	Bootstraps int
 	// Shard is the hex SHA-256 of the segment's shard file, when written.
 	Shard string
 }
@@ -94,7 +97,7 @@ func NewOwnerPlan(planID, model string, p *ckksir.Program, segs []*Segment, refe
 			return nil, fmt.Errorf("segment %d: %w", s.Index, err)
 		}
 		op.Segments = append(op.Segments, OwnerSegment{Index: s.Index, Count: s.Count, Start: s.Start, End: s.End,
-			Program: ckksir.Interface(s.Program), Keys: keys})
+			Program: ckksir.Interface(s.Program), Keys: keys, Bootstraps: s.Program.Bootstraps()})
 	}
 	return op, nil
 }
@@ -164,6 +167,9 @@ func (op *OwnerPlan) RunStages() ([]split.Stage, error) {
 		}
 		if st.Encrypted != nil {
 			out[i].Program = st.Encrypted.Program
+			for _, seg := range st.Encrypted.Segments {
+				out[i].Bootstraps += seg.Bootstraps
+			}
 		}
 	}
 	return out, nil
@@ -271,6 +277,9 @@ func (op *OwnerPlan) verifyEncrypted(first, total int) error {
 		}
 		if err := ckksir.VerifyInterface(s.Program); err != nil {
 			return fmt.Errorf("segment %d: %v", s.Index, err)
+		}
+		if s.Bootstraps < 0 || s.Bootstraps > s.End-s.Start || s.Bootstraps > 0 && s.Program.Boot == nil {
+			return fmt.Errorf("segment %d: %d bootstraps in %d instructions, bootstrapping parameters set: %v", s.Index, s.Bootstraps, s.End-s.Start, s.Program.Boot != nil)
 		}
 		a, b := s.Program.Params, op.Program.Params
 		if a.String() != b.String() || s.Program.Packing != op.Program.Packing || s.Program.Batch != op.Program.Batch {
