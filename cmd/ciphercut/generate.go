@@ -24,6 +24,7 @@ import (
 	"github.com/ciphercut/ciphercut/passes"
 	"github.com/ciphercut/ciphercut/runtime/plain"
 	"github.com/ciphercut/ciphercut/runtime/remote"
+	"github.com/ciphercut/ciphercut/runtime/segment"
 	"github.com/ciphercut/ciphercut/runtime/split"
 )
 
@@ -84,11 +85,11 @@ func generateCmd() *cobra.Command {
 				}
 				ids = append(ids, row)
 			}
-			planSHA, err := fileSHA256(args[0])
+			planFile, err := os.ReadFile(args[0])
 			if err != nil {
 				return err
 			}
-			ckpt, err := openCheckpoint(ckptPath, planSHA, ids, tokens, len(lm.vocab))
+			ckpt, err := openCheckpoint(ckptPath, segment.PlanID(planFile), ids, tokens, len(lm.vocab))
 			if err != nil {
 				return err
 			}
@@ -505,20 +506,6 @@ func (lm *languageModel) summarize(w io.Writer, prompts, enc, pl [][]int64, step
 
 // seconds converts seconds to a Duration.
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
-
-// fileSHA256 is the hex SHA-256 of a file's contents.
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
 
 // exactModel returns the exact model to compare with and a description:
 // the ONNX file path (or, when empty, the zoo's model of the plan's name
