@@ -4,6 +4,8 @@ package main
 
 import (
 	"fmt"
+	"net/http"
+	_ "net/http/pprof" // served only when CIPHERCUT_PPROF names an address
 	"os"
 	"runtime/debug"
 
@@ -20,6 +22,15 @@ func main() {
 		if avail := local.MemoryAvailable(); avail > 0 {
 			debug.SetMemoryLimit(avail / 10 * 9)
 		}
+	}
+	if addr := os.Getenv("CIPHERCUT_PPROF"); addr != "" {
+		// Profiling a long encrypted run while it works: go tool pprof
+		// http://ADDR/debug/pprof/profile?seconds=60 (heap, goroutine too).
+		go func() {
+			if err := http.ListenAndServe(addr, nil); err != nil {
+				fmt.Fprintln(os.Stderr, "ciphercut: CIPHERCUT_PPROF:", err)
+			}
+		}()
 	}
 	if err := newRoot().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "ciphercut:", err)

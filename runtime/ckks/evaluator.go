@@ -77,7 +77,7 @@ type linTrans struct {
 	// application encodes one giant step's diagonals at a time with
 	// encode, trading encoding time for memory.
 	lazy   bool
-	encode func(ecd *hefloat.Encoder, buf []float64, k, g int, poly ringqp.Poly) error
+	encode func(ecd *slotEncoder, buf []float64, k, g int, poly ringqp.Poly) error
 
 	mu    sync.Mutex
 	parts map[int][]he.LinearTransformation // by number of parts
@@ -214,16 +214,16 @@ func NewEvaluatorWithBudget(p *ckksir.Program, evk *EvaluationKeys, budget int64
 }
 
 // encodeJob encodes one plaintext with a worker's encoder and buffer.
-type encodeJob func(ecd *hefloat.Encoder, buf []float64) error
+type encodeJob func(ecd *slotEncoder, buf []float64) error
 
 // runJobs runs the encoding jobs on all cores.
 func runJobs(pl *plan, jobs []encodeJob) error {
 	type scratch struct {
-		ecd *hefloat.Encoder
+		ecd *slotEncoder
 		buf []float64
 	}
 	err := parallelFor(len(jobs), "encoding the program's plaintexts",
-		func() scratch { return scratch{hefloat.NewEncoder(pl.params), make([]float64, 2*pl.slots)} },
+		func() scratch { return scratch{newSlotEncoder(pl.params), make([]float64, 2*pl.slots)} },
 		func(s scratch, j int) error { return jobs[j](s.ecd, s.buf) })
 	if err != nil {
 		return fmt.Errorf("ckks: %w", err)
@@ -366,7 +366,7 @@ func (e *Evaluator) planScales() error {
 // and scale into the instruction's plaintext.
 func (e *Evaluator) vectorJob(c *compiled, v []float64, level int, scale rlwe.Scale) encodeJob {
 	pl := e.plan
-	return func(ecd *hefloat.Encoder, _ []float64) error {
+	return func(ecd *slotEncoder, _ []float64) error {
 		pt := hefloat.NewPlaintext(pl.params, level)
 		pt.Scale = scale
 		if err := ecd.Encode(replicate(v, pl.prog.BlockSize, pl.prog.Batch), pt); err != nil {
@@ -428,7 +428,7 @@ func allocMatrix(pl *plan, m *ckksir.Matrix, mp matrixPlan, scale rlwe.Scale, la
 
 	bs, batch, slots := pl.prog.BlockSize, pl.prog.Batch, pl.slots
 	byDiag := blockEntries(m, bs, slots)
-	t.encode = func(ecd *hefloat.Encoder, buf []float64, k, g int, poly ringqp.Poly) error {
+	t.encode = func(ecd *slotEncoder, buf []float64, k, g int, poly ringqp.Poly) error {
 		diag, rotated := buf[:slots], buf[slots:2*slots]
 		expandDiagonal(byDiag[k], bs, batch, diag)
 		utils.RotateSliceAllocFree(diag, -g&(slots-1), rotated)
@@ -445,7 +445,7 @@ func allocMatrix(pl *plan, m *ckksir.Matrix, mp matrixPlan, scale rlwe.Scale, la
 			if !ok {
 				return nil, nil, fmt.Errorf("diagonal %d not allocated", k)
 			}
-			jobs = append(jobs, func(ecd *hefloat.Encoder, buf []float64) error {
+			jobs = append(jobs, func(ecd *slotEncoder, buf []float64) error {
 				return t.encode(ecd, buf, k, g, poly)
 			})
 		}
@@ -1078,7 +1078,7 @@ func (e *Evaluator) applyLazy(st *laneState, t *linTrans, ct *rlwe.Ciphertext, r
 // lazyBuffers is one worker's scratch for lazily encoded matrices: an
 // encoder, a slot buffer, diagonal polynomials and a partial result.
 type lazyBuffers struct {
-	ecd   *hefloat.Encoder
+	ecd   *slotEncoder
 	buf   []float64
 	polys []ringqp.Poly // at the parameters' top level, resliced
 	tmp   *rlwe.Ciphertext
@@ -1090,7 +1090,7 @@ type lazyBuffers struct {
 func (st *laneState) lazyBuffers(params hefloat.Parameters, w, level int) *lazyBuffers {
 	if st.lazy[w] == nil {
 		st.lazy[w] = &lazyBuffers{
-			ecd: hefloat.NewEncoder(params),
+			ecd: newSlotEncoder(params),
 			buf: make([]float64, 2*params.MaxSlots()),
 			tmp: hefloat.NewCiphertext(params, 1, params.MaxLevel()),
 		}
