@@ -42,7 +42,8 @@ type KeyPlan struct {
 	// ciphertext in flight): the baby-step rotations of the widest linear
 	// transformation over QP, one giant step's diagonals when encoded at
 	// use, and the ciphertexts alive at once, all at the top level, plus
-	// the buffers of the lane's bootstrapping evaluator.
+	// the buffers of the lane's evaluators (its own and the shared base
+	// one) and of its bootstrapping evaluator.
 	LaneBytes int64
 	// WorkerBytes estimates what each core beyond the first adds to a lane
 	// that spreads its linear transformations over several cores.

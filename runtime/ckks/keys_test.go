@@ -2,7 +2,10 @@ package ckks
 
 import (
 	"math"
+	"runtime"
 	"testing"
+
+	"github.com/tuneinsight/lattigo/v5/he/hefloat"
 
 	"github.com/ciphercut/ciphercut/ir"
 	"github.com/ciphercut/ciphercut/ir/ckksir"
@@ -44,5 +47,29 @@ func TestPlanKeysMatchesGeneratedInsecureSmallRing(t *testing.T) {
 	}
 	if got, want := float64(kp.TotalBytes), float64(evk.Bytes()); math.Abs(got-want) > 0.01*want {
 		t.Errorf("planned %v key bytes, generated %v", got, want)
+	}
+}
+
+// TestEvaluatorBytesCoversLattigoInsecureSmallRing checks the memory plan's
+// size of one Lattigo evaluator against the heap a real one takes: at
+// least what it allocates, and not more than a quarter above.
+func TestEvaluatorBytesCoversLattigoInsecureSmallRing(t *testing.T) {
+	for _, levels := range []int{3, 9} {
+		p := &ckksir.Program{Params: smallParams(levels), BlockSize: 64, Batch: 32}
+		pl, err := newPlan(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		ev := hefloat.NewEvaluator(pl.params, nil)
+		runtime.ReadMemStats(&after)
+		got := int64(after.TotalAlloc - before.TotalAlloc)
+		runtime.KeepAlive(ev)
+		t.Logf("%d levels: allocated %d, counted %d", levels, got, pl.evaluatorBytes())
+		if want := pl.evaluatorBytes(); got > want || float64(want) > 1.25*float64(got) {
+			t.Errorf("%d levels: an evaluator allocates %d bytes, the memory plan counts %d", levels, got, want)
+		}
 	}
 }

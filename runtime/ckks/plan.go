@@ -375,7 +375,23 @@ func (pl *plan) laneBytes() int64 {
 	qp := pl.qpBytes()
 	babies, group := pl.widestBSGS()
 	cts := int64(pl.laneCiphertexts())
-	return int64(babies)*2*qp + int64(group)*qp + cts*2*qp
+	// Two evaluators' buffers: the lane's own, and the evaluator's base
+	// one (counted once per lane: over by one per extra lane).
+	return int64(babies)*2*qp + int64(group)*qp + cts*2*qp + 2*pl.evaluatorBytes()
+}
+
+// evaluatorBytes is the memory of one Lattigo evaluator's buffers
+// (rlwe.NewEvaluatorBuffers and ckks's own, v5.0.7): six polynomials over
+// QP, one over QP per Q prime for the key-switching decomposition (it is
+// sized for a P basis of one prime), a degree-2 ciphertext and four more
+// polynomials over Q, about three over QP for the basis extender and the
+// decomposer, and the encoder's tables (2N complex numbers). At N=2^16 with 29 Q and 8 P primes that is about
+// 0.7 GiB, measured in a heap profile of tiny-gpt's block 1 attention;
+// counting "about 8 polynomials" instead left the live heap 1.6 GB above
+// the plan, at the collector's limit.
+func (pl *plan) evaluatorBytes() int64 {
+	q := int64(pl.params.N()) * int64(pl.params.MaxLevelQ()+1) * 8
+	return int64(9+pl.params.MaxLevelQ()+1)*pl.qpBytes() + 7*q + 32*int64(pl.params.N())
 }
 
 // laneCiphertexts is the number of ciphertexts a lane holds at most: the
@@ -408,12 +424,12 @@ func (pl *plan) laneCiphertexts() int {
 }
 
 // workerBytes estimates the memory each core beyond the first adds to a
-// lane (see KeyPlan.WorkerBytes): its evaluator's key-switching buffers
-// (about 8 polynomials over QP) and its scratch for diagonals encoded at
-// use (one giant step's worth).
+// lane (see KeyPlan.WorkerBytes): its evaluator's buffers
+// (evaluatorBytes) and its scratch for diagonals encoded at use (one giant
+// step's worth).
 func (pl *plan) workerBytes() int64 {
 	_, group := pl.widestBSGS()
-	return int64(group+8) * pl.qpBytes()
+	return int64(group)*pl.qpBytes() + pl.evaluatorBytes()
 }
 
 // qpBytes is the size of one polynomial over every Q and P prime.
