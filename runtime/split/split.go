@@ -137,7 +137,8 @@ type Report struct {
 	Stages []StageTiming
 	// Total is the wall time of the stages (setups excluded, network
 	// included); Upload and Download the ciphertext bytes moved;
-	// RoundTrips the encrypted stages.
+	// RoundTrips the encrypted stages; Bootstraps those of every
+	// ciphertext of every encrypted stage.
 	Total            time.Duration
 	Upload, Download int64
 	RoundTrips       int
@@ -192,7 +193,7 @@ func Run(stages []Stage, inputs map[string]*ir.Tensor, opts Options) (map[string
 			rep.Upload += tm.Timing.UploadBytes
 			rep.Download += tm.Timing.DownloadBytes
 			rep.RoundTrips++
-			rep.Bootstraps += st.Bootstraps
+			rep.Bootstraps += st.Bootstraps * max(tm.Timing.Ciphertexts, 1)
 		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("split: stage %s: %w", st.Name, err)

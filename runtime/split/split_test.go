@@ -7,6 +7,7 @@ import (
 
 	"github.com/ciphercut/ciphercut/compiler"
 	"github.com/ciphercut/ciphercut/ir"
+	"github.com/ciphercut/ciphercut/ir/ckksir"
 	"github.com/ciphercut/ciphercut/passes"
 	"github.com/ciphercut/ciphercut/runtime/split"
 	"github.com/ciphercut/ciphercut/testsuite/smallring"
@@ -89,5 +90,26 @@ func TestRunMissingValue(t *testing.T) {
 		map[string]*ir.Tensor{"x": x}, split.Options{})
 	if err == nil || !strings.Contains(err.Error(), `stage suffix reads "h"`) {
 		t.Errorf("error %v, want one naming the stage and the value", err)
+	}
+}
+
+// TestReportCountsBootstrapsOfEveryCiphertext checks that a run's report
+// counts each encrypted stage's bootstraps once per ciphertext it ran on.
+func TestReportCountsBootstrapsOfEveryCiphertext(t *testing.T) {
+	stages := []split.Stage{
+		{Name: "a", Inputs: []string{"x"}, Outputs: []string{"y"}, Program: &ckksir.Program{}, Bootstraps: 2},
+		{Name: "b", Inputs: []string{"y"}, Outputs: []string{"z"}, Program: &ckksir.Program{}, Bootstraps: 5},
+	}
+	runner := func(i int, st split.Stage, feeds map[string]*ir.Tensor, tm *split.StageTiming) (map[string]*ir.Tensor, error) {
+		tm.Timing.Ciphertexts = 3
+		return map[string]*ir.Tensor{st.Outputs[0]: feeds[st.Inputs[0]]}, nil
+	}
+	x := ir.NewFloat(ir.Shape{4, 1}, []float64{1, 2, 3, 4})
+	_, rep, err := split.Run(stages, map[string]*ir.Tensor{"x": x}, split.Options{Runner: runner})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Bootstraps != 3*(2+5) || rep.RoundTrips != 2 {
+		t.Errorf("%d bootstraps in %d round trips; want 21 in 2", rep.Bootstraps, rep.RoundTrips)
 	}
 }
