@@ -421,6 +421,7 @@ func (w *Worker) evaluator(sh *segment.Shard, key shardKey, hash string) (*ckks.
 		w.opts.Pool.touch(w, k)
 	}
 	e.once.Do(func() {
+		start := time.Now()
 		budget, lanes, cores := w.opts.EncodeBudget, 0, 0
 		if w.opts.Pool != nil {
 			plan, err := w.opts.Pool.plan(sh)
@@ -448,6 +449,11 @@ func (w *Worker) evaluator(sh *segment.Shard, key shardKey, hash string) (*ckks.
 			e.ev.SetCores(cores)
 		}
 		if e.err == nil {
+			how := ""
+			if lanes > 0 {
+				how = fmt.Sprintf(" (%d lane(s) on %d cores, %.1f GiB of diagonals kept encoded)", lanes, cores, float64(budget)/(1<<30))
+			}
+			w.log.Printf("segment %d/%d: evaluator built from the key cache in %v%s", sh.Index+1, sh.Count, time.Since(start).Round(time.Millisecond), how)
 			// Progress in quarters, set once before any Run.
 			e.ev.SetProgress(func(s ckks.Step) {
 				if s.Total >= 4 && s.Done*4/s.Total != (s.Done-1)*4/s.Total {
