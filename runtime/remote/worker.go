@@ -450,7 +450,10 @@ func (w *Worker) evaluator(sh *segment.Shard, key shardKey, hash string) (*ckks.
 		}
 		if e.err == nil {
 			how := ""
-			if lanes > 0 {
+			switch {
+			case lanes > 0 && budget < 0:
+				how = fmt.Sprintf(" (%d lane(s) on %d cores, every diagonal kept encoded)", lanes, cores)
+			case lanes > 0:
 				how = fmt.Sprintf(" (%d lane(s) on %d cores, %.1f GiB of diagonals kept encoded)", lanes, cores, float64(budget)/(1<<30))
 			}
 			w.log.Printf("segment %d/%d: evaluator built from the key cache in %v%s", sh.Index+1, sh.Count, time.Since(start).Round(time.Millisecond), how)
