@@ -51,7 +51,7 @@ func addRemoteFlags(cmd *cobra.Command) *remoteFlags {
 	f.StringVar(&rf.trust, "trust", "", "peer id of the model owner: require the --manifest signed by it and use only the workers it lists")
 	f.IntVar(&rf.redundancy, "redundancy", 1, "workers per segment whose results are compared (2: detect and name a lying worker)")
 	f.StringVar(&rf.identity, "identity", "", "Ed25519 key file of the data owner's peer identity (created if missing; the workers' --allow)")
-	f.DurationVar(&rf.timeout, "worker-timeout", 10*time.Minute, "time after which a worker is considered stalled and the segment replayed elsewhere")
+	f.DurationVar(&rf.timeout, "worker-timeout", 10*time.Minute, "how long a worker may stay silent (workers send progress every 20 s while they work) before it is considered stalled and the segment replayed elsewhere; a whole attempt is capped at 48 times this")
 	return rf
 }
 

@@ -26,7 +26,16 @@ const (
 	FrameCiphertext byte = 'C'
 	// FrameEnd closes a sequence of key chunks or ciphertexts; empty.
 	FrameEnd byte = 'Z'
+	// FrameProgress may precede a reply's header: a worker sends one every
+	// WorkerOptions.Heartbeat while it builds an evaluator and evaluates,
+	// so that the data owner's deadline counts silence rather than work.
+	// Its payload is the request's elapsed milliseconds (uint64,
+	// little-endian).
+	FrameProgress byte = 'P'
 )
+
+// progressBytes is a progress frame's payload size.
+const progressBytes = 8
 
 // frameHeaderSize is the size of a frame's type and length fields.
 const frameHeaderSize = 5
@@ -56,6 +65,8 @@ func frameName(t byte) string {
 		return "ciphertext"
 	case FrameEnd:
 		return "end"
+	case FrameProgress:
+		return "progress"
 	}
 	return fmt.Sprintf("unknown frame type 0x%02x", t)
 }
@@ -165,6 +176,20 @@ func readHeader(r *bufio.Reader) (*Header, error) {
 		return nil, err
 	}
 	return decodeHeader(payload)
+}
+
+// skipProgress reads the progress frames at the head of r, if any (a
+// reply's reader then reports whatever else is wrong).
+func skipProgress(r *bufio.Reader) error {
+	for {
+		b, err := r.Peek(1)
+		if err != nil || b[0] != FrameProgress {
+			return nil
+		}
+		if _, _, err := readFrame(r, Limits{FrameProgress: progressBytes}); err != nil {
+			return err
+		}
+	}
 }
 
 // writeHeader writes a header frame.

@@ -40,7 +40,7 @@ import (
 )
 
 // ProtocolID is the evaluation protocol.
-const ProtocolID protocol.ID = "/ciphercut/eval/1.0.0"
+const ProtocolID protocol.ID = "/ciphercut/eval/1.1.0"
 
 // dhtPrefix keeps ciphercut's DHT apart from the public IPFS one.
 const dhtPrefix protocol.ID = "/ciphercut"

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log"
 	"math"
+	"net"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -75,9 +76,13 @@ func DHTProviders(d *dht.IpfsDHT, planID string, want int, wait time.Duration) F
 
 // OwnerOptions configure the data owner's side.
 type OwnerOptions struct {
-	// Timeout bounds one attempt of a segment on one worker (default 10
-	// minutes); a worker that takes longer is considered stalled.
-	Timeout time.Duration
+	// Timeout bounds how long a worker may stay silent during an attempt
+	// (default 10 minutes): a worker evaluating sends a progress frame
+	// every WorkerOptions.Heartbeat, so only one that stalls or dies is
+	// given up. AttemptLimit bounds a whole attempt however chatty the
+	// worker (default 48 Timeouts).
+	Timeout      time.Duration
+	AttemptLimit time.Duration
 	// Redundancy 2 runs every segment on two workers and compares their
 	// decrypted results (a third, if any, settles a disagreement).
 	Redundancy int
@@ -197,6 +202,9 @@ type Setup struct {
 func NewOwner(h host.Host, find Finder, op *segment.OwnerPlan, opts OwnerOptions) (*Owner, *Setup, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = 10 * time.Minute
+	}
+	if opts.AttemptLimit <= 0 {
+		opts.AttemptLimit = 48 * opts.Timeout
 	}
 	if opts.Log == nil {
 		opts.Log = log.New(os.Stderr, "owner: ", log.LstdFlags)
@@ -474,12 +482,16 @@ type attempt struct {
 }
 
 // attempt uploads the segment's keys to p if it lacks them, then sends the
-// inputs and reads the outputs, all within the attempt timeout.
+// inputs and reads the outputs, within the attempt limit, giving up when
+// the worker stays silent for the timeout.
 func (o *Owner) attempt(ctx context.Context, p peer.AddrInfo, s *segment.Segment, in map[string][]*ckks.Ciphertext, req string) (attempt, map[string][]*ckks.Ciphertext, error) {
 	var att attempt
-	ctx, cancel := context.WithTimeout(ctx, o.opts.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, o.opts.AttemptLimit)
 	defer cancel()
-	if err := o.host.Connect(ctx, p); err != nil {
+	cctx, ccancel := context.WithTimeout(ctx, o.opts.Timeout)
+	err := o.host.Connect(cctx, p)
+	ccancel()
+	if err != nil {
 		return att, nil, err
 	}
 	for try := 0; ; try++ {
@@ -679,6 +691,9 @@ func (c *chunkWriter) flush() error {
 
 // readReply reads a reply header, turning an error reply into an error.
 func readReply(r *bufio.Reader) (*Header, error) {
+	if err := skipProgress(r); err != nil {
+		return nil, fmt.Errorf("reading the reply: %w", err)
+	}
 	h, err := readHeader(r)
 	if err != nil {
 		return nil, fmt.Errorf("reading the reply: %w", err)
@@ -706,19 +721,38 @@ func (t *tapWriter) Write(b []byte) (int, error) {
 	return t.w.Write(b)
 }
 
-// open opens a protocol stream to w, with the attempt's deadline.
+// open opens a protocol stream to w whose reads and writes each get the
+// silence timeout (see silentStream); the attempt's context resets it.
 func (o *Owner) open(ctx context.Context, w peer.ID) (network.Stream, error) {
-	s, err := o.host.NewStream(ctx, w, ProtocolID)
+	nctx, cancel := context.WithTimeout(ctx, o.opts.Timeout)
+	s, err := o.host.NewStream(nctx, w, ProtocolID)
+	cancel()
 	if err != nil {
 		return nil, err
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		s.SetDeadline(dl)
-	}
+	var st network.Stream = &silentStream{Stream: s, timeout: o.opts.Timeout}
 	if o.opts.Tap != nil {
-		return &tappedStream{Stream: s, tap: &tapWriter{w: s, tap: o.opts.Tap, p: w}}, nil
+		st = &tappedStream{Stream: st, tap: &tapWriter{w: st, tap: o.opts.Tap, p: w}}
 	}
-	return s, nil
+	return st, nil
+}
+
+// silentStream sets a stream's deadline before each read and write to the
+// silence timeout from then: a transfer or an evaluation may take any
+// time as long as bytes (a worker's progress frames) keep coming.
+type silentStream struct {
+	network.Stream
+	timeout time.Duration
+}
+
+func (s *silentStream) Read(b []byte) (int, error) {
+	s.Stream.SetReadDeadline(time.Now().Add(s.timeout))
+	return s.Stream.Read(b)
+}
+
+func (s *silentStream) Write(b []byte) (int, error) {
+	s.Stream.SetWriteDeadline(time.Now().Add(s.timeout))
+	return s.Stream.Write(b)
 }
 
 // tappedStream is a stream whose writes go through the tap.
@@ -738,6 +772,8 @@ func (o *Owner) exchange(ctx context.Context, w peer.ID, send func(*bufio.Writer
 		return err
 	}
 	defer s.Close()
+	stop := context.AfterFunc(ctx, func() { s.Reset() }) // the attempt limit
+	defer stop()
 	sendErr := make(chan error, 1)
 	go func() {
 		bw := bufio.NewWriterSize(s, 64<<10)
@@ -764,6 +800,10 @@ func (o *Owner) exchange(ctx context.Context, w peer.ID, send func(*bufio.Writer
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w (%v: the worker stalled)", rerr, ctx.Err())
+		}
+		var ne net.Error
+		if errors.As(rerr, &ne) && ne.Timeout() {
+			return fmt.Errorf("%w (the worker sent nothing for %v: stalled or dead)", rerr, o.opts.Timeout)
 		}
 		return rerr
 	}

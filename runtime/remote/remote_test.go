@@ -495,3 +495,38 @@ func TestReuploadAfterEviction(t *testing.T) {
 		}
 	}
 }
+
+// TestSilenceTimeout runs segments whose evaluation takes 2 s on a worker
+// that sends progress every 200 ms, for a data owner that gives a worker up
+// after 1 s of silence: the run succeeds, since the deadline counts
+// silence, not work. With the worker's heartbeat slower than its
+// evaluation, the same owner gives it up as stalled.
+func TestSilenceTimeout(t *testing.T) {
+	f := mlp(t)
+	for _, c := range []struct {
+		beat time.Duration
+		ok   bool
+	}{{200 * time.Millisecond, true}, {time.Hour, false}} {
+		oh := ownerHost(t)
+		cl, err := StartCluster(context.Background(), [][]*segment.Shard{f.shards}, WorkerOptions{Allow: []peer.ID{oh.ID()}, CacheDir: t.TempDir(),
+			Log: logger(t, "worker: "), Heartbeat: c.beat, beforeRun: func() { time.Sleep(2 * time.Second) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cl.Close() })
+		w := cl.Bootstrap()[0]
+		find := StaticProviders(map[int][]peer.AddrInfo{0: {w}, 1: {w}}, nil)
+		owner, _ := newOwner(t, oh, find, f, OwnerOptions{Timeout: time.Second})
+		y, _, err := owner.Infer(context.Background(), f.x)
+		switch {
+		case c.ok && err != nil:
+			t.Errorf("heartbeat %v: %v", c.beat, err)
+		case c.ok:
+			checkResult(t, f, y)
+		case err == nil:
+			t.Errorf("heartbeat %v: the owner waited through 2 s of silence with a 1 s timeout", c.beat)
+		default:
+			t.Logf("heartbeat %v: %v", c.beat, err)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package remote
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -59,6 +60,12 @@ type WorkerOptions struct {
 	// RequestTimeout bounds the time a peer has to send a request (default
 	// 30 minutes).
 	RequestTimeout time.Duration
+	// Heartbeat is how often a worker sends a progress frame while it
+	// builds an evaluator and evaluates (default 20 seconds), so that the
+	// data owner's timeout counts silence, not work.
+	Heartbeat time.Duration
+
+	beforeRun func() // tests: called before each evaluation
 	// Log receives one line per request and per refusal (default: stderr).
 	Log *log.Logger
 }
@@ -120,6 +127,9 @@ func NewWorker(h host.Host, shards []*segment.Shard, opts WorkerOptions) (*Worke
 	}
 	if opts.RequestTimeout <= 0 {
 		opts.RequestTimeout = 30 * time.Minute
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = 20 * time.Second
 	}
 	if opts.Log == nil {
 		opts.Log = log.New(os.Stderr, "worker: ", log.LstdFlags)
@@ -235,7 +245,7 @@ func (w *Worker) handle(s network.Stream) {
 	s.SetReadDeadline(time.Now().Add(w.opts.RequestTimeout))
 	r := bufio.NewReaderSize(s, 64<<10)
 	bw := bufio.NewWriterSize(s, 64<<10)
-	err := w.serve(remote, r, bw)
+	err := w.serve(remote, s, r, bw)
 	if err == nil {
 		return
 	}
@@ -256,7 +266,7 @@ func (w *Worker) handle(s network.Stream) {
 }
 
 // serve reads and answers one request; an error is reported to the peer.
-func (w *Worker) serve(remote peer.ID, r *bufio.Reader, bw *bufio.Writer) error {
+func (w *Worker) serve(remote peer.ID, s network.Stream, r *bufio.Reader, bw *bufio.Writer) error {
 	if !w.allow[remote] && len(w.opts.TokenIssuers) == 0 {
 		return refuse("peer %s is not allowed by this worker (it serves the data owners given with --allow)", remote)
 	}
@@ -279,7 +289,7 @@ func (w *Worker) serve(remote peer.ID, r *bufio.Reader, bw *bufio.Writer) error 
 	case "keys":
 		return w.keys(remote, sh, key, h, r, bw)
 	case "eval":
-		return w.eval(remote, sh, key, h, r, bw)
+		return w.eval(remote, s, sh, key, h, r, bw)
 	}
 	return refuse("unknown operation %q (want keys or eval)", h.Op)
 }
@@ -487,8 +497,10 @@ func (w *Worker) dropEvaluator(k evKey) {
 }
 
 // eval answers an evaluation request.
-func (w *Worker) eval(remote peer.ID, sh *segment.Shard, key shardKey, h *Header, r *bufio.Reader, bw *bufio.Writer) error {
+func (w *Worker) eval(remote peer.ID, s network.Stream, sh *segment.Shard, key shardKey, h *Header, r *bufio.Reader, bw *bufio.Writer) error {
 	p := sh.Program
+	stopBeat := heartbeat(s, bw, w.opts.Heartbeat)
+	defer stopBeat() // before handle writes a refusal
 	if !w.cache.Has(h.Keys) {
 		return refuse("%s %.12s: upload them first (op keys)", unknownKeys, h.Keys)
 	}
@@ -542,11 +554,15 @@ func (w *Worker) eval(remote peer.ID, sh *segment.Shard, key shardKey, h *Header
 		return refuse("after the announced ciphertexts: %v", err)
 	}
 	start := time.Now()
+	if w.opts.beforeRun != nil {
+		w.opts.beforeRun()
+	}
 	outs, err := ev.Run(inputs)
 	if err != nil {
 		return refuse("evaluating segment %d: %v", sh.Index, err)
 	}
 	took := time.Since(start)
+	stopBeat()
 	rep := &Header{Status: "ok", Request: h.Request, EvalMillis: took.Milliseconds()}
 	for _, o := range p.Outputs {
 		rep.Outputs = append(rep.Outputs, Tensor{Name: o.Name, Count: len(outs[o.Name])})
@@ -576,4 +592,38 @@ func (w *Worker) eval(remote peer.ID, sh *segment.Shard, key shardKey, h *Header
 	w.log.Printf("peer %s: request %s: segment %d/%d of %s, %.1f MiB in, evaluated in %v, %.1f MiB out", remote, h.Request,
 		sh.Index+1, sh.Count, strings.TrimSpace(sh.ModelName), float64(received)/(1<<20), took.Round(time.Millisecond), float64(sent)/(1<<20))
 	return nil
+}
+
+// heartbeat sends a progress frame on bw every interval until the returned
+// stop is called; stop waits for the sender, so that no frame interleaves
+// with the reply. A data owner that stops reading for four intervals ends
+// the beats (the write deadline) rather than blocking the request.
+func heartbeat(s network.Stream, bw *bufio.Writer, every time.Duration) (stop func()) {
+	done, finished := make(chan struct{}), make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		var b [progressBytes]byte
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				binary.LittleEndian.PutUint64(b[:], uint64(time.Since(start).Milliseconds()))
+				s.SetWriteDeadline(time.Now().Add(4 * every))
+				err := writeFrame(bw, FrameProgress, b[:])
+				if err == nil {
+					err = bw.Flush()
+				}
+				s.SetWriteDeadline(time.Time{})
+				if err != nil {
+					return
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done); <-finished }) }
 }
