@@ -236,7 +236,8 @@ func SplitAt(p *ckksir.Program, cuts []int) ([]*Segment, error) {
 
 // subProgram builds the program of instructions [start, end) with the given
 // inputs and outputs (whole-program value ids), renumbering values in order
-// of appearance. Instructions share their matrices and vectors with p.
+// of appearance, with p's bootstrapping parameters when it bootstraps.
+// Instructions share their matrices and vectors with p.
 func subProgram(p *ckksir.Program, start, end int, inputs, outputs []int) *ckksir.Program {
 	sub := &ckksir.Program{Params: p.Params, Packing: p.Packing, BlockSize: p.BlockSize, Batch: p.Batch}
 	ids := map[int]int{}
@@ -259,6 +260,11 @@ func subProgram(p *ckksir.Program, start, end int, inputs, outputs []int) *ckksi
 		}
 		c.Out = id(ins.Out)
 		sub.Instrs = append(sub.Instrs, c)
+		if ins.Op == ckksir.OpBootstrap {
+			// Only a segment that bootstraps carries the parameters (and
+			// so needs bootstrapping keys).
+			sub.Boot = p.Boot
+		}
 	}
 	for _, v := range outputs {
 		sub.Outputs = append(sub.Outputs, ckksir.IO{Name: ValueName(p, v), Value: id(v)})
