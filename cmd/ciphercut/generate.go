@@ -302,6 +302,9 @@ type generation struct {
 	// agree, SameContext the encrypted choices that equal the exact
 	// model's on the same context, Tokens the tokens generated.
 	SameSequence, SameContext, Tokens int
+	// MaxError and Bound are the steps' largest stage error relative to
+	// its bound (tokenStep), 0 when none was measured.
+	MaxError, Bound float64
 }
 
 // tokenStep records one generation step (one new token for every prompt).
@@ -315,6 +318,13 @@ type tokenStep struct {
 	Seconds, SetupSeconds  float64
 	RoundTrips, Bootstraps int
 	Upload, Download       int64
+	// MaxError is the largest |encrypted - plaintext reference| over an
+	// encrypted stage's outputs on the same inputs, Bound the error bound
+	// the plan predicts for them and Stage its name, for the stage with
+	// the largest error relative to its bound (absent from checkpoints
+	// written before they were measured).
+	MaxError, Bound float64 `json:",omitempty"`
+	Stage           string  `json:",omitempty"`
 }
 
 // generationLog is what --checkpoint saves after every step: enough to
@@ -414,12 +424,17 @@ func (lm *languageModel) generate(w io.Writer, prompts [][]int64, tokens int, st
 	setUp := map[string]bool{} // stages whose setup was counted (a remote runner reports it at every run)
 	for k := len(ckpt.log.Steps); k < tokens; k++ {
 		start := time.Now()
-		env, rep, err := split.Run(stages, map[string]*ir.Tensor{lm.input: lm.window(enc)}, split.Options{Runner: runner})
+		env, rep, err := split.Run(stages, map[string]*ir.Tensor{lm.input: lm.window(enc)}, split.Options{Runner: runner, Measure: true})
 		if err != nil {
 			return nil, fmt.Errorf("token %d: %w", k+1, err)
 		}
 		wall := time.Since(start)
 		st := tokenStep{RoundTrips: rep.RoundTrips, Bootstraps: rep.Bootstraps, Upload: rep.Upload, Download: rep.Download}
+		for _, s := range rep.Stages {
+			if s.Encrypted && s.Bound > 0 && (st.Bound == 0 || s.MaxError/s.Bound > st.MaxError/st.Bound) {
+				st.MaxError, st.Bound, st.Stage = s.MaxError, s.Bound, s.Name
+			}
+		}
 		if st.Encrypted, err = lm.next(env[lm.output], rows); err != nil {
 			return nil, fmt.Errorf("token %d: %w", k+1, err)
 		}
@@ -466,6 +481,9 @@ func (lm *languageModel) stepLine(k, tokens int, st tokenStep) string {
 	line := fmt.Sprintf("token %d/%d: %q %s plaintext %q on the same context; %v (%d round trips, %d bootstraps, %.2f MiB up, %.2f MiB down)",
 		k+1, tokens, got.String(), mark, want.String(), seconds(st.Seconds).Round(time.Millisecond), st.RoundTrips, st.Bootstraps,
 		float64(st.Upload)/(1<<20), float64(st.Download)/(1<<20))
+	if st.Bound > 0 {
+		line += fmt.Sprintf("; max error %.2e against a bound of %.2e (stage %s)", st.MaxError, st.Bound, st.Stage)
+	}
 	if st.SetupSeconds > 0 {
 		line += fmt.Sprintf("; keys and setup %v", seconds(st.SetupSeconds).Round(time.Millisecond))
 	}
@@ -490,6 +508,9 @@ func (lm *languageModel) summarize(w io.Writer, prompts, enc, pl [][]int64, step
 		}
 		total, setup = total+st.Seconds, setup+st.SetupSeconds
 		up, down, boots = up+st.Upload, down+st.Download, boots+st.Bootstraps
+		if st.Bound > 0 && (res.Bound == 0 || st.MaxError/st.Bound > res.MaxError/res.Bound) {
+			res.MaxError, res.Bound = st.MaxError, st.Bound
+		}
 	}
 	for r, ids := range prompts {
 		n := len(ids)
@@ -499,6 +520,9 @@ func (lm *languageModel) summarize(w io.Writer, prompts, enc, pl [][]int64, step
 	}
 	fmt.Fprintf(w, "agreement: %d/%d tokens equal the plaintext greedy generation (%.1f%%); %d/%d equal the plaintext choice on the same context\n",
 		res.SameSequence, res.Tokens, 100*float64(res.SameSequence)/float64(res.Tokens), res.SameContext, res.Tokens)
+	if res.Bound > 0 {
+		fmt.Fprintf(w, "precision: largest stage error %.3e against the plan's bound %.3e\n", res.MaxError, res.Bound)
+	}
 	fmt.Fprintf(w, "per token: %v for %d prompt(s) together (keys and setup: %v); %d bootstraps, %.2f MiB up, %.2f MiB down in all\n",
 		seconds(total/float64(len(steps))).Round(time.Millisecond), len(prompts), seconds(setup).Round(time.Millisecond), boots, float64(up)/(1<<20), float64(down)/(1<<20))
 	return res

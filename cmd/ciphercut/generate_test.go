@@ -64,6 +64,11 @@ func TestGenerateInsecureSmallRing(t *testing.T) {
 	if res.SameSequence != res.Tokens {
 		t.Errorf("encrypted generation %v, plaintext %v", res.Encrypted, res.Plain)
 	}
+	// Each token measures its encrypted stage against the plaintext
+	// reference on the same inputs, within the plan's bound.
+	if !strings.Contains(out.String(), "max error ") || res.Bound <= 0 || res.MaxError > res.Bound {
+		t.Errorf("stage error %.3e against a bound of %.3e; want it measured and within", res.MaxError, res.Bound)
+	}
 	// The same plan from a file, its encrypted stage on an in-process
 	// libp2p worker (compared with the plan's polynomial reference: the
 	// synthetic model has no ONNX file). Two prompts share the
