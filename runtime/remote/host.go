@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p"
@@ -31,6 +32,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
@@ -92,6 +94,7 @@ func NewHost(priv crypto.PrivKey, listen ...string) (host.Host, error) {
 	opts := []libp2p.Option{
 		libp2p.Identity(priv),
 		libp2p.Security(noise.ID, noise.New),
+		libp2p.Muxer(yamux.ID, patientYamux()),
 		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.DisableRelay(),
 	}
@@ -105,6 +108,19 @@ func NewHost(priv crypto.PrivKey, listen ...string) (host.Host, error) {
 		return nil, fmt.Errorf("starting a libp2p host: %w", err)
 	}
 	return h, nil
+}
+
+// patientYamux is libp2p's yamux muxer with keepalive pings given a
+// minute to go out and a minute to come back (default 10 s each). A worker
+// process busy on every core with an evaluation that fills its memory can
+// stall that long (page reclaim, the collector), and a missed ping closes
+// the connection with the request on it: twice, tiny-gpt's generation
+// lost a token that way. A dead peer is still noticed, within a few
+// minutes, and the data owner's silence timeout bounds a stalled one.
+func patientYamux() *yamux.Transport {
+	t := *yamux.DefaultTransport // a copy of its config
+	t.ConnectionWriteTimeout = time.Minute
+	return &t
 }
 
 // NewDHT starts the ciphercut Kademlia DHT on h (server mode for workers,

@@ -336,16 +336,28 @@ func (o *Owner) runSegment(ctx context.Context, s *segment.Segment, in map[strin
 	}
 	provs = o.preferUploaded(provs, s.Index)
 	req := newRequestID()
-	var mu sync.Mutex // guards next and run's failure and key counts
+	var mu sync.Mutex // guards next, again, retried and run's failure and key counts
 	next := 0
+	// A provider whose connection failed (not one that refused) is asked
+	// once more after every other provider was tried: with one worker per
+	// segment, a dropped connection need not end the run. Its worker
+	// evaluates requests one at a time, so the replay waits for the
+	// first evaluation rather than running beside it.
+	var again []peer.AddrInfo
+	retried := map[peer.ID]bool{}
 	take := func() (peer.AddrInfo, bool) {
 		mu.Lock()
 		defer mu.Unlock()
-		if next >= len(provs) {
-			return peer.AddrInfo{}, false
+		if next < len(provs) {
+			next++
+			return provs[next-1], true
 		}
-		next++
-		return provs[next-1], true
+		if len(again) > 0 {
+			p := again[0]
+			again = again[1:]
+			return p, true
+		}
+		return peer.AddrInfo{}, false
 	}
 	// one returns the next provider's answer, failing over until one works.
 	one := func() (*result, error) {
@@ -354,7 +366,7 @@ func (o *Owner) runSegment(ctx context.Context, s *segment.Segment, in map[strin
 			if !ok {
 				mu.Lock()
 				defer mu.Unlock()
-				return nil, fmt.Errorf("no provider of segment %d answered (%d tried): %v", s.Index, len(provs), run.Failures)
+				return nil, fmt.Errorf("no provider of segment %d answered (%d tried, %d attempts): %v", s.Index, len(provs), len(run.Failures), run.Failures)
 			}
 			att, out, err := o.attempt(ctx, p, s, in, req)
 			mu.Lock()
@@ -362,7 +374,14 @@ func (o *Owner) runSegment(ctx context.Context, s *segment.Segment, in map[strin
 			if err != nil {
 				line := fmt.Sprintf("worker %s: %v", p.ID, err)
 				run.Failures = append(run.Failures, line)
-				o.log.Printf("segment %d request %s: %s; trying another provider", s.Index, req, line)
+				var we *WorkerError
+				next := "trying another provider"
+				if !errors.As(err, &we) && ctx.Err() == nil && !retried[p.ID] {
+					retried[p.ID] = true
+					again = append(again, p)
+					next += " (this one again after the others)"
+				}
+				o.log.Printf("segment %d request %s: %s; %s", s.Index, req, line, next)
 			}
 			mu.Unlock()
 			if err == nil {

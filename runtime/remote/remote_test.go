@@ -509,7 +509,7 @@ func TestSilenceTimeout(t *testing.T) {
 	}{{200 * time.Millisecond, true}, {time.Hour, false}} {
 		oh := ownerHost(t)
 		cl, err := StartCluster(context.Background(), [][]*segment.Shard{f.shards}, WorkerOptions{Allow: []peer.ID{oh.ID()}, CacheDir: t.TempDir(),
-			Log: logger(t, "worker: "), Heartbeat: c.beat, beforeRun: func() { time.Sleep(2 * time.Second) }})
+			Log: logger(t, "worker: "), Heartbeat: c.beat, beforeRun: func(network.Stream) { time.Sleep(2 * time.Second) }})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -527,6 +527,37 @@ func TestSilenceTimeout(t *testing.T) {
 			t.Errorf("heartbeat %v: the owner waited through 2 s of silence with a 1 s timeout", c.beat)
 		default:
 			t.Logf("heartbeat %v: %v", c.beat, err)
+		}
+	}
+}
+
+// TestRetryAfterDroppedConnection drops the data owner's connection while
+// the only worker of each segment starts evaluating (as a missed keepalive
+// does): the owner reconnects and asks the same worker again, and the run
+// completes with one failure per segment.
+func TestRetryAfterDroppedConnection(t *testing.T) {
+	f := mlp(t)
+	oh := ownerHost(t)
+	var mu sync.Mutex
+	calls := 0 // segments run in turn: calls 1 and 3 are their first tries
+	c, err := StartCluster(context.Background(), [][]*segment.Shard{f.shards}, WorkerOptions{Allow: []peer.ID{oh.ID()}, CacheDir: t.TempDir(),
+		Log: logger(t, "worker: "), beforeRun: func(s network.Stream) {
+			mu.Lock()
+			defer mu.Unlock()
+			if calls++; calls%2 == 1 {
+				s.Conn().Close()
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	w := c.Bootstrap()[0]
+	find := StaticProviders(map[int][]peer.AddrInfo{0: {w}, 1: {w}}, nil)
+	owner, _ := newOwner(t, oh, find, f, OwnerOptions{Timeout: 20 * time.Second})
+	for i, r := range infer(t, f, owner) {
+		if r.Worker != w.ID || len(r.Failures) != 1 {
+			t.Errorf("segment %d ran on %s after failures %q; want %s after one dropped connection", i, r.Worker, r.Failures, w.ID)
 		}
 	}
 }

@@ -65,7 +65,7 @@ type WorkerOptions struct {
 	// data owner's timeout counts silence, not work.
 	Heartbeat time.Duration
 
-	beforeRun func() // tests: called before each evaluation
+	beforeRun func(network.Stream) // tests: called before each evaluation
 	// Log receives one line per request and per refusal (default: stderr).
 	Log *log.Logger
 }
@@ -555,7 +555,7 @@ func (w *Worker) eval(remote peer.ID, s network.Stream, sh *segment.Shard, key s
 	}
 	start := time.Now()
 	if w.opts.beforeRun != nil {
-		w.opts.beforeRun()
+		w.opts.beforeRun(s)
 	}
 	outs, err := ev.Run(inputs)
 	if err != nil {
