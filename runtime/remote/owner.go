@@ -375,13 +375,13 @@ func (o *Owner) runSegment(ctx context.Context, s *segment.Segment, in map[strin
 				line := fmt.Sprintf("worker %s: %v", p.ID, err)
 				run.Failures = append(run.Failures, line)
 				var we *WorkerError
-				next := "trying another provider"
+				then := "trying another provider"
 				if !errors.As(err, &we) && ctx.Err() == nil && !retried[p.ID] {
 					retried[p.ID] = true
 					again = append(again, p)
-					next += " (this one again after the others)"
+					then += " (this one again after the others)"
 				}
-				o.log.Printf("segment %d request %s: %s; %s", s.Index, req, line, next)
+				o.log.Printf("segment %d request %s: %s; %s", s.Index, req, line, then)
 			}
 			mu.Unlock()
 			if err == nil {
