@@ -431,7 +431,7 @@ func (lm *languageModel) generate(w io.Writer, prompts [][]int64, tokens int, st
 		wall := time.Since(start)
 		st := tokenStep{RoundTrips: rep.RoundTrips, Bootstraps: rep.Bootstraps, Upload: rep.Upload, Download: rep.Download}
 		for _, s := range rep.Stages {
-			if s.Encrypted && s.Bound > 0 && (st.Bound == 0 || s.MaxError/s.Bound > st.MaxError/st.Bound) {
+			if s.Encrypted && closerToBound(s.MaxError, s.Bound, st.MaxError, st.Bound) {
 				st.MaxError, st.Bound, st.Stage = s.MaxError, s.Bound, s.Name
 			}
 		}
@@ -508,7 +508,7 @@ func (lm *languageModel) summarize(w io.Writer, prompts, enc, pl [][]int64, step
 		}
 		total, setup = total+st.Seconds, setup+st.SetupSeconds
 		up, down, boots = up+st.Upload, down+st.Download, boots+st.Bootstraps
-		if st.Bound > 0 && (res.Bound == 0 || st.MaxError/st.Bound > res.MaxError/res.Bound) {
+		if closerToBound(st.MaxError, st.Bound, res.MaxError, res.Bound) {
 			res.MaxError, res.Bound = st.MaxError, st.Bound
 		}
 	}
@@ -641,4 +641,12 @@ func (rf *remoteFlags) splitOwner(job *remoteJob) (*remoteSession, *remote.Split
 		}
 	}
 	return sess, so, nil
+}
+
+// closerToBound reports whether an error e measured against bound b is
+// larger, relative to its bound, than the worst one so far (worst against
+// worstBound; none yet when worstBound is 0). Unmeasured errors (b <= 0)
+// never are.
+func closerToBound(e, b, worst, worstBound float64) bool {
+	return b > 0 && (worstBound == 0 || e/b > worst/worstBound)
 }
