@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ciphercut/ciphercut/compiler"
+	"github.com/ciphercut/ciphercut/cost/costplot"
 	"github.com/ciphercut/ciphercut/frontends/onnx"
 	"github.com/ciphercut/ciphercut/internal/atomicfile"
 	"github.com/ciphercut/ciphercut/ir"
@@ -30,7 +31,7 @@ import (
 
 func generateCmd() *cobra.Command {
 	var prompts []string
-	var promptsFile, model, ckptPath string
+	var promptsFile, model, ckptPath, plotPath string
 	var tokens int
 	var rmt *remoteFlags
 	var memLimit *string
@@ -54,6 +55,11 @@ func generateCmd() *cobra.Command {
 			rmt.memLimit = *memLimit
 			if tokens <= 0 {
 				return fmt.Errorf("--tokens %d: want a positive number of tokens to generate", tokens)
+			}
+			if plotPath != "" {
+				if err := costplot.CheckPath(plotPath); err != nil {
+					return err
+				}
 			}
 			if promptsFile != "" {
 				more, err := readPrompts(promptsFile)
@@ -93,6 +99,8 @@ func generateCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			ckpt.plot = plotPath
+			ckpt.title = fmt.Sprintf("%s: wall time per token, %d prompt(s) together", plan.ModelName, len(ids))
 			if n := len(ckpt.log.Steps); n == tokens {
 				fmt.Printf("checkpoint %s already holds all %d tokens\n", ckptPath, n)
 			} else if n > 0 {
@@ -121,14 +129,17 @@ func generateCmd() *cobra.Command {
 				fmt.Printf("prompt %q (%d tokens, context %d)\n", lm.detokenize(row), len(row), lm.context)
 			}
 			fmt.Printf("plaintext reference: %s\n", what)
-			_, err = lm.generate(os.Stdout, ids, tokens, stages, runner, exact, ckpt)
-			return err
+			if _, err = lm.generate(os.Stdout, ids, tokens, stages, runner, exact, ckpt); err != nil {
+				return err
+			}
+			return ckpt.draw() // a run resumed with every token saved draws here
 		},
 	}
 	cmd.Flags().StringArrayVar(&prompts, "prompt", nil, "text to continue (lower-cased; characters outside the vocabulary are an error); repeatable: the prompts are generated together")
 	cmd.Flags().StringVar(&promptsFile, "prompts", "", "JSON file of prompts to continue together: a list of strings or of objects with a \"prompt\" field (as testsuite/models/tiny-gpt/prompts.json)")
 	cmd.Flags().IntVar(&tokens, "tokens", 32, "tokens to generate")
 	cmd.Flags().StringVar(&model, "model", "", "the exact model (ONNX) to compare with (default: testsuite/models/NAME/model.onnx when its SHA-256 matches the plan's, else the plan's polynomial reference)")
+	cmd.Flags().StringVar(&plotPath, "plot", "", "draw wall time per token and each token's largest error against the plan's bound into FILE.svg or FILE.png, after every token")
 	cmd.Flags().StringVar(&ckptPath, "checkpoint", "", "save the generation to this JSON file after every token, and resume from it when it exists (same plan and prompts)")
 	rmt = addRemoteFlags(cmd)
 	memLimit = memoryLimitFlag(cmd)
@@ -336,10 +347,13 @@ type generationLog struct {
 	Steps   []tokenStep
 }
 
-// checkpoint saves and restores a generation's steps (no file: neither).
+// checkpoint saves and restores a generation's steps (no file: neither),
+// and with plot draws them after every step.
 type checkpoint struct {
 	path string
 	log  generationLog
+	// plot is the chart to draw (.svg or .png; "": none), titled title.
+	plot, title string
 }
 
 // openCheckpoint returns the checkpoint at path for the plan and prompts:
@@ -387,17 +401,39 @@ func openCheckpoint(path, planSHA string, prompts [][]int64, tokens, vocab int) 
 	return c, nil
 }
 
-// add records a step and, with a file, saves the log atomically.
+// add records a step and, with a file, saves the log atomically; with a
+// plot, it draws the steps so far.
 func (c *checkpoint) add(st tokenStep) error {
 	c.log.Steps = append(c.log.Steps, st)
-	if c.path == "" {
+	if c.path != "" {
+		data, err := json.Marshal(&c.log)
+		if err != nil {
+			return err
+		}
+		if err := atomicfile.Write(c.path, data, 0o600); err != nil { // the prompts are the data owner's secret
+			return err
+		}
+	}
+	return c.draw()
+}
+
+// draw plots the steps into c.plot (nothing without one, or steps): time
+// per token, and error against the plan's bound (costplot.WriteTokens).
+func (c *checkpoint) draw() error {
+	if c.plot == "" || len(c.log.Steps) == 0 {
 		return nil
 	}
-	data, err := json.Marshal(&c.log)
-	if err != nil {
-		return err
+	bars := make([]costplot.TokenBar, len(c.log.Steps))
+	for i, st := range c.log.Steps {
+		b := costplot.TokenBar{Seconds: st.Seconds, SetupSeconds: st.SetupSeconds, MaxError: st.MaxError, Bound: st.Bound, Prompts: len(st.Encrypted)}
+		for r := range st.Encrypted {
+			if st.Encrypted[r] == st.Context[r] {
+				b.Equal++
+			}
+		}
+		bars[i] = b
 	}
-	return atomicfile.Write(c.path, data, 0o600) // the prompts are the data owner's secret
+	return costplot.WriteTokens(c.title, bars, c.plot)
 }
 
 // generate appends tokens tokens to each prompt's ids greedily, running

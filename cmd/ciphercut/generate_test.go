@@ -81,11 +81,18 @@ func TestGenerateInsecureSmallRing(t *testing.T) {
 		t.Fatal(err)
 	}
 	// In process, the stages' sessions kept within shares of the memory;
-	// checkpointed after one token, then resumed for a second.
+	// checkpointed after one token, then resumed for a second, its
+	// plot drawn after each.
 	ckpt := filepath.Join(t.TempDir(), "gen.json")
+	chart := filepath.Join(t.TempDir(), "gen.svg")
 	for tokens := range 2 {
-		if err := run("generate", path, "--prompt", "BadCab", "--tokens", fmt.Sprint(tokens+1), "--checkpoint", ckpt); err != nil {
+		if err := run("generate", path, "--prompt", "BadCab", "--tokens", fmt.Sprint(tokens+1), "--checkpoint", ckpt, "--plot", chart); err != nil {
 			t.Fatal(err)
+		}
+		if svg, err := os.ReadFile(chart); err != nil {
+			t.Fatal(err)
+		} else if !strings.Contains(string(svg), fmt.Sprintf(">%d<", tokens+1)) || !strings.Contains(string(svg), "bound") {
+			t.Errorf("plot after token %d lacks its label or the error panel", tokens+1)
 		}
 		var saved generationLog
 		if data, err := os.ReadFile(ckpt); err != nil {
@@ -238,6 +245,7 @@ func TestGenerateErrors(t *testing.T) {
 		{[]string{"generate", plan, "--prompt", "hi", "--tokens", "0"}, "--tokens 0"},
 		{[]string{"generate", plan}, "no prompt"},
 		{[]string{"generate", plan, "--prompts", badPrompts}, "bad-prompts.json: entry 1"},
+		{[]string{"generate", plan, "--prompt", "hi", "--plot", "tokens.jpg"}, "tokens.jpg: want a .svg or .png"},
 	} {
 		err := run(c.args...)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"image/color"
 	"math"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -21,6 +20,7 @@ import (
 	"gonum.org/v1/plot/vg/vgsvg"
 
 	"github.com/ciphercut/ciphercut/cost"
+	"github.com/ciphercut/ciphercut/internal/atomicfile"
 )
 
 var (
@@ -30,7 +30,7 @@ var (
 
 // Write draws the report into path, a .svg or .png file.
 func Write(r *cost.Report, path string) error {
-	if err := checkExt(path); err != nil {
+	if err := CheckPath(path); err != nil {
 		return err
 	}
 	top, err := timePlot(r)
@@ -45,8 +45,9 @@ func Write(r *cost.Report, path string) error {
 	return save(path, w, 8*vg.Inch, top, bottom)
 }
 
-// checkExt accepts .svg and .png file names.
-func checkExt(path string) error {
+// CheckPath accepts the .svg and .png file names the writers draw into:
+// a command checks its plot path with it before long work.
+func CheckPath(path string) error {
 	if ext := strings.ToLower(filepath.Ext(path)); ext != ".svg" && ext != ".png" {
 		return fmt.Errorf("plot %s: want a .svg or .png file name", path)
 	}
@@ -72,16 +73,9 @@ func save(path string, w, h vg.Length, plots ...*plot.Plot) error {
 	for i, p := range plots {
 		p.Draw(canvases[i][0])
 	}
-	f, err := os.Create(path)
-	if err != nil {
+	// Through a temporary file: an error leaves no half-drawn plot behind.
+	if _, err := atomicfile.WriteStream(path, 0o644, c.WriteTo); err != nil {
 		return fmt.Errorf("plot: %w", err)
-	}
-	if _, err := c.WriteTo(f); err != nil {
-		f.Close()
-		return fmt.Errorf("plot %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("plot %s: %w", path, err)
 	}
 	return nil
 }

@@ -53,12 +53,20 @@ func TestWriteSVG(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if root := svgRoot(t, data); root != "svg" || !strings.Contains(string(data), "predicted") {
+		t.Errorf("root element %q, %d bytes", root, len(data))
+	}
+}
+
+// svgRoot parses data as XML and returns its root element's name.
+func svgRoot(t *testing.T, data []byte) string {
+	t.Helper()
 	d := xml.NewDecoder(strings.NewReader(string(data)))
 	root := ""
 	for {
 		tok, err := d.Token()
 		if err == io.EOF {
-			break
+			return root
 		}
 		if err != nil {
 			t.Fatalf("SVG does not parse: %v", err)
@@ -67,14 +75,49 @@ func TestWriteSVG(t *testing.T) {
 			root = se.Name.Local
 		}
 	}
-	if root != "svg" || !strings.Contains(string(data), "predicted") {
-		t.Errorf("root element %q, %d bytes", root, len(data))
-	}
 }
 
 func TestWriteRefusesOtherFormats(t *testing.T) {
 	err := Write(report(), filepath.Join(t.TempDir(), "r.jpg"))
 	if err == nil || !strings.Contains(err.Error(), "r.jpg") {
 		t.Errorf("got %v, want an error naming r.jpg", err)
+	}
+}
+
+func TestWriteTokensSVG(t *testing.T) {
+	steps := []TokenBar{
+		{Seconds: 600, SetupSeconds: 60, MaxError: 1.2e-7, Bound: 2.8e-6, Equal: 4, Prompts: 4},
+		{Seconds: 540, MaxError: 0, Bound: 2.8e-6, Equal: 3, Prompts: 4}, // exact, one prompt differs
+		{Seconds: 550, Equal: 4, Prompts: 4},                             // not measured
+	}
+	for _, tc := range []struct {
+		steps     []TokenBar
+		wantError bool
+	}{{steps, true}, {steps[2:], false}} {
+		path := filepath.Join(t.TempDir(), "tokens.svg")
+		if err := WriteTokens("tiny-gpt, 4 prompts", tc.steps, path); err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		svg := string(data)
+		if root := svgRoot(t, data); root != "svg" || !strings.Contains(svg, "minutes") || !strings.Contains(svg, "keys and setup") {
+			t.Errorf("root element %q, want an svg drawn in minutes with setup stacked on evaluation", root)
+		}
+		if got := strings.Contains(svg, "bound"); got != tc.wantError {
+			t.Errorf("%d steps: error panel drawn %v, want %v", len(tc.steps), got, tc.wantError)
+		}
+		if got := strings.Contains(svg, "2≠"); got != tc.wantError {
+			t.Errorf("%d steps: token 2 marked as differing %v, want %v", len(tc.steps), got, tc.wantError)
+		}
+	}
+}
+
+func TestWriteTokensRefusesNoTokens(t *testing.T) {
+	err := WriteTokens("none", nil, filepath.Join(t.TempDir(), "t.png"))
+	if err == nil || !strings.Contains(err.Error(), "no tokens") {
+		t.Errorf("got %v, want an error saying there are no tokens", err)
 	}
 }

@@ -31,7 +31,7 @@ var splitColors = []color.Color{
 // bars (worker, network, data owner) into path, a .svg or .png file; the
 // chosen split's label is starred.
 func WriteSplit(bars []SplitBar, path string) error {
-	if err := checkExt(path); err != nil {
+	if err := CheckPath(path); err != nil {
 		return err
 	}
 	if len(bars) == 0 {
