@@ -336,6 +336,16 @@ type tokenStep struct {
 	// written before they were measured).
 	MaxError, Bound float64 `json:",omitempty"`
 	Stage           string  `json:",omitempty"`
+	// Stages holds every measured encrypted stage's error and bound
+	// (absent from checkpoints written before they were kept).
+	Stages []stageError `json:",omitempty"`
+}
+
+// stageError is an encrypted stage's largest error in one step, and the
+// bound its plan predicts.
+type stageError struct {
+	Stage           string
+	MaxError, Bound float64
 }
 
 // generationLog is what --checkpoint saves after every step: enough to
@@ -467,7 +477,11 @@ func (lm *languageModel) generate(w io.Writer, prompts [][]int64, tokens int, st
 		wall := time.Since(start)
 		st := tokenStep{RoundTrips: rep.RoundTrips, Bootstraps: rep.Bootstraps, Upload: rep.Upload, Download: rep.Download}
 		for _, s := range rep.Stages {
-			if s.Encrypted && closerToBound(s.MaxError, s.Bound, st.MaxError, st.Bound) {
+			if !s.Encrypted || s.Bound <= 0 {
+				continue
+			}
+			st.Stages = append(st.Stages, stageError{Stage: s.Name, MaxError: s.MaxError, Bound: s.Bound})
+			if closerToBound(s.MaxError, s.Bound, st.MaxError, st.Bound) {
 				st.MaxError, st.Bound, st.Stage = s.MaxError, s.Bound, s.Name
 			}
 		}
@@ -559,9 +573,32 @@ func (lm *languageModel) summarize(w io.Writer, prompts, enc, pl [][]int64, step
 	if res.Bound > 0 {
 		fmt.Fprintf(w, "precision: largest stage error %.3e against the plan's bound %.3e\n", res.MaxError, res.Bound)
 	}
+	for _, se := range stageWorst(steps) {
+		fmt.Fprintf(w, "  stage %s: largest error %.3e against its bound %.3e\n", se.Stage, se.MaxError, se.Bound)
+	}
 	fmt.Fprintf(w, "per token: %v for %d prompt(s) together (keys and setup: %v); %d bootstraps, %.2f MiB up, %.2f MiB down in all\n",
 		seconds(total/float64(len(steps))).Round(time.Millisecond), len(prompts), seconds(setup).Round(time.Millisecond), boots, float64(up)/(1<<20), float64(down)/(1<<20))
 	return res
+}
+
+// stageWorst returns each encrypted stage's largest error over the steps
+// that kept their stages, with its bound (the smallest seen), in the order
+// the stages first appear.
+func stageWorst(steps []tokenStep) []stageError {
+	var out []stageError
+	at := map[string]int{}
+	for _, st := range steps {
+		for _, se := range st.Stages {
+			i, ok := at[se.Stage]
+			if !ok {
+				at[se.Stage] = len(out)
+				out = append(out, se)
+				continue
+			}
+			out[i].MaxError, out[i].Bound = max(out[i].MaxError, se.MaxError), min(out[i].Bound, se.Bound)
+		}
+	}
+	return out
 }
 
 // seconds converts seconds to a Duration.

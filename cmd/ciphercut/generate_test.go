@@ -69,6 +69,9 @@ func TestGenerateInsecureSmallRing(t *testing.T) {
 	if !strings.Contains(out.String(), "max error ") || res.Bound <= 0 || res.MaxError > res.Bound {
 		t.Errorf("stage error %.3e against a bound of %.3e; want it measured and within", res.MaxError, res.Bound)
 	}
+	if !strings.Contains(out.String(), ": largest error ") {
+		t.Errorf("the summary gives no stage's largest error against its bound")
+	}
 	// The same plan from a file, its encrypted stage on an in-process
 	// libp2p worker (compared with the plan's polynomial reference: the
 	// synthetic model has no ONNX file). Two prompts share the
@@ -102,6 +105,9 @@ func TestGenerateInsecureSmallRing(t *testing.T) {
 		}
 		if len(saved.Steps) != tokens+1 {
 			t.Fatalf("checkpoint holds %d steps after --tokens %d", len(saved.Steps), tokens+1)
+		}
+		if ss := saved.Steps[tokens].Stages; len(ss) == 0 || ss[0].Bound <= 0 || ss[0].MaxError > ss[0].Bound {
+			t.Errorf("token %d keeps its stages' errors %+v; want each measured and within its bound", tokens+1, ss)
 		}
 		if tokens == 1 && !slices.Equal([]int64{saved.Steps[0].Encrypted[0], saved.Steps[1].Encrypted[0]}, res.Encrypted[0][:2]) {
 			t.Errorf("resumed generation %v, want %v", saved.Steps, res.Encrypted[0][:2])
