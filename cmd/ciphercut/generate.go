@@ -338,14 +338,19 @@ type tokenStep struct {
 	Stage           string  `json:",omitempty"`
 	// Stages holds every measured encrypted stage's error and bound
 	// (absent from checkpoints written before they were kept).
-	Stages []stageError `json:",omitempty"`
+	Stages []costplot.StageError `json:",omitempty"`
 }
 
-// stageError is an encrypted stage's largest error in one step, and the
-// bound its plan predicts.
-type stageError struct {
-	Stage           string
-	MaxError, Bound float64
+// sameContext counts the prompts whose encrypted token is the exact
+// model's choice on the same context.
+func (st tokenStep) sameContext() int {
+	n := 0
+	for r := range st.Encrypted {
+		if st.Encrypted[r] == st.Context[r] {
+			n++
+		}
+	}
+	return n
 }
 
 // generationLog is what --checkpoint saves after every step: enough to
@@ -435,13 +440,10 @@ func (c *checkpoint) draw() error {
 	}
 	bars := make([]costplot.TokenBar, len(c.log.Steps))
 	for i, st := range c.log.Steps {
-		b := costplot.TokenBar{Seconds: st.Seconds, SetupSeconds: st.SetupSeconds, MaxError: st.MaxError, Bound: st.Bound, Prompts: len(st.Encrypted)}
-		for r := range st.Encrypted {
-			if st.Encrypted[r] == st.Context[r] {
-				b.Equal++
-			}
+		bars[i] = costplot.TokenBar{Seconds: st.Seconds, SetupSeconds: st.SetupSeconds, Stages: st.Stages, Equal: st.sameContext(), Prompts: len(st.Encrypted)}
+		if len(st.Stages) == 0 && st.Bound > 0 { // saved before every stage was kept
+			bars[i].Stages = []costplot.StageError{{Stage: st.Stage, MaxError: st.MaxError, Bound: st.Bound}}
 		}
-		bars[i] = b
 	}
 	return costplot.WriteTokens(c.title, bars, c.plot)
 }
@@ -480,7 +482,7 @@ func (lm *languageModel) generate(w io.Writer, prompts [][]int64, tokens int, st
 			if !s.Encrypted || s.Bound <= 0 {
 				continue
 			}
-			st.Stages = append(st.Stages, stageError{Stage: s.Name, MaxError: s.MaxError, Bound: s.Bound})
+			st.Stages = append(st.Stages, costplot.StageError{Stage: s.Name, MaxError: s.MaxError, Bound: s.Bound})
 			if closerToBound(s.MaxError, s.Bound, st.MaxError, st.Bound) {
 				st.MaxError, st.Bound, st.Stage = s.MaxError, s.Bound, s.Name
 			}
@@ -516,11 +518,8 @@ func (lm *languageModel) generate(w io.Writer, prompts [][]int64, tokens int, st
 // stepLine describes step k of tokens.
 func (lm *languageModel) stepLine(k, tokens int, st tokenStep) string {
 	var got, want strings.Builder
-	same := 0
+	same := st.sameContext()
 	for r := range st.Encrypted {
-		if st.Encrypted[r] == st.Context[r] {
-			same++
-		}
 		got.WriteString(lm.vocab[st.Encrypted[r]])
 		want.WriteString(lm.vocab[st.Context[r]])
 	}
@@ -548,10 +547,8 @@ func (lm *languageModel) summarize(w io.Writer, prompts, enc, pl [][]int64, step
 	var up, down int64
 	boots := 0
 	for _, st := range steps {
+		res.SameContext += st.sameContext()
 		for r := range st.Encrypted {
-			if st.Encrypted[r] == st.Context[r] {
-				res.SameContext++
-			}
 			if st.Encrypted[r] == st.Plain[r] {
 				res.SameSequence++
 			}
@@ -571,7 +568,7 @@ func (lm *languageModel) summarize(w io.Writer, prompts, enc, pl [][]int64, step
 	fmt.Fprintf(w, "agreement: %d/%d tokens equal the plaintext greedy generation (%.1f%%); %d/%d equal the plaintext choice on the same context\n",
 		res.SameSequence, res.Tokens, 100*float64(res.SameSequence)/float64(res.Tokens), res.SameContext, res.Tokens)
 	if res.Bound > 0 {
-		fmt.Fprintf(w, "precision: largest stage error %.3e against the plan's bound %.3e\n", res.MaxError, res.Bound)
+		fmt.Fprintf(w, "precision: the stage closest to its bound erred by %.3e against the plan's %.3e\n", res.MaxError, res.Bound)
 	}
 	for _, se := range stageWorst(steps) {
 		fmt.Fprintf(w, "  stage %s: largest error %.3e against its bound %.3e\n", se.Stage, se.MaxError, se.Bound)
@@ -584,8 +581,8 @@ func (lm *languageModel) summarize(w io.Writer, prompts, enc, pl [][]int64, step
 // stageWorst returns each encrypted stage's largest error over the steps
 // that kept their stages, with its bound (the smallest seen), in the order
 // the stages first appear.
-func stageWorst(steps []tokenStep) []stageError {
-	var out []stageError
+func stageWorst(steps []tokenStep) []costplot.StageError {
+	var out []costplot.StageError
 	at := map[string]int{}
 	for _, st := range steps {
 		for _, se := range st.Stages {

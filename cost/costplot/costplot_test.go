@@ -85,10 +85,11 @@ func TestWriteRefusesOtherFormats(t *testing.T) {
 }
 
 func TestWriteTokensSVG(t *testing.T) {
+	worst := func(e, b float64) []StageError { return []StageError{{Stage: "encrypted 4", MaxError: e, Bound: b}} }
 	steps := []TokenBar{
-		{Seconds: 600, SetupSeconds: 60, MaxError: 1.2e-7, Bound: 2.8e-6, Equal: 4, Prompts: 4},
-		{Seconds: 540, MaxError: 0, Bound: 2.8e-6, Equal: 3, Prompts: 4}, // exact, one prompt differs
-		{Seconds: 550, Equal: 4, Prompts: 4},                             // not measured
+		{Seconds: 600, SetupSeconds: 60, Stages: append(worst(1.2e-7, 2.8e-6), StageError{Stage: "encrypted 1", MaxError: 6.6e-4, Bound: 9.2e59}), Equal: 4, Prompts: 4},
+		{Seconds: 540, Stages: worst(0, 2.8e-6), Equal: 3, Prompts: 4}, // exact, one prompt differs
+		{Seconds: 550, Equal: 4, Prompts: 4},                           // not measured
 	}
 	for _, tc := range []struct {
 		steps     []TokenBar
@@ -106,7 +107,7 @@ func TestWriteTokensSVG(t *testing.T) {
 		if root := svgRoot(t, data); root != "svg" || !strings.Contains(svg, "minutes") || !strings.Contains(svg, "keys and setup") {
 			t.Errorf("root element %q, want an svg drawn in minutes with setup stacked on evaluation", root)
 		}
-		if got := strings.Contains(svg, "bound"); got != tc.wantError {
+		if got := strings.Contains(svg, "encrypted 4 bound") && strings.Contains(svg, "encrypted 1 bound 9.2e+59 (off the scale)"); got != tc.wantError {
 			t.Errorf("%d steps: error panel drawn %v, want %v", len(tc.steps), got, tc.wantError)
 		}
 		if got := strings.Contains(svg, "2≠"); got != tc.wantError {

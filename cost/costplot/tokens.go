@@ -8,6 +8,7 @@ import (
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 )
@@ -18,13 +19,24 @@ type TokenBar struct {
 	// Seconds is the step's wall time less key generation and setup
 	// (SetupSeconds).
 	Seconds, SetupSeconds float64
-	// MaxError is the step's largest encrypted-stage error and Bound the
-	// plan's bound for it (0: not measured).
-	MaxError, Bound float64
+	// Stages holds each measured encrypted stage's largest error and
+	// bound (none: not measured).
+	Stages []StageError
 	// Equal counts the prompts whose encrypted token equals the plaintext
 	// model's choice on the same context, of Prompts.
 	Equal, Prompts int
 }
+
+// StageError is an encrypted stage's largest |encrypted - plaintext
+// reference| in one step, and the bound its plan predicts.
+type StageError struct {
+	Stage           string
+	MaxError, Bound float64
+}
+
+// offScale is how far above the largest measured error a bound may lie
+// and still be drawn: a farther one is named in the legend instead.
+const offScale = 1e6
 
 var setupColor = color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}
 
@@ -103,46 +115,80 @@ func tokenTimePlot(title string, steps []TokenBar, labels []string) (*plot.Plot,
 	return p, nil
 }
 
-// tokenErrorPlot draws the measured steps' largest error and its bound on
-// a log scale; nil when no step was measured.
+// tokenErrorPlot draws each measured stage's largest error per token and,
+// as a dashed line of the same colour, its bound, on a log scale; nil when
+// no step was measured.
 func tokenErrorPlot(steps []TokenBar, labels []string) (*plot.Plot, error) {
-	var errs, bounds plotter.XYs
-	for i, s := range steps {
-		if s.Bound <= 0 {
-			continue
-		}
-		bounds = append(bounds, plotter.XY{X: float64(i), Y: s.Bound})
-		// A log axis cannot place 0: an exact result sits at the bottom.
-		errs = append(errs, plotter.XY{X: float64(i), Y: math.Max(s.MaxError, s.Bound*1e-12)})
+	type series struct {
+		name         string
+		errs, bounds plotter.XYs
 	}
-	if len(errs) == 0 {
+	var all []*series
+	at := map[string]*series{}
+	lo, top := math.Inf(1), 0.0
+	for i, st := range steps {
+		for _, se := range st.Stages {
+			s := at[se.Stage]
+			if s == nil {
+				s = &series{name: se.Stage}
+				at[se.Stage] = s
+				all = append(all, s)
+			}
+			s.errs = append(s.errs, plotter.XY{X: float64(i), Y: se.MaxError})
+			s.bounds = append(s.bounds, plotter.XY{X: float64(i), Y: se.Bound})
+			if se.MaxError > 0 {
+				lo, top = math.Min(lo, se.MaxError), math.Max(top, se.MaxError)
+			}
+		}
+	}
+	if len(all) == 0 {
 		return nil, nil
 	}
+	if top == 0 { // every result exact
+		lo, top = 1e-12, 1e-12
+	}
+	lo /= 3
+	for _, s := range all {
+		for i := range s.errs {
+			// A log axis cannot place 0: an exact result sits at the bottom.
+			s.errs[i].Y = math.Max(s.errs[i].Y, lo)
+		}
+	}
 	p := plot.New()
-	p.Title.Text = "Largest error of an encrypted stage per token, against the plan's bound"
+	p.Title.Text = "Largest error of each encrypted stage per token (dots) and the plan's bound (dashes)"
 	p.Y.Label.Text = "|encrypted - plaintext|"
 	p.X.Label.Text = "token"
 	p.Y.Scale = plot.LogScale{}
 	p.Y.Tick.Marker = powerTicks{}
-	b, err := plotter.NewScatter(bounds)
-	if err != nil {
-		return nil, err
+	hi := top
+	for k, s := range all {
+		c := plotutil.Color(k)
+		m, err := plotter.NewScatter(s.errs)
+		if err != nil {
+			return nil, err
+		}
+		m.GlyphStyle.Shape, m.GlyphStyle.Color = draw.CircleGlyph{}, c
+		p.Add(m)
+		p.Legend.Add(s.name, m)
+		bound := 0.0
+		for _, b := range s.bounds {
+			bound = math.Max(bound, b.Y)
+		}
+		if bound > top*offScale {
+			p.Legend.Add(fmt.Sprintf("%s bound %.1e (off the scale)", s.name, bound))
+			continue
+		}
+		l, err := plotter.NewLine(s.bounds)
+		if err != nil {
+			return nil, err
+		}
+		l.Color, l.Dashes = c, []vg.Length{vg.Points(4), vg.Points(3)}
+		p.Add(l)
+		p.Legend.Add(s.name+" bound", l)
+		hi = math.Max(hi, bound)
 	}
-	b.GlyphStyle.Shape, b.GlyphStyle.Color = draw.BoxGlyph{}, predictedColor
-	m, err := plotter.NewScatter(errs)
-	if err != nil {
-		return nil, err
-	}
-	m.GlyphStyle.Shape, m.GlyphStyle.Color = draw.CircleGlyph{}, measuredColor
-	p.Add(b, m)
-	p.Legend.Add("bound", b)
-	p.Legend.Add("measured", m)
 	p.Legend.Top = true
-	lo, hi := math.Inf(1), 0.0
-	for i := range errs {
-		lo, hi = math.Min(lo, errs[i].Y), math.Max(hi, bounds[i].Y)
-	}
-	p.Y.Min, p.Y.Max = lo/3, hi*30
+	p.Y.Min, p.Y.Max = lo, hi*math.Pow(30, float64(len(all)))
 	p.X.Min, p.X.Max = -0.5, float64(len(steps))-0.5
 	p.NominalX(labels...)
 	return p, nil
