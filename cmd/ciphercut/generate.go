@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -401,6 +402,14 @@ func openCheckpoint(path, planSHA string, prompts [][]int64, tokens, vocab int) 
 		return nil, fmt.Errorf("checkpoint %s holds %d tokens, more than --tokens %d", path, len(saved.Steps), tokens)
 	}
 	for i, st := range saved.Steps {
+		for _, se := range st.Stages {
+			if se.MaxError < 0 || se.Bound < 0 {
+				return nil, fmt.Errorf("checkpoint %s: token %d: stage %q has a negative error or bound", path, i+1, se.Stage)
+			}
+		}
+		if st.MaxError < 0 || st.Bound < 0 || st.Seconds < 0 || st.SetupSeconds < 0 {
+			return nil, fmt.Errorf("checkpoint %s: token %d: negative error, bound or time", path, i+1)
+		}
 		for _, ids := range [][]int64{st.Encrypted, st.Context, st.Plain} {
 			if len(ids) != len(prompts) {
 				return nil, fmt.Errorf("checkpoint %s: token %d does not hold one token per prompt", path, i+1)
@@ -482,9 +491,12 @@ func (lm *languageModel) generate(w io.Writer, prompts [][]int64, tokens int, st
 			if !s.Encrypted || s.Bound <= 0 {
 				continue
 			}
-			st.Stages = append(st.Stages, costplot.StageError{Stage: s.Name, MaxError: s.MaxError, Bound: s.Bound})
-			if closerToBound(s.MaxError, s.Bound, st.MaxError, st.Bound) {
-				st.MaxError, st.Bound, st.Stage = s.MaxError, s.Bound, s.Name
+			// JSON has no infinity: an unbounded stage (or a NaN error)
+			// is saved as the largest float.
+			e, b := finiteOrMax(s.MaxError), finiteOrMax(s.Bound)
+			st.Stages = append(st.Stages, costplot.StageError{Stage: s.Name, MaxError: e, Bound: b})
+			if closerToBound(e, b, st.MaxError, st.Bound) {
+				st.MaxError, st.Bound, st.Stage = e, b, s.Name
 			}
 		}
 		if st.Encrypted, err = lm.next(env[lm.output], rows); err != nil {
@@ -717,6 +729,14 @@ func (rf *remoteFlags) splitOwner(job *remoteJob) (*remoteSession, *remote.Split
 // larger, relative to its bound, than the worst one so far (worst against
 // worstBound; none yet when worstBound is 0). Unmeasured errors (b <= 0)
 // never are.
+// finiteOrMax is x, or the largest float64 for +Inf and NaN.
+func finiteOrMax(x float64) float64 {
+	if math.IsNaN(x) || math.IsInf(x, 1) {
+		return math.MaxFloat64
+	}
+	return x
+}
+
 func closerToBound(e, b, worst, worstBound float64) bool {
 	return b > 0 && (worstBound == 0 || e/b > worst/worstBound)
 }

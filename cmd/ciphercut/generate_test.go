@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -347,6 +348,9 @@ func FuzzCheckpoint(f *testing.F) {
 	f.Add([]byte(`{"Plan":"p","Prompts":[[1,2]],"Steps":[{"Encrypted":[3],"Context":[3],"Plain":[4]}]}`))
 	f.Add([]byte(`{"Plan":"p","Prompts":[[1,2]],"Steps":[{"Encrypted":[9],"Context":[3],"Plain":[-1]}]}`))
 	f.Add([]byte(`{"Plan":"p","Prompts":[[1,2]],"Steps":[null]}`))
+	f.Add([]byte(`{"Plan":"p","Prompts":[[1,2]],"Steps":[{"Encrypted":[3],"Context":[3],"Plain":[4],"Seconds":600,` +
+		`"Stages":[{"Stage":"encrypted 1","MaxError":8e-4,"Bound":9e59},{"Stage":"encrypted 2","MaxError":0,"Bound":1.7976931348623157e308}]}]}`))
+	f.Add([]byte(`{"Plan":"p","Prompts":[[1,2]],"Steps":[{"Encrypted":[3],"Context":[3],"Plain":[4],"Stages":[{"MaxError":-1,"Bound":1}]}]}`))
 	dir := f.TempDir()
 	f.Fuzz(func(t *testing.T, data []byte) {
 		path := filepath.Join(dir, "gen.json")
@@ -361,5 +365,10 @@ func FuzzCheckpoint(f *testing.F) {
 		for k, st := range c.log.Steps {
 			lm.stepLine(k, 4, st)
 		}
+		lm.summarize(io.Discard, c.log.Prompts, c.log.Prompts, c.log.Prompts, c.log.Steps)
+		// Whatever a checkpoint that opens holds, its chart draws or
+		// fails with an error, never a panic.
+		c.plot, c.title = filepath.Join(dir, "gen.svg"), "fuzz"
+		_ = c.draw()
 	})
 }

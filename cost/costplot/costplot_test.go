@@ -122,3 +122,15 @@ func TestWriteTokensRefusesNoTokens(t *testing.T) {
 		t.Errorf("got %v, want an error saying there are no tokens", err)
 	}
 }
+
+// A stage entry without a bound (not measured) or with a zero error must
+// not reach the log axis, which panics on values <= 0.
+func TestWriteTokensUnmeasuredStages(t *testing.T) {
+	steps := []TokenBar{
+		{Seconds: 60, Stages: []StageError{{Stage: "a"}, {Stage: "b", MaxError: 0, Bound: 1e-3}}, Equal: 1, Prompts: 1},
+		{Seconds: 60, Stages: []StageError{{Stage: "a", MaxError: 1e-5, Bound: 1e308}}, Equal: 1, Prompts: 1},
+	}
+	if err := WriteTokens("t", steps, filepath.Join(t.TempDir(), "t.png")); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -128,6 +128,9 @@ func tokenErrorPlot(steps []TokenBar, labels []string) (*plot.Plot, error) {
 	lo, top := math.Inf(1), 0.0
 	for i, st := range steps {
 		for _, se := range st.Stages {
+			if !(se.Bound > 0 && se.MaxError >= 0) { // not measured (a log axis takes no zero)
+				continue
+			}
 			s := at[se.Stage]
 			if s == nil {
 				s = &series{name: se.Stage}
@@ -188,7 +191,7 @@ func tokenErrorPlot(steps []TokenBar, labels []string) (*plot.Plot, error) {
 		hi = math.Max(hi, bound)
 	}
 	p.Legend.Top = true
-	p.Y.Min, p.Y.Max = lo, hi*math.Pow(30, float64(len(all)))
+	p.Y.Min, p.Y.Max = lo, math.Min(hi*math.Pow(30, float64(len(all))), math.MaxFloat64)
 	p.X.Min, p.X.Max = -0.5, float64(len(steps))-0.5
 	p.NominalX(labels...)
 	return p, nil
