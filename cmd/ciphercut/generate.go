@@ -61,6 +61,9 @@ func generateCmd() *cobra.Command {
 				if err := costplot.CheckPath(plotPath); err != nil {
 					return err
 				}
+				if fi, err := os.Stat(filepath.Dir(plotPath)); err != nil || !fi.IsDir() {
+					return fmt.Errorf("--plot %s: no directory %s to draw into", plotPath, filepath.Dir(plotPath))
+				}
 			}
 			if promptsFile != "" {
 				more, err := readPrompts(promptsFile)
@@ -426,7 +429,8 @@ func openCheckpoint(path, planSHA string, prompts [][]int64, tokens, vocab int) 
 }
 
 // add records a step and, with a file, saves the log atomically; with a
-// plot, it draws the steps so far.
+// plot, it draws the steps so far, a failure to draw being only reported
+// on stderr (the run goes on; the last draw reports it as an error).
 func (c *checkpoint) add(st tokenStep) error {
 	c.log.Steps = append(c.log.Steps, st)
 	if c.path != "" {
@@ -438,7 +442,10 @@ func (c *checkpoint) add(st tokenStep) error {
 			return err
 		}
 	}
-	return c.draw()
+	if err := c.draw(); err != nil {
+		fmt.Fprintf(os.Stderr, "warning: token %d: %v\n", len(c.log.Steps), err)
+	}
+	return nil
 }
 
 // draw plots the steps into c.plot (nothing without one, or steps): time

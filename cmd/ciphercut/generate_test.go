@@ -253,6 +253,7 @@ func TestGenerateErrors(t *testing.T) {
 		{[]string{"generate", plan}, "no prompt"},
 		{[]string{"generate", plan, "--prompts", badPrompts}, "bad-prompts.json: entry 1"},
 		{[]string{"generate", plan, "--prompt", "hi", "--plot", "tokens.jpg"}, "tokens.jpg: want a .svg or .png"},
+		{[]string{"generate", plan, "--prompt", "hi", "--plot", filepath.Join(dir, "missing", "tokens.svg")}, "no directory"},
 	} {
 		err := run(c.args...)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
