@@ -61,9 +61,6 @@ func generateCmd() *cobra.Command {
 				if err := costplot.CheckPath(plotPath); err != nil {
 					return err
 				}
-				if fi, err := os.Stat(filepath.Dir(plotPath)); err != nil || !fi.IsDir() {
-					return fmt.Errorf("--plot %s: no directory %s to draw into", plotPath, filepath.Dir(plotPath))
-				}
 			}
 			if promptsFile != "" {
 				more, err := readPrompts(promptsFile)
@@ -143,7 +140,7 @@ func generateCmd() *cobra.Command {
 	cmd.Flags().StringVar(&promptsFile, "prompts", "", "JSON file of prompts to continue together: a list of strings or of objects with a \"prompt\" field (as testsuite/models/tiny-gpt/prompts.json)")
 	cmd.Flags().IntVar(&tokens, "tokens", 32, "tokens to generate")
 	cmd.Flags().StringVar(&model, "model", "", "the exact model (ONNX) to compare with (default: testsuite/models/NAME/model.onnx when its SHA-256 matches the plan's, else the plan's polynomial reference)")
-	cmd.Flags().StringVar(&plotPath, "plot", "", "draw wall time per token and each token's largest error against the plan's bound into FILE.svg or FILE.png, after every token")
+	cmd.Flags().StringVar(&plotPath, "plot", "", "draw wall time per token and each encrypted stage's largest error against the plan's bound into FILE.svg or FILE.png, after every token")
 	cmd.Flags().StringVar(&ckptPath, "checkpoint", "", "save the generation to this JSON file after every token, and resume from it when it exists (same plan and prompts)")
 	rmt = addRemoteFlags(cmd)
 	memLimit = memoryLimitFlag(cmd)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"image/color"
 	"math"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -45,11 +46,15 @@ func Write(r *cost.Report, path string) error {
 	return save(path, w, 8*vg.Inch, top, bottom)
 }
 
-// CheckPath accepts the .svg and .png file names the writers draw into:
-// a command checks its plot path with it before long work.
+// CheckPath accepts the .svg and .png file names, in an existing
+// directory, that the writers draw into: a command checks its plot path
+// with it before long work.
 func CheckPath(path string) error {
 	if ext := strings.ToLower(filepath.Ext(path)); ext != ".svg" && ext != ".png" {
 		return fmt.Errorf("plot %s: want a .svg or .png file name", path)
+	}
+	if fi, err := os.Stat(filepath.Dir(path)); err != nil || !fi.IsDir() {
+		return fmt.Errorf("plot %s: no directory %s to draw into", path, filepath.Dir(path))
 	}
 	return nil
 }
