@@ -46,7 +46,8 @@ import (
 // Errors then propagate, to first order: a linear instruction applies its
 // matrix to its input's error, a polynomial multiplies it by p' (bounded by
 // max |p'| over a window of the input's error around the input), a product
-// x·y gives y·e_x + x·e_y plus the second-order e_x·e_y, a sum adds errors.
+// x·y gives y·e_x + x·e_y plus the second-order e_x·e_y (bounded slot by
+// slot), a sum adds errors.
 // Sources are independent, so the error of a slot of v has a standard
 // deviation σ_v that AssignErrorBounds estimates by propagating noise probes
 // (a Monte Carlo run of the model, exact through the matrices), without the
@@ -234,6 +235,38 @@ func (n ckksNoise) addProduct(a *ckksSparse, m ckksNoise) {
 	}
 }
 
+// slotSigmas is each slot's standard deviation in each group: the root
+// mean square over the group's probes (out[g][j]).
+func (n ckksNoise) slotSigmas(groups int) [][]float64 {
+	per := len(n) / groups
+	out := make([][]float64, groups)
+	for g := range groups {
+		o := make([]float64, len(n[0]))
+		for j := range o {
+			s2 := 0.0
+			for k := g * per; k < (g+1)*per; k++ {
+				s2 += n[k][j] * n[k][j]
+			}
+			o[j] = math.Sqrt(s2 / float64(per))
+		}
+		out[g] = o
+	}
+	return out
+}
+
+// addFreshSlots adds an independent source to every slot of every probe,
+// of standard deviation sigma[g][j] in slot j of the probes of group g.
+func (n ckksNoise) addFreshSlots(r *rand.Rand, sigma [][]float64) {
+	per := len(n) / len(sigma)
+	for k := range n {
+		for j, s := range sigma[k/per] {
+			if s != 0 {
+				n[k][j] += s * r.NormFloat64()
+			}
+		}
+	}
+}
+
 // sigma is the largest per-slot standard deviation: the root mean square
 // over a group's probes, maximized over the slots and the groups.
 func (n ckksNoise) sigma(groups int) float64 {
@@ -290,9 +323,9 @@ func AssignErrorBounds(p *ckksir.Program, mags [][]float64, safety float64) erro
 // (ckksRefProbes probes per sample, σ_v maximized over the samples): a
 // product multiplies each factor's noise by the other factor's signed value
 // in that sample, a polynomial by the sign of p' at the sample's point
-// times max |p'| over a window of the input's error around it (see
-// ckksSampleLipschitz). That is the first-order error of each sample: it
-// keeps the cancellations of a Newton step (y(2 - xy) is flat in y at the
+// times max |p'| over a window of that slot's error in that sample
+// around it (see ckksSampleLipschitz). That is the first-order error of
+// each sample: it keeps the cancellations of a Newton step (y(2 - xy) is flat in y at the
 // fixed point, while magnitudes multiply its factors' noises by |x|·|y|
 // each step, a 1e8-fold overestimate across a transformer) and of a ReLU
 // (slots with negative inputs pass no noise, where the worst case over the
@@ -395,7 +428,17 @@ func assignErrorBounds(p *ckksir.Program, mags, lo, hi [][]float64, refs map[str
 			var local [][]float64
 			switch {
 			case sampled:
-				local = ckksSampleLipschitz(ins.Poly, ref[x], p.Values[x].Bound)
+				// Each slot's window is its own error bound in that sample:
+				// the largest over all slots, far from the rows that make
+				// it, widened a steep inverse's window over its whole low
+				// end and compounded through a softmax's rounds.
+				win := in(0).slotSigmas(groups)
+				for _, w := range win {
+					for j := range w {
+						w[j] *= CKKSTail * safety
+					}
+				}
+				local = ckksSampleLipschitz(ins.Poly, ref[x], win)
 			case lo != nil && lo[x] != nil && hi[x] != nil:
 				local = [][]float64{ckksLocalLipschitz(ins.Poly, lo[x], hi[x], p.Values[x].Bound)}
 			default:
@@ -420,8 +463,18 @@ func assignErrorBounds(p *ckksir.Program, mags, lo, hi [][]float64, refs map[str
 			}
 			n.addScaledGroups(y, in(0), groups)
 			n.addScaledGroups(x, in(1), groups)
-			second := p.Values[ins.In[0]].Bound * p.Values[ins.In[1]].Bound / (CKKSTail * safety)
-			n.addFresh(r, math.Hypot(sigR, second))
+			// The second-order e_x·e_y, slot by slot: bounded by the
+			// product of the two slots' bounds (not of the values' largest
+			// bounds, which pairs slots that never meet, as a softmax's
+			// largest exponentials and its smallest rows' inverses).
+			second := in(0).slotSigmas(groups)
+			sy := in(1).slotSigmas(groups)
+			for g, sx := range second {
+				for j := range sx {
+					sx[j] = math.Hypot(sigR, CKKSTail*safety*sx[j]*sy[g][j])
+				}
+			}
+			n.addFreshSlots(r, second)
 		case ckksir.OpAdd:
 			n.addScaled(1, in(0))
 			n.addScaled(1, in(1))
@@ -780,11 +833,11 @@ const ckksSampleGrid = 1 << 13
 // the polynomial's input x (x[g][j]), the factor its noise is multiplied
 // by: the sign of p' at the point times max |p'| (with the change of
 // variable's factor and ckksLipschitzMargin) within ckksSampleSlack plus
-// the input's error bound inErr of it, in t, clipped to [-1, 1]. The sign
+// the slot's error bound inErr[g][j] of it, in t, clipped to [-1, 1]. The sign
 // keeps the first-order cancellations between paths; the window covers the
 // input's error (|p(x+e) - p(x)| <= |e|·max |p'| between x and x+e) and
 // samples near the reference ones.
-func ckksSampleLipschitz(p *ckksir.Poly, x [][]float64, inErr float64) [][]float64 {
+func ckksSampleLipschitz(p *ckksir.Poly, x, inErr [][]float64) [][]float64 {
 	d := ckksChebDerivative(p.Coeffs)
 	scale := 2 / (p.B - p.A) * ckksLipschitzMargin
 	// table[k][i] = max |p'| over grid points i .. i+2^k.
@@ -807,11 +860,14 @@ func ckksSampleLipschitz(p *ckksir.Poly, x [][]float64, inErr float64) [][]float
 		}
 		return max(table[k][a], table[k][b-(1<<k)+1])
 	}
-	w := ckksSampleSlack + inErr*2/(p.B-p.A)
 	out := make([][]float64, len(x))
 	for g, xs := range x {
 		o := make([]float64, len(xs))
 		for j, v := range xs {
+			w := ckksSampleSlack + inErr[g][j]*2/(p.B-p.A)
+			if math.IsNaN(w) {
+				w = math.Inf(1)
+			}
 			t := (2*v - p.A - p.B) / (p.B - p.A)
 			lo := int(math.Floor((max(-1, t-w) + 1) / 2 * ckksSampleGrid))
 			hi := int(math.Ceil((min(1, t+w) + 1) / 2 * ckksSampleGrid))

@@ -189,3 +189,66 @@ func TestErrorBoundsFeaturePacking(t *testing.T) {
 		t.Errorf("output bound %g", b)
 	}
 }
+
+// TestErrorBoundsProductPairsSlots bounds the second-order term of a
+// product slot by slot: x errs widely in slot 0 only, y in slot 1 only, so
+// e_x·e_y is small in every slot, while the product of the two values'
+// largest bounds (the former term, which a softmax's largest exponentials
+// and its smallest rows' inverses made vacuous) is about 9e4 here.
+func TestErrorBoundsProductPairsSlots(t *testing.T) {
+	lay := ckksir.Layout{Shape: ir.Shape{2}}
+	p := &ckksir.Program{
+		Params:    ckksir.Params{LogN: 10, LogQ: []int{60, 40, 40, 40}, LogP: []int{61}, LogScale: 40},
+		BlockSize: 2, Batch: 256,
+		Inputs:  []ckksir.IO{{Name: "a", Value: 0}, {Name: "b", Value: 1}},
+		Outputs: []ckksir.IO{{Name: "z", Value: 4}},
+		Values: []ckksir.Value{
+			{Layout: lay, Level: 3}, {Layout: lay, Level: 3},
+			{Layout: lay, Level: 2}, {Layout: lay, Level: 2}, {Layout: lay, Level: 1},
+		},
+		Instrs: []ckksir.Instr{
+			{Op: ckksir.OpMulConst, Out: 2, In: []int{0}, Vector: []float64{1e12, 1}},
+			{Op: ckksir.OpMulConst, Out: 3, In: []int{1}, Vector: []float64{1, 1e12}},
+			{Op: ckksir.OpMul, Out: 4, In: []int{2, 3}},
+		},
+	}
+	// Small magnitudes keep the first-order terms (y·e_x, x·e_y) small.
+	mags := make([][]float64, len(p.Values))
+	for i := range mags {
+		mags[i] = []float64{1e-3, 1e-3}
+	}
+	if err := AssignErrorBounds(p, mags, 0); err != nil {
+		t.Fatal(err)
+	}
+	bx, by, bz := p.Values[2].Bound, p.Values[3].Bound, p.Values[4].Bound
+	global := bx * by / (CKKSTail * CKKSSafety)
+	t.Logf("bounds: x %.3g, y %.3g, x·y %.3g (product of the largest bounds: %.3g)", bx, by, bz, global)
+	if global < 1e4 {
+		t.Fatalf("the test's errors are too small to tell the terms apart: %.3g", global)
+	}
+	// First order: 1e-3 times each factor's bound; second order per slot:
+	// one wide error times one fresh one.
+	if want := 1e-3 * (bx + by) * 2; !(bz < want) {
+		t.Errorf("x·y bound %.3g, want below %.3g: the second-order term pairs slots that never meet", bz, want)
+	}
+	if !(bz >= 1e-3*max(bx, by)/2) {
+		t.Errorf("x·y bound %.3g lost the first-order term (%.3g)", bz, 1e-3*max(bx, by))
+	}
+}
+
+// TestSampleLipschitzWindowPerSlot widens each slot's window by that
+// slot's own error bound: a slot with a small error keeps its local slope
+// beside a slot with a wide one.
+func TestSampleLipschitzWindowPerSlot(t *testing.T) {
+	sq := &ckksir.Poly{A: -1, B: 1, Coeffs: []float64{0.5, 0, 0.5}} // t², slope 2t
+	got := ckksSampleLipschitz(sq, [][]float64{{0.1, 0.1}}, [][]float64{{1e-6, 1}})
+	if s := got[0][0]; math.Abs(s-0.2*ckksLipschitzMargin) > 0.03 {
+		t.Errorf("slot with a small error: factor %.3g, want about %.3g", s, 0.2*ckksLipschitzMargin)
+	}
+	if s := got[0][1]; math.Abs(s-2*ckksLipschitzMargin) > 1e-9 {
+		t.Errorf("slot with a wide error: factor %.3g, want %.3g (max |p'| over [-0.9, 1])", s, 2*ckksLipschitzMargin)
+	}
+	if nan := ckksSampleLipschitz(sq, [][]float64{{0.1}}, [][]float64{{math.NaN()}}); !(nan[0][0] >= 2) {
+		t.Errorf("slot with an unknown error: factor %.3g, want the largest slope", nan[0][0])
+	}
+}

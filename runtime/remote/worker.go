@@ -231,6 +231,13 @@ func (b *budget) release(n int64) {
 // again.
 const unknownKeys = "unknown evaluation keys"
 
+// replyError is a failure to send the reply of a request that was read
+// and evaluated.
+type replyError struct{ err error }
+
+func (e *replyError) Error() string { return "sending the reply: " + e.err.Error() }
+func (e *replyError) Unwrap() error { return e.err }
+
 // refusal is an error to report to the peer.
 type refusal struct{ msg string }
 
@@ -251,7 +258,8 @@ func (w *Worker) handle(s network.Stream) {
 	}
 	msg := err.Error()
 	var rf *refusal
-	if !errors.As(err, &rf) {
+	var re *replyError
+	if !errors.As(err, &rf) && !errors.As(err, &re) {
 		msg = "reading the request: " + msg
 	}
 	w.log.Printf("peer %s: refused: %s", remote, msg)
@@ -568,36 +576,45 @@ func (w *Worker) eval(remote peer.ID, s network.Stream, sh *segment.Shard, key s
 		rep.Outputs = append(rep.Outputs, Tensor{Name: o.Name, Count: len(outs[o.Name])})
 	}
 	if err := writeHeader(bw, rep); err != nil {
-		return err
+		return &replyError{err}
 	}
 	var sent int64
 	for _, o := range p.Outputs {
 		for _, ct := range outs[o.Name] {
 			b, err := ct.MarshalBinary()
 			if err != nil {
-				return err
+				return &replyError{err}
 			}
 			sent += int64(len(b))
 			if err := writeFrame(bw, FrameCiphertext, b); err != nil {
-				return err
+				return &replyError{err}
 			}
 		}
 	}
 	if err := writeFrame(bw, FrameEnd, nil); err != nil {
-		return err
+		return &replyError{err}
 	}
 	if err := bw.Flush(); err != nil {
-		return err
+		return &replyError{err}
 	}
 	w.log.Printf("peer %s: request %s: segment %d/%d of %s, %.1f MiB in, evaluated in %v, %.1f MiB out", remote, h.Request,
 		sh.Index+1, sh.Count, strings.TrimSpace(sh.ModelName), float64(received)/(1<<20), took.Round(time.Millisecond), float64(sent)/(1<<20))
 	return nil
 }
 
+// heartbeatStall is the least time a progress frame may wait for the data
+// owner to read it. A write that times out may leave part of a frame on
+// the stream and fails the buffered writer for good, so the finished
+// evaluation's reply fails too: with four 20 s intervals, a data owner
+// whose process was starved of memory for 80 s lost a 16-minute
+// evaluation. A dead connection fails the write sooner (the hosts' keepalive).
+const heartbeatStall = 10 * time.Minute
+
 // heartbeat sends a progress frame on bw every interval until the returned
 // stop is called; stop waits for the sender, so that no frame interleaves
-// with the reply. A data owner that stops reading for four intervals ends
-// the beats (the write deadline) rather than blocking the request.
+// with the reply. A data owner that stops reading for four intervals (at
+// least heartbeatStall) ends the beats (the write deadline) rather than
+// blocking the request.
 func heartbeat(s network.Stream, bw *bufio.Writer, every time.Duration) (stop func()) {
 	done, finished := make(chan struct{}), make(chan struct{})
 	start := time.Now()
@@ -612,7 +629,7 @@ func heartbeat(s network.Stream, bw *bufio.Writer, every time.Duration) (stop fu
 				return
 			case <-t.C:
 				binary.LittleEndian.PutUint64(b[:], uint64(time.Since(start).Milliseconds()))
-				s.SetWriteDeadline(time.Now().Add(4 * every))
+				s.SetWriteDeadline(time.Now().Add(max(4*every, heartbeatStall)))
 				err := writeFrame(bw, FrameProgress, b[:])
 				if err == nil {
 					err = bw.Flush()
