@@ -270,18 +270,11 @@ func (n ckksNoise) addFreshSlots(r *rand.Rand, sigma [][]float64) {
 // sigma is the largest per-slot standard deviation: the root mean square
 // over a group's probes, maximized over the slots and the groups.
 func (n ckksNoise) sigma(groups int) float64 {
-	per := len(n) / groups
 	worst := 0.0
-	for g := range groups {
-		for j := range n[0] {
-			s2 := 0.0
-			for k := g * per; k < (g+1)*per; k++ {
-				s2 += n[k][j] * n[k][j]
-			}
-			worst = max(worst, s2/float64(per))
-		}
+	for _, g := range n.slotSigmas(groups) {
+		worst = max(worst, lowerMaxAbs(g))
 	}
-	return math.Sqrt(worst)
+	return worst
 }
 
 // AssignErrorBounds sets Values[i].Bound for every value of p: the predicted
