@@ -421,10 +421,10 @@ func assignErrorBounds(p *ckksir.Program, mags, lo, hi [][]float64, refs map[str
 			var local [][]float64
 			switch {
 			case sampled:
-				// Each slot's window is its own error bound in that sample:
-				// the largest over all slots, far from the rows that make
-				// it, widened a steep inverse's window over its whole low
-				// end and compounded through a softmax's rounds.
+				// Each slot's window is its own error bound in that sample.
+				// The largest bound over all slots, set by rows far from
+				// this one, widened a steep inverse's window over its whole
+				// low end, and that compounded through a softmax's rounds.
 				win := in(0).slotSigmas(groups)
 				for _, w := range win {
 					for j := range w {

@@ -575,31 +575,39 @@ func (w *Worker) eval(remote peer.ID, s network.Stream, sh *segment.Shard, key s
 	for _, o := range p.Outputs {
 		rep.Outputs = append(rep.Outputs, Tensor{Name: o.Name, Count: len(outs[o.Name])})
 	}
-	if err := writeHeader(bw, rep); err != nil {
-		return &replyError{err}
-	}
-	var sent int64
-	for _, o := range p.Outputs {
-		for _, ct := range outs[o.Name] {
-			b, err := ct.MarshalBinary()
-			if err != nil {
-				return &replyError{err}
-			}
-			sent += int64(len(b))
-			if err := writeFrame(bw, FrameCiphertext, b); err != nil {
-				return &replyError{err}
-			}
-		}
-	}
-	if err := writeFrame(bw, FrameEnd, nil); err != nil {
-		return &replyError{err}
-	}
-	if err := bw.Flush(); err != nil {
+	sent, err := sendOutputs(bw, rep, p.Outputs, outs)
+	if err != nil {
 		return &replyError{err}
 	}
 	w.log.Printf("peer %s: request %s: segment %d/%d of %s, %.1f MiB in, evaluated in %v, %.1f MiB out", remote, h.Request,
 		sh.Index+1, sh.Count, strings.TrimSpace(sh.ModelName), float64(received)/(1<<20), took.Round(time.Millisecond), float64(sent)/(1<<20))
 	return nil
+}
+
+// sendOutputs writes the reply header rep and the outputs' ciphertexts,
+// in the program's output order, then the end frame, and flushes; it
+// returns the ciphertext bytes sent.
+func sendOutputs(bw *bufio.Writer, rep *Header, outputs []ckksir.IO, outs map[string][]*ckks.Ciphertext) (int64, error) {
+	if err := writeHeader(bw, rep); err != nil {
+		return 0, err
+	}
+	var sent int64
+	for _, o := range outputs {
+		for _, ct := range outs[o.Name] {
+			b, err := ct.MarshalBinary()
+			if err != nil {
+				return sent, err
+			}
+			sent += int64(len(b))
+			if err := writeFrame(bw, FrameCiphertext, b); err != nil {
+				return sent, err
+			}
+		}
+	}
+	if err := writeFrame(bw, FrameEnd, nil); err != nil {
+		return sent, err
+	}
+	return sent, bw.Flush()
 }
 
 // heartbeatStall is the least time a progress frame may wait for the data
