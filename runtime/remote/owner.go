@@ -631,6 +631,8 @@ func (o *Owner) ensureKeys(ctx context.Context, w peer.ID, s *segment.Segment) (
 		return 0, err
 	}
 	defer stream.Close()
+	stop := context.AfterFunc(ctx, func() { stream.Reset() }) // the attempt limit
+	defer stop()
 	bw := bufio.NewWriterSize(stream, 64<<10)
 	r := bufio.NewReaderSize(stream, 64<<10)
 	if err := reply(bw, hdr); err != nil {
@@ -641,23 +643,26 @@ func (o *Owner) ensureKeys(ctx context.Context, w peer.ID, s *segment.Segment) (
 		return 0, err
 	}
 	if h.Status == "send" {
-		cw := &chunkWriter{w: bw}
-		if err := ks.writeKeys(cw); err != nil {
-			return 0, err
-		}
-		if err := cw.flush(); err != nil {
-			return 0, err
-		}
-		if err := writeFrame(bw, FrameEnd, nil); err != nil {
-			return 0, err
-		}
-		if err := bw.Flush(); err != nil {
-			return 0, err
+		// The keys go out while the reply is read, so that a worker that
+		// refuses them halfway (its disk full, say) is heard at once, not
+		// after a write stalls for the silence timeout.
+		err := o.converse(ctx, stream, r, func(bw *bufio.Writer) error {
+			cw := &chunkWriter{w: bw}
+			if err := ks.writeKeys(cw); err != nil {
+				return err
+			}
+			if err := cw.flush(); err != nil {
+				return err
+			}
+			return writeFrame(bw, FrameEnd, nil)
+		}, func(r *bufio.Reader) error {
+			h, err = readReply(r)
+			return err
+		})
+		if err != nil {
+			return 0, fmt.Errorf("uploading %d bytes of evaluation keys: %w", ks.size, err)
 		}
 		sent = ks.size
-		if h, err = readReply(r); err != nil {
-			return sent, err
-		}
 	}
 	if h.Status != "have" && h.Status != "ready" {
 		return sent, fmt.Errorf("unexpected reply %q to the evaluation keys", h.Status)
@@ -782,15 +787,21 @@ type tappedStream struct {
 
 func (t *tappedStream) Write(b []byte) (int, error) { return t.tap.Write(b) }
 
-// exchange sends a request (written concurrently, so that an early error
-// reply is read even while the request is still going out) and reads the
-// reply.
+// exchange opens a stream to worker w, sends a request and reads the reply
+// (see converse).
 func (o *Owner) exchange(ctx context.Context, w peer.ID, send func(*bufio.Writer) error, recv func(*bufio.Reader) error) error {
 	s, err := o.open(ctx, w)
 	if err != nil {
 		return err
 	}
 	defer s.Close()
+	return o.converse(ctx, s, bufio.NewReaderSize(s, 64<<10), send, recv)
+}
+
+// converse sends a request on s (written concurrently, so that an early
+// error reply is read even while the request is still going out) and reads
+// the reply from r, s's reader; the context's end resets the stream.
+func (o *Owner) converse(ctx context.Context, s network.Stream, r *bufio.Reader, send func(*bufio.Writer) error, recv func(*bufio.Reader) error) error {
 	stop := context.AfterFunc(ctx, func() { s.Reset() }) // the attempt limit
 	defer stop()
 	sendErr := make(chan error, 1)
@@ -805,7 +816,7 @@ func (o *Owner) exchange(ctx context.Context, w peer.ID, send func(*bufio.Writer
 		}
 		sendErr <- err
 	}()
-	rerr := recv(bufio.NewReaderSize(s, 64<<10))
+	rerr := recv(r)
 	var we *WorkerError
 	if errors.As(rerr, &we) {
 		s.Reset()

@@ -7,10 +7,12 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/ciphercut/ciphercut/runtime/segment"
@@ -171,4 +173,52 @@ func TestKeyCache(t *testing.T) {
 func sha256hex(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
+}
+
+// TestKeyUploadRefusedHalfway has a worker ask for the evaluation keys,
+// then refuse them (as one whose disk fills up does) and stop reading:
+// the data owner must report the worker's reason while still uploading,
+// not stall until its silence timeout.
+func TestKeyUploadRefusedHalfway(t *testing.T) {
+	f := mlp(t)
+	wh := ownerHost(t)
+	held := make(chan struct{})
+	t.Cleanup(func() { close(held) })
+	wh.SetStreamHandler(ProtocolID, func(s network.Stream) {
+		r := bufio.NewReader(s)
+		bw := bufio.NewWriter(s)
+		if _, err := readHeader(r); err != nil {
+			s.Reset()
+			return
+		}
+		reply(bw, &Header{Status: "send"})
+		reply(bw, &Header{Status: "error", Error: "key cache: no space left on device"})
+		<-held // neither reads on nor closes the stream
+		s.Reset()
+	})
+	w := peer.AddrInfo{ID: wh.ID(), Addrs: wh.Addrs()}
+	oh := ownerHost(t)
+	owner, _ := newOwner(t, oh, StaticProviders(nil, []peer.AddrInfo{w}), f, OwnerOptions{})
+	if size := owner.per[0].size; size < KeyChunkBytes { // a stream's window starts at 256 KiB
+		t.Fatalf("segment 0's keys are %d bytes: too few to outlast the stream's window", size)
+	}
+	ctx := context.Background()
+	if err := oh.Connect(ctx, w); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := owner.ensureKeys(ctx, w.ID, f.segs[0])
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		var we *WorkerError
+		if !errors.As(err, &we) || !strings.Contains(err.Error(), "no space left") {
+			t.Fatalf("error %v, want the worker's refusal", err)
+		}
+		t.Log(err)
+	case <-time.After(2 * time.Minute): // the silence timeout is 10 minutes
+		t.Fatal("the data owner still uploads 2 minutes after the worker refused its keys")
+	}
 }
