@@ -15,12 +15,15 @@ import (
 
 // KeyCache stores serialized evaluation keys on disk, content-addressed by
 // their SHA-256 (file <hex>.evk), within a byte quota: storing a key set
-// evicts the least recently used others until the total fits. A data owner
-// that comes back with the same keys skips the upload.
+// evicts the least recently used others until the total fits, and fits on
+// the disk. A data owner that comes back with the same keys skips the
+// upload.
 type KeyCache struct {
 	dir   string
 	quota int64
 	mu    sync.Mutex
+	// free is the disk space left in dir (-1: unknown); tests replace it.
+	free func(dir string) int64
 }
 
 // NewKeyCache opens (creating it) the cache directory dir with a quota in
@@ -32,7 +35,7 @@ func NewKeyCache(dir string, quota int64) (*KeyCache, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("key cache: %w", err)
 	}
-	return &KeyCache{dir: dir, quota: quota}, nil
+	return &KeyCache{dir: dir, quota: quota, free: diskFree}, nil
 }
 
 // validHash reports whether s is a lowercase hex SHA-256.
@@ -74,8 +77,8 @@ func (c *KeyCache) Store(hash string, size int64, r io.Reader) error {
 	if !validHash(hash) {
 		return fmt.Errorf("key cache: %q is not a SHA-256", hash)
 	}
-	if size <= 0 || size > c.quota {
-		return fmt.Errorf("key cache: %d bytes of keys, the cache quota is %d", size, c.quota)
+	if err := c.MakeRoom(size, hash); err != nil {
+		return err
 	}
 	f, err := os.CreateTemp(c.dir, ".upload-*")
 	if err != nil {
@@ -99,7 +102,7 @@ func (c *KeyCache) Store(hash string, size int64, r io.Reader) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := c.evict(size, hash); err != nil {
+	if err := c.evict(size, hash, false); err != nil { // within the quota beside uploads that ran alongside
 		return err
 	}
 	if err := os.Rename(tmp, c.path(hash)); err != nil {
@@ -115,9 +118,22 @@ func (c *KeyCache) Remove(hash string) {
 	}
 }
 
+// MakeRoom evicts the least recently used entries (other than keep) until
+// size more bytes fit within the quota and on the disk, before an upload
+// starts; it fails, naming the space needed, when they cannot.
+func (c *KeyCache) MakeRoom(size int64, keep string) error {
+	if size <= 0 || size > c.quota {
+		return fmt.Errorf("key cache: %d bytes of keys, the cache quota is %d", size, c.quota)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.evict(size, keep, true)
+}
+
 // evict removes the least recently used entries (other than keep) until
-// room more bytes fit in the quota. Called with mu held.
-func (c *KeyCache) evict(room int64, keep string) error {
+// room more bytes fit in the quota and, with disk, on the disk. Called with
+// mu held.
+func (c *KeyCache) evict(room int64, keep string, disk bool) error {
 	ents, err := os.ReadDir(c.dir)
 	if err != nil {
 		return fmt.Errorf("key cache: %w", err)
@@ -142,14 +158,27 @@ func (c *KeyCache) evict(room int64, keep string) error {
 		total += info.Size()
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].used.Before(all[j].used) })
+	onDisk := func() bool {
+		free := c.free(c.dir)
+		return !disk || free < 0 || free >= room
+	}
+	if free := c.free(c.dir); disk && free >= 0 && free+total < room {
+		// Evicting every other entry would not make room: keep them.
+		return fmt.Errorf("key cache %s: %d bytes of keys do not fit on its disk: %d bytes free, %d more in other cached keys",
+			c.dir, room, free, total)
+	}
 	for _, e := range all {
-		if total+room <= c.quota {
+		if total+room <= c.quota && onDisk() {
 			break
 		}
 		if err := os.Remove(e.path); err != nil {
 			return fmt.Errorf("key cache: evicting %s: %w", e.path, err)
 		}
 		total -= e.size
+	}
+	if !onDisk() { // evicted files still open elsewhere keep their space
+		return fmt.Errorf("key cache %s: %d bytes of keys do not fit on its disk: %d bytes free with no other keys cached",
+			c.dir, room, c.free(c.dir))
 	}
 	return nil
 }

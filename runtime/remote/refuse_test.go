@@ -170,6 +170,44 @@ func TestKeyCache(t *testing.T) {
 	}
 }
 
+// TestKeyCacheMakesRoomOnDisk gives the cache a disk of 350 bytes and a
+// larger quota: an upload evicts the least recently used keys until it
+// fits on the disk, and one that cannot fit is refused before it starts.
+func TestKeyCacheMakesRoomOnDisk(t *testing.T) {
+	c, err := NewKeyCache(t.TempDir(), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.free = func(string) int64 { return 350 - c.Size() }
+	put := func(b byte, n int) (string, error) {
+		data := bytes.Repeat([]byte{b}, n)
+		h := sha256hex(data)
+		time.Sleep(20 * time.Millisecond) // distinct modification times
+		return h, c.Store(h, int64(n), bytes.NewReader(data))
+	}
+	var old []string
+	for _, b := range []byte("abc") {
+		h, err := put(b, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		old = append(old, h)
+	}
+	d, err := put('d', 150)
+	if err != nil {
+		t.Fatalf("150 bytes beside 300 on a 350-byte disk: %v", err)
+	}
+	if c.Has(old[0]) || !c.Has(old[1]) || !c.Has(old[2]) || !c.Has(d) {
+		t.Errorf("after making room: a %v b %v c %v d %v; want only a evicted", c.Has(old[0]), c.Has(old[1]), c.Has(old[2]), c.Has(d))
+	}
+	if err := c.MakeRoom(400, ""); err == nil || !strings.Contains(err.Error(), "do not fit on its disk") {
+		t.Errorf("400 bytes on a 350-byte disk: error %v, want a refusal", err)
+	}
+	if !c.Has(old[1]) || !c.Has(old[2]) || !c.Has(d) {
+		t.Error("a refused upload evicted keys")
+	}
+}
+
 func sha256hex(b []byte) string {
 	sum := sha256.Sum256(b)
 	return hex.EncodeToString(sum[:])
