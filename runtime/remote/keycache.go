@@ -120,10 +120,11 @@ func (c *KeyCache) Remove(hash string) {
 
 // MakeRoom evicts the least recently used entries (other than keep) until
 // size more bytes fit within the quota and on the disk, before an upload
-// starts; it fails, naming the space needed, when they cannot.
+// starts; it fails, naming the space needed, when they cannot (a size over
+// the quota among them).
 func (c *KeyCache) MakeRoom(size int64, keep string) error {
 	if size <= 0 || size > c.quota {
-		return fmt.Errorf("key cache: %d bytes of keys, the cache quota is %d", size, c.quota)
+		return fmt.Errorf("key cache: %d bytes of keys, the cache quota is %d (this worker caches at most that)", size, c.quota)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

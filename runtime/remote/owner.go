@@ -795,15 +795,15 @@ func (o *Owner) exchange(ctx context.Context, w peer.ID, send func(*bufio.Writer
 		return err
 	}
 	defer s.Close()
+	stop := context.AfterFunc(ctx, func() { s.Reset() }) // the attempt limit
+	defer stop()
 	return o.converse(ctx, s, bufio.NewReaderSize(s, 64<<10), send, recv)
 }
 
 // converse sends a request on s (written concurrently, so that an early
 // error reply is read even while the request is still going out) and reads
-// the reply from r, s's reader; the context's end resets the stream.
+// the reply from r, s's reader. The caller resets s when ctx ends.
 func (o *Owner) converse(ctx context.Context, s network.Stream, r *bufio.Reader, send func(*bufio.Writer) error, recv func(*bufio.Reader) error) error {
-	stop := context.AfterFunc(ctx, func() { s.Reset() }) // the attempt limit
-	defer stop()
 	sendErr := make(chan error, 1)
 	go func() {
 		bw := bufio.NewWriterSize(s, 64<<10)

@@ -330,9 +330,6 @@ func (w *Worker) keys(remote peer.ID, sh *segment.Shard, key shardKey, h *Header
 		}
 		return reply(bw, &Header{Status: "have"})
 	}
-	if h.KeyBytes <= 0 || h.KeyBytes > w.opts.CacheQuota {
-		return refuse("%d bytes of evaluation keys, this worker caches at most %d", h.KeyBytes, w.opts.CacheQuota)
-	}
 	if err := w.cache.MakeRoom(h.KeyBytes, h.Keys); err != nil {
 		return refuse("%v", err)
 	}
